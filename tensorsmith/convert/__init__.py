@@ -1,0 +1,64 @@
+"""Frontends (a model file -> ONNX) and backends (ONNX -> a deployable artifact).
+
+Both are registries keyed by format name, each entry a module imported only when
+that format is used: ``tensorsmith --help`` and ONNX work never import
+TensorFlow or PyTorch. Formats are detected by content (``detect.py``), with
+``--from`` to force one.
+
+A frontend module provides ``load(path, options) -> Imported`` and
+``inspect(path) -> dict``; a backend module provides ``build(...)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from tensorsmith.convert.detect import detect_format
+from tensorsmith.errors import UsageError
+
+# name -> (module, what it reads, the extra that provides its framework)
+FRONTENDS: dict[str, tuple[str, str, str | None]] = {
+    "onnx": ("tensorsmith.convert.onnx_frontend", "ONNX model (.onnx, external data beside it)", None),
+    "savedmodel": ("tensorsmith.convert.tf_frontend", "TensorFlow SavedModel directory", "tf"),
+    "keras": ("tensorsmith.convert.tf_frontend", "Keras 3 .keras archive", "tf"),
+    "h5": ("tensorsmith.convert.tf_frontend", "legacy Keras HDF5 .h5", "tf"),
+    "graphdef": ("tensorsmith.convert.tf_frontend", "frozen TensorFlow GraphDef .pb", "tf"),
+    "tflite": ("tensorsmith.convert.tf_frontend", "TensorFlow Lite flatbuffer .tflite", "tf"),
+    "torchscript": ("tensorsmith.convert.torch_frontend", "TorchScript archive (torch.jit.save)", "torch"),
+    "torch-export": ("tensorsmith.convert.torch_frontend", "torch.export archive .pt2", "torch"),
+    "torch-factory": ("tensorsmith.convert.torch_frontend", "module:factory spec with --weights state_dict", "torch"),
+}
+
+# name -> (module, what it writes)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
+}
+
+
+def _import(module: str, what: str, extra: str | None) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing.startswith("tensorsmith"):
+            raise UsageError(f"{what} is not supported by this version of tensorsmith") from None
+        hint = f"pip install 'tensorsmith[{extra}]'" if extra else None
+        raise UsageError(f"{what} needs the '{missing}' package, which is not installed", hint=hint) from None
+
+
+def get_frontend(name: str) -> ModuleType:
+    if name not in FRONTENDS:
+        raise UsageError(f"unknown source format {name!r}; known: {', '.join(FRONTENDS)}")
+    module, what, extra = FRONTENDS[name]
+    return _import(module, what, extra)
+
+
+def get_backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        raise UsageError(f"unknown target {name!r}; known: {', '.join(BACKENDS)}")
+    module, what = BACKENDS[name]
+    return _import(module, what, None)
+
+
+__all__ = ["BACKENDS", "FRONTENDS", "detect_format", "get_backend", "get_frontend"]

@@ -1,0 +1,231 @@
+"""Reading and writing ONNX files.
+
+Reading is lazy: weights in external data stay on disk (memory-mapped by onnx_ir)
+until a pass touches them. Writing is atomic: everything goes to a temporary folder
+beside the target and is renamed into place at the end, so an interrupted run never
+leaves a half-written model (or a model whose ``.onnx.data`` is from another run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from tensorsmith.errors import UsageError
+
+# The protobuf limit is 2 GiB; leave room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
+
+
+def data_file_name(path: str | os.PathLike) -> str:
+    """The external-data file name used beside ``path`` (``model.onnx.data``)."""
+    return Path(path).name + ".data"
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path}: file is empty")
+
+
+def _check_external_data(proto: onnx.ModelProto, base_dir: Path, path: Path) -> None:
+    """Every external tensor must point at a file that is long enough."""
+    sizes: dict[Path, int] = {}
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base_dir / location).resolve()
+        if not str(target).startswith(str(base_dir.resolve())) and not os.path.isabs(location):
+            raise UsageError(f"{path}: external data location {location!r} escapes the model folder")
+        if target not in sizes:
+            if not target.is_file():
+                raise UsageError(
+                    f"{path}: external data file {location!r} of tensor {tensor.name!r} is missing"
+                )
+            sizes[target] = target.stat().st_size
+        end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
+        if end > sizes[target]:
+            raise UsageError(
+                f"{path}: external data file {location!r} is truncated "
+                f"(tensor {tensor.name!r} needs {end} bytes, file has {sizes[target]})"
+            )
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_tensors(g)
+
+
+def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read the ModelProto of ``path`` without its external data, with clear errors."""
+    path = Path(path)
+    _check_readable(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable ONNX model ({_short(exc)})") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not proto.HasField("graph") or proto.ir_version <= 0:
+        raise UsageError(f"{path}: not an ONNX model (no graph or IR version)")
+    if len(proto.graph.output) == 0:
+        raise UsageError(f"{path}: not a usable ONNX model (the graph has no outputs)")
+    _check_external_data(proto, path.parent, path)
+    return proto
+
+
+def load(path: str | os.PathLike) -> ir.Model:
+    """Load an ONNX file into an ``onnx_ir`` model; external data stays lazily mapped."""
+    path = Path(path)
+    proto = load_proto(path)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:  # a malformed graph the IR refuses
+        raise UsageError(f"{path}: malformed ONNX graph ({_short(exc)})") from exc
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    """Bytes of all initializers (main graph and subgraphs) without reading their data."""
+    total = 0
+    for graph in [model.graph, *model.graph.subgraphs()]:
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None:
+                total += tensor.nbytes
+    return total
+
+
+class Staged:
+    """A model written to a temporary folder beside its target, not yet in place.
+
+    ``commit()`` renames it (and its ``.data`` file) to the target; ``discard()``
+    (or leaving the ``with`` block on an error) removes it. Verification runs on
+    ``model_path`` between the two, so a failed check never leaves a file at -o.
+    """
+
+    def __init__(self, target: Path, tmp_dir: Path, data_name: str, external: bool):
+        self.target = target
+        self.tmp_dir = tmp_dir
+        self.data_name = data_name
+        self.external = external
+        self.model_path = tmp_dir / target.name
+        self.files: list[Path] = []
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.tmp_dir.iterdir() if p.is_file())
+
+    def commit(self) -> list[Path]:
+        parent = self.target.parent
+        tmp_data = self.tmp_dir / self.data_name
+        final_data = parent / self.data_name
+        written = [self.target]
+        if tmp_data.exists():
+            os.replace(tmp_data, final_data)
+            written.append(final_data)
+        elif final_data.exists():
+            # a stale data file of an earlier run next to a self-contained model misleads
+            with contextlib.suppress(OSError):
+                final_data.unlink()
+        os.replace(self.model_path, self.target)
+        self.discard()
+        self.files = written
+        return written
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> "Staged":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise UsageError(f"{path}: output is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{parent}: output folder is not writable")
+    return path
+
+
+def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Staged:
+    """Write ``model`` for ``path`` into a temporary folder beside it (see ``Staged``).
+
+    ``external_data``: ``True`` writes weights to ``<name>.data`` beside the model,
+    ``False`` embeds them, ``None`` (default) decides by size (over ~2 GB: external).
+    """
+    path = check_output_path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if external_data is None:
+        external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_name = data_file_name(path)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    staged = Staged(path, tmp_dir, data_name, bool(external_data))
+    try:
+        if external_data:
+            ir.save(model, staged.model_path, external_data=data_name, size_threshold_bytes=1024)
+        else:
+            ir.save(model, staged.model_path)
+    except BaseException as exc:
+        staged.discard()
+        if isinstance(exc, Exception):
+            from tensorsmith.errors import ConversionError
+
+            hint = None
+            if "2GB" in str(exc) or "2 GB" in str(exc) or "protobuf" in str(exc).lower():
+                hint = "use --external-data"
+            raise ConversionError(f"cannot write {path}: {_short(exc)}", hint=hint) from exc
+        raise
+    return staged
+
+
+def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
+    """Write ``model`` to ``path`` atomically; returns the files written."""
+    return stage(model, path, external_data=external_data).commit()
+
+
+def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Atomically write a self-contained ModelProto (used by frontends and tests)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(proto.SerializeToString())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,61 @@
+"""What every graph pass is: a name, typed options, and an in-place ``call``.
+
+Passes follow onnx_ir's pass contract (``requires`` -> ``call`` -> ``ensures``,
+returning ``PassResult(model, modified)``). On top of it, tensorsmith passes:
+
+* never change graph input/output names, dtypes or declared shapes (the manager checks);
+* are idempotent: a second run reports ``modified=False``;
+* do no file I/O;
+* can say why they did not rewrite something (``self.explain(...)``), which
+  ``tensorsmith optimize --explain`` prints.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import onnx_ir as ir
+from pydantic import BaseModel, ConfigDict
+
+
+class PassOptions(BaseModel):
+    """Options of a pass; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pass(ir.passes.InPlacePass):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[PassOptions]] = PassOptions
+
+    def __init__(self, options: PassOptions | dict | None = None):
+        super().__init__()
+        if options is None:
+            options = self.Options()
+        elif isinstance(options, dict):
+            options = self.Options(**options)
+        self.options = options
+        self.notes: list[str] = []
+        self.stats: dict[str, int] = {}
+
+    def explain(self, node: ir.Node | None, reason: str) -> None:
+        """Record why a candidate was left alone (bounded, for --explain)."""
+        if len(self.notes) < 200:
+            where = f"{node.op_type} {node.name!r}: " if node is not None else ""
+            self.notes.append(where + reason)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] = self.stats.get(key, 0) + n
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+
+def graphs_of(model: ir.Model):
+    """The main graph, every subgraph (If/Loop/Scan bodies) and every function."""
+    yield model.graph
+    yield from model.graph.subgraphs()
+    for function in model.functions.values():
+        yield function
+        yield from function.subgraphs()

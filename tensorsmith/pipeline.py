@@ -1,0 +1,201 @@
+"""The optimize job: load -> passes -> stage -> verify -> commit.
+
+``optimize_file`` is what ``tensorsmith optimize`` and ``tensorsmith convert
+--to onnx`` call; scripts can call it too (``tensorsmith.optimize_file``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx_ir as ir
+
+from tensorsmith import model_io
+from tensorsmith import passes as passes_mod
+from tensorsmith.errors import VerificationError
+from tensorsmith.passes.manager import PassManager, PassRecord
+from tensorsmith.verify import Tolerance, VerificationReport, raise_if_failed, verify_models
+
+
+def op_histogram(model: ir.Model) -> collections.Counter:
+    """Op counts over the main graph and every subgraph (``domain::Op`` for custom domains)."""
+    counts: collections.Counter = collections.Counter()
+    for node in model.graph.all_nodes():
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        counts[key] += 1
+    return counts
+
+
+@dataclass
+class OptimizeResult:
+    """What ``tensorsmith.optimize`` returns for an in-memory model."""
+
+    model: ir.Model
+    passes: list[PassRecord]
+    ops_before: collections.Counter
+    ops_after: collections.Counter
+    iterations: int
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.ops_before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.ops_after.values())
+
+
+def optimize(
+    model: ir.Model,
+    passes: list[str] | None = None,
+    *,
+    skip: list[str] | None = None,
+    options: dict[str, dict] | None = None,
+    max_iterations: int = 8,
+    on_step: Callable[[str, int], None] | None = None,
+) -> OptimizeResult:
+    """Run graph passes on ``model`` in place, to a fixed point."""
+    names = passes_mod.resolve(passes, skip)
+    before = op_histogram(model)
+    manager = PassManager(passes_mod.create(names, options), max_iterations=max_iterations, on_step=on_step)
+    records = manager.run(model)
+    return OptimizeResult(model, records, before, op_histogram(model), manager.iterations)
+
+
+@dataclass
+class JobReport:
+    """Everything one optimize/convert run measured; rendered as a table or JSON."""
+
+    input: str
+    output: str | None
+    status: str = "ok"  # ok | failed | verification-failed
+    source_format: str = "onnx"
+    target: str = "onnx"
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    passes: list[PassRecord] = field(default_factory=list)
+    iterations: int = 0
+    verification: VerificationReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.ops_before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.ops_after.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "files": self.files,
+            "source_format": self.source_format,
+            "target": self.target,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "ops_before": dict(sorted(self.ops_before.items())),
+            "ops_after": dict(sorted(self.ops_after.items())),
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "iterations": self.iterations,
+            "passes": [p.to_dict() for p in self.passes],
+            "verification": self.verification.to_dict() if self.verification else None,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "notes": self.notes,
+            "error": self.error,
+        }
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes of a model file plus the external data files it references."""
+    path = Path(path)
+    total = path.stat().st_size
+    data = path.parent / model_io.data_file_name(path)
+    if data.exists():
+        total += data.stat().st_size
+    return total
+
+
+def optimize_file(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    passes: list[str] | None = None,
+    skip: list[str] | None = None,
+    pass_options: dict[str, dict] | None = None,
+    input_shapes: dict[str, list[int]] | None = None,
+    verify: bool = True,
+    verify_data: str | os.PathLike | None = None,
+    tolerance: Tolerance | None = None,
+    external_data: bool | None = None,
+    max_iterations: int = 8,
+    on_step: Callable[[str], None] | None = None,
+) -> JobReport:
+    """Optimize an ONNX file into ``output_path``; verified unless ``verify=False``.
+
+    Raises ``UsageError`` (exit 2), ``ConversionError`` (3) or
+    ``VerificationError`` (4, carrying the report; nothing is written then).
+    """
+    step = on_step or (lambda _msg: None)
+    report = JobReport(input=str(input_path), output=str(output_path))
+    model_io.check_output_path(output_path)
+    if input_shapes:
+        # validate names/ranks before any work
+        from tensorsmith.shapes import resolve_shapes
+        from tensorsmith.verify import input_specs_from_proto
+
+        resolve_shapes(input_specs_from_proto(model_io.load_proto(input_path)), input_shapes)
+    t0 = time.perf_counter()
+    step("load")
+    model = model_io.load(input_path)
+    report.size_before = file_size(input_path)
+    report.seconds["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    result = optimize(
+        model, passes, skip=skip, options=pass_options, max_iterations=max_iterations,
+        on_step=lambda name, it: step(f"pass {name} (iteration {it + 1})"),
+    )
+    report.seconds["passes"] = time.perf_counter() - t0
+    report.passes = result.passes
+    report.iterations = result.iterations
+    report.ops_before = dict(result.ops_before)
+    report.ops_after = dict(result.ops_after)
+
+    t0 = time.perf_counter()
+    step("write")
+    with model_io.stage(model, output_path, external_data=external_data) as staged:
+        report.seconds["write"] = time.perf_counter() - t0
+        report.size_after = staged.size_bytes()
+        if verify:
+            t0 = time.perf_counter()
+            step("verify")
+            vr = verify_models(
+                input_path, staged.model_path, input_shapes=input_shapes,
+                verify_data=verify_data, tolerance=tolerance, on_progress=step,
+            )
+            report.seconds["verify"] = time.perf_counter() - t0
+            report.verification = vr
+            if not vr.passed:
+                report.status = "verification-failed"
+                report.output = None
+                try:
+                    raise_if_failed(vr)
+                except VerificationError as exc:
+                    exc.job = report
+                    raise
+        report.files = [str(p) for p in staged.commit()]
+    return report

@@ -1,0 +1,97 @@
+"""Rendering job reports: a Rich table for people, one JSON object for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tensorsmith.pipeline import JobReport
+
+
+def human_bytes(n: int | float) -> str:
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def render_job(report: JobReport, console: Console, *, explain: bool = False) -> None:
+    title = escape(f"{report.input} -> {report.output or '(not written)'}")
+    summary = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+    summary.add_column("")
+    summary.add_column("before", justify="right")
+    summary.add_column("after", justify="right")
+    summary.add_column("change", justify="right")
+    summary.add_row("nodes", str(report.nodes_before), str(report.nodes_after), _delta(report.nodes_before, report.nodes_after))
+    if report.size_before or report.size_after:
+        summary.add_row("file size", human_bytes(report.size_before), human_bytes(report.size_after),
+                        _delta(report.size_before, report.size_after, pct=True))
+    ops = sorted(set(report.ops_before) | set(report.ops_after))
+    for op in ops:
+        b, a = report.ops_before.get(op, 0), report.ops_after.get(op, 0)
+        if a != b:
+            summary.add_row(f"  {escape(op)}", str(b), str(a), _delta(b, a))
+    console.print(summary)
+
+    if report.passes:
+        t = Table(show_header=True, header_style="bold", title="passes", title_justify="left")
+        t.add_column("pass")
+        t.add_column("changed")
+        t.add_column("time", justify="right")
+        t.add_column("what")
+        for p in report.passes:
+            what = ", ".join(f"{k}: {v}" for k, v in p.stats.items())
+            t.add_row(p.name, "yes" if p.modified else "no", f"{p.seconds * 1000:.1f} ms", what)
+        console.print(t)
+        if explain:
+            for p in report.passes:
+                for note in p.notes:
+                    console.print(f"  [dim]{p.name}[/dim] skipped {escape(note)}")
+
+    vr = report.verification
+    if vr is not None:
+        t = Table(show_header=True, header_style="bold",
+                  title=f"verification ({vr.input_source} inputs, {vr.samples} sample(s), rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
+                  title_justify="left")
+        t.add_column("output")
+        t.add_column("shape")
+        t.add_column("max abs diff", justify="right")
+        t.add_column("max rel diff", justify="right")
+        t.add_column("result")
+        for o in vr.outputs:
+            t.add_row(escape(o.name), "x".join(map(str, o.shape)), f"{o.max_abs_diff:.3g}", f"{o.max_rel_diff:.3g}",
+                      "[green]pass[/green]" if o.passed else f"[red]FAIL[/red] {escape(o.reason)}")
+        console.print(t)
+        for note in vr.notes:
+            console.print(f"  [dim]input {escape(note)}[/dim]")
+    elif report.status == "ok":
+        console.print("[yellow]not verified (--no-verify)[/yellow]")
+    for note in report.notes:
+        console.print(f"  [dim]{escape(note)}[/dim]")
+
+
+def _delta(before: int, after: int, pct: bool = False) -> str:
+    d = after - before
+    if d == 0:
+        return ""
+    if pct and before:
+        return f"{100.0 * d / before:+.1f}%"
+    return f"{d:+d}"
+
+
+def print_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=_default) + "\n")
+
+
+def _default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, float):
+        return None
+    return str(o)

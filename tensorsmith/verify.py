@@ -1,0 +1,400 @@
+"""Numeric verification: run the source and the result on the same inputs.
+
+Both models run in onnxruntime with graph optimizations off (so onnxruntime's own
+rewrites cannot hide or cause a difference). Inputs are seeded random tensors built
+from the input specs, or real samples from ``--verify-data FILE.npz``. For each
+output the report gives the max absolute difference and the max difference
+relative to the output's scale (its largest absolute reference value); an output
+passes when ``max_abs <= atol + rtol * scale``. Integer and bool outputs must match
+exactly. Shapes must match exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from tensorsmith.errors import ConversionError, UsageError, VerificationError
+from tensorsmith.shapes import InputSpec, format_shape, resolve_shapes
+
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+SEED = 0
+
+
+@dataclass
+class Tolerance:
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    shape: list[int]
+    max_abs_diff: float
+    max_rel_diff: float
+    scale: float
+    passed: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "shape": self.shape,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "scale": self.scale,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class VerificationReport:
+    passed: bool
+    outputs: list[OutputCheck]
+    samples: int
+    input_source: str  # "random" or the data file
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((o.max_abs_diff for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel_diff(self) -> float:
+        return max((o.max_rel_diff for o in self.outputs), default=0.0)
+
+    def failures(self) -> list[OutputCheck]:
+        return [o for o in self.outputs if not o.passed]
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "samples": self.samples,
+            "inputs": self.input_source,
+            "input_shapes": self.input_shapes,
+            "notes": self.notes,
+            "rtol": self.tolerance.rtol,
+            "atol": self.tolerance.atol,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+# ---------------------------------------------------------------------------
+# input specs and data
+
+
+def input_specs_from_proto(proto) -> list[InputSpec]:
+    """Graph inputs that are not initializers, from a ModelProto (no data read)."""
+    import onnx
+
+    inits = {i.name for i in proto.graph.initializer}
+    specs = []
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise UsageError(f"input {vi.name!r} is not a tensor (sequence/map inputs are not supported)")
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except Exception:
+            dtype = np.dtype(object)
+        shape: list[int | str | None] = []
+        if tt.HasField("shape"):
+            for d in tt.shape.dim:
+                if d.HasField("dim_value"):
+                    shape.append(int(d.dim_value))
+                elif d.HasField("dim_param"):
+                    shape.append(d.dim_param)
+                else:
+                    shape.append(None)
+        specs.append(InputSpec(vi.name, dtype, shape))
+    return specs
+
+
+def random_inputs(
+    specs: list[InputSpec], shapes: dict[str, list[int]], seed: int = SEED
+) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats ~ N(0, 1); integers in [0, 10) (safe for indices,
+    token ids and small enums); bools uniform."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = shapes[spec.name]
+        dt = spec.dtype
+        if dt.kind == "f" or dt.name in ("bfloat16",):
+            arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
+        elif dt.kind in "iu":
+            arr = rng.integers(0, 10, size=shape).astype(dt)
+        elif dt.kind == "b":
+            arr = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise UsageError(
+                f"cannot generate values for input {spec.name!r} of type {dt}",
+                hint="give real inputs with --verify-data FILE.npz, or --no-verify",
+            )
+        feeds[spec.name] = arr
+    return feeds
+
+
+def load_verify_data(path: str | os.PathLike, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
+    """Samples from an .npz whose arrays are named after the inputs.
+
+    An array with one more dimension than the input's rank holds several samples
+    along its first axis; otherwise the file is one sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--verify-data {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise UsageError(f"--verify-data {path}: not a readable .npz file ({exc})") from None
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise UsageError(
+            f"--verify-data {path}: no array for input(s) {', '.join(missing)}; "
+            f"found {', '.join(arrays) or 'nothing'}"
+        )
+    counts = set()
+    for spec in specs:
+        arr = arrays[spec.name]
+        if spec.shape and arr.ndim == len(spec.shape) + 1:
+            counts.add(arr.shape[0])
+        elif spec.shape and arr.ndim != len(spec.shape):
+            raise UsageError(
+                f"--verify-data {path}: array {spec.name!r} has shape {list(arr.shape)}, "
+                f"input expects rank {len(spec.shape)} ({format_shape(spec.shape)})"
+            )
+        else:
+            counts.add(None)
+    stacked = counts - {None}
+    if len(stacked) > 1:
+        raise UsageError(f"--verify-data {path}: arrays hold different numbers of samples {sorted(stacked)}")
+    n = stacked.pop() if stacked else None
+    samples = []
+    for i in range(n or 1):
+        sample = {}
+        for spec in specs:
+            arr = arrays[spec.name]
+            if n is not None and arr.ndim == len(spec.shape) + 1:
+                arr = arr[i]
+            for want, got in zip(spec.shape, arr.shape):
+                if isinstance(want, int) and want != got:
+                    raise UsageError(
+                        f"--verify-data {path}: array {spec.name!r} has shape {list(arr.shape)}, "
+                        f"input expects {format_shape(spec.shape)}"
+                    )
+            sample[spec.name] = np.ascontiguousarray(arr.astype(spec.dtype, copy=False))
+        samples.append(sample)
+    return samples
+
+
+# ---------------------------------------------------------------------------
+# running
+
+
+def ort_session(model_path: str | os.PathLike, *, optimize: bool = False, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+
+
+def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    wanted = {i.name for i in session.get_inputs()}
+    values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    return dict(zip(names, values))
+
+
+def compare(
+    ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance
+) -> list[OutputCheck]:
+    checks = []
+    for name, r in ref.items():
+        g = got.get(name)
+        if g is None:
+            checks.append(OutputCheck(name, list(np.shape(r)), float("inf"), float("inf"), 0.0, False, "output missing"))
+            continue
+        r = np.asarray(r)
+        g = np.asarray(g)
+        if r.shape != g.shape:
+            checks.append(
+                OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False,
+                            f"shape {list(g.shape)} != source {list(r.shape)}")
+            )
+            continue
+        if r.dtype != g.dtype:
+            checks.append(
+                OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False,
+                            f"dtype {g.dtype} != source {r.dtype}")
+            )
+            continue
+        if r.dtype.kind not in "fc":
+            equal = bool(np.array_equal(r, g))
+            diff = 0.0 if equal else float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.dtype.kind in "iub" else float("inf")
+            checks.append(OutputCheck(name, list(r.shape), diff, 0.0 if equal else float("inf"), 0.0, equal,
+                                      "" if equal else "values differ (exact match required)"))
+            continue
+        r64 = r.astype(np.float64)
+        g64 = g.astype(np.float64)
+        nan_r, nan_g = np.isnan(r64), np.isnan(g64)
+        if not np.array_equal(nan_r, nan_g):
+            checks.append(OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False, "NaN in different places"))
+            continue
+        finite = ~nan_r
+        inf_r = np.isinf(r64) & finite
+        if not np.array_equal(r64[inf_r], g64[inf_r]) or not np.array_equal(inf_r, np.isinf(g64) & finite):
+            checks.append(OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False, "Inf in different places"))
+            continue
+        ok = finite & ~inf_r
+        if r64.size == 0 or not ok.any():
+            checks.append(OutputCheck(name, list(r.shape), 0.0, 0.0, 0.0, True))
+            continue
+        diff = np.abs(r64[ok] - g64[ok])
+        max_abs = float(diff.max())
+        scale = float(np.abs(r64[ok]).max())
+        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        passed = max_abs <= tol.atol + tol.rtol * scale
+        checks.append(OutputCheck(name, list(r.shape), max_abs, max_rel, scale, passed,
+                                  "" if passed else f"max abs diff {max_abs:.3g} > {tol.atol:g} + {tol.rtol:g} x scale {scale:.3g}"))
+    return checks
+
+
+def _merge(a: list[OutputCheck] | None, b: list[OutputCheck]) -> list[OutputCheck]:
+    if a is None:
+        return b
+    out = []
+    for x, y in zip(a, b):
+        worst = y if (not y.passed and x.passed) or y.max_abs_diff > x.max_abs_diff else x
+        merged = OutputCheck(
+            x.name, x.shape, max(x.max_abs_diff, y.max_abs_diff), max(x.max_rel_diff, y.max_rel_diff),
+            max(x.scale, y.scale), x.passed and y.passed, worst.reason if not (x.passed and y.passed) else "",
+        )
+        out.append(merged)
+    return out
+
+
+def verify_models(
+    source_path: str | os.PathLike,
+    result_path: str | os.PathLike,
+    *,
+    input_shapes: dict[str, list[int]] | None = None,
+    verify_data: str | os.PathLike | None = None,
+    tolerance: Tolerance | None = None,
+    source_runner: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    specs: list[InputSpec] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> VerificationReport:
+    """Run ``source_path`` and ``result_path`` on the same inputs and compare outputs.
+
+    ``source_runner`` replaces onnxruntime for the source (frontends pass the
+    original framework's own runtime). Raises ``UsageError`` when the source itself
+    cannot run on the generated inputs, ``ConversionError`` when the result cannot
+    run; returns the report otherwise (the caller decides what a failure means).
+    """
+    from tensorsmith import model_io
+
+    tol = tolerance or Tolerance()
+    if specs is None:
+        specs = input_specs_from_proto(model_io.load_proto(source_path))
+    notes: list[str] = []
+    if verify_data is not None:
+        samples = load_verify_data(verify_data, specs)
+        source = str(verify_data)
+        shapes_used = {k: list(v.shape) for k, v in samples[0].items()}
+    else:
+        shapes_used, notes = resolve_shapes(specs, input_shapes)
+        samples = [random_inputs(specs, shapes_used)]
+        dynamic_batch = [s for s in specs if s.shape and not isinstance(s.shape[0], int)]
+        if dynamic_batch:
+            # a second run at another batch size catches a pass that froze the batch
+            shapes2, _ = resolve_shapes(specs, input_shapes, batch=shapes_used[dynamic_batch[0].name][0] + 1)
+            samples.append(random_inputs(specs, shapes2, seed=SEED + 1))
+            notes.append(f"also checked at batch {shapes2[dynamic_batch[0].name][0]} (dynamic batch)")
+        source = "random"
+
+    if source_runner is None:
+        try:
+            src_sess = ort_session(source_path)
+        except Exception as exc:
+            raise UsageError(
+                f"onnxruntime cannot load the source model for verification: {_short(exc)}",
+                hint="skip the check with --no-verify",
+            ) from None
+        source_runner = lambda feeds: _run(src_sess, feeds)  # noqa: E731
+    try:
+        res_sess = ort_session(result_path)
+    except Exception as exc:
+        raise ConversionError(f"the converted model does not load in onnxruntime: {_short(exc)}") from None
+
+    merged: list[OutputCheck] | None = None
+    for i, feeds in enumerate(samples):
+        if on_progress:
+            on_progress(f"verify sample {i + 1}/{len(samples)}")
+        try:
+            ref = source_runner(feeds)
+        except Exception as exc:
+            if verify_data is None:
+                raise UsageError(
+                    f"the source model fails on generated inputs ({_describe(feeds)}): {_short(exc)}",
+                    hint="give real inputs with --verify-data FILE.npz or shapes with --input-shape",
+                ) from None
+            raise UsageError(f"the source model fails on --verify-data sample {i}: {_short(exc)}") from None
+        try:
+            got = _run(res_sess, feeds)
+        except Exception as exc:
+            raise ConversionError(f"the converted model fails in onnxruntime: {_short(exc)}") from None
+        merged = _merge(merged, compare(ref, got, tol))
+    outputs = merged or []
+    return VerificationReport(
+        passed=all(o.passed for o in outputs),
+        outputs=outputs,
+        samples=len(samples),
+        input_source=source,
+        input_shapes=shapes_used,
+        notes=notes,
+        tolerance=tol,
+    )
+
+
+def raise_if_failed(report: VerificationReport) -> None:
+    if report.passed:
+        return
+    worst = report.failures()
+    text = "; ".join(f"{o.name}: {o.reason}" for o in worst[:3])
+    more = f" (+{len(worst) - 3} more)" if len(worst) > 3 else ""
+    raise VerificationError(f"verification failed: {text}{more}", report=report)
+
+
+def _describe(feeds: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def iter_outputs(report: VerificationReport) -> Iterable[OutputCheck]:
+    return iter(report.outputs)
