@@ -108,7 +108,7 @@ def _split_list(values: Optional[list[str]]) -> list[str]:
 @contextlib.contextmanager
 def _progress(enabled: bool):
     """A transient spinner on stderr; yields a callback taking a step description."""
-    if not enabled:
+    if not enabled or not err_console.is_terminal:
         yield lambda _msg: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

@@ -113,7 +113,7 @@ def input_specs_from_proto(proto) -> list[InputSpec]:
         shape: list[int | str | None] = []
         if tt.HasField("shape"):
             for d in tt.shape.dim:
-                if d.HasField("dim_value"):
+                if d.HasField("dim_value") and d.dim_value >= 0:
                     shape.append(int(d.dim_value))
                 elif d.HasField("dim_param"):
                     shape.append(d.dim_param)
@@ -123,11 +123,51 @@ def input_specs_from_proto(proto) -> list[InputSpec]:
     return specs
 
 
+def integer_bounds(proto) -> dict[str, int]:
+    """Upper bounds for integer inputs that index a constant table.
+
+    An input that reaches a Gather's indices (directly or through Cast/Reshape/
+    Unsqueeze/Squeeze/Flatten) over a constant of size K along the axis must be
+    in ``[0, K)``: a ``token_type_ids`` feeding a 2-row embedding takes 0 or 1.
+    """
+    g = proto.graph
+    dims = {i.name: list(i.dims) for i in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.type == a.TENSOR:
+                    dims[node.output[0]] = list(a.t.dims)
+    consumers: dict[str, list] = {}
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, i))
+    passthrough = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
+    bounds: dict[str, int] = {}
+    for vi in g.input:
+        frontier, seen = [vi.name], set()
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node, idx in consumers.get(name, []):
+                if node.op_type == "Gather" and idx == 1 and node.input[0] in dims:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    table = dims[node.input[0]]
+                    if table:
+                        k = table[axis if axis >= 0 else axis + len(table)]
+                        bounds[vi.name] = min(bounds.get(vi.name, k), k)
+                elif node.op_type in passthrough and idx == 0:
+                    frontier.extend(node.output)
+    return bounds
+
+
 def random_inputs(
-    specs: list[InputSpec], shapes: dict[str, list[int]], seed: int = SEED
+    specs: list[InputSpec], shapes: dict[str, list[int]], seed: int = SEED,
+    int_bounds: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats ~ N(0, 1); integers in [0, 10) (safe for indices,
-    token ids and small enums); bools uniform."""
+    """Seeded inputs: floats ~ N(0, 1); integers in [0, 10), or [0, K) when the
+    input indexes a K-row constant table (see ``integer_bounds``); bools uniform."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
@@ -136,7 +176,8 @@ def random_inputs(
         if dt.kind == "f" or dt.name in ("bfloat16",):
             arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
         elif dt.kind in "iu":
-            arr = rng.integers(0, 10, size=shape).astype(dt)
+            high = min(10, (int_bounds or {}).get(spec.name, 10))
+            arr = rng.integers(0, max(high, 1), size=shape).astype(dt)
         elif dt.kind == "b":
             arr = rng.integers(0, 2, size=shape).astype(bool)
         else:
@@ -316,8 +357,12 @@ def verify_models(
     from tensorsmith import model_io
 
     tol = tolerance or Tolerance()
+    bounds: dict[str, int] = {}
     if specs is None:
-        specs = input_specs_from_proto(model_io.load_proto(source_path))
+        proto = model_io.load_proto(source_path)
+        specs = input_specs_from_proto(proto)
+        bounds = integer_bounds(proto)
+        del proto
     notes: list[str] = []
     if verify_data is not None:
         samples = load_verify_data(verify_data, specs)
@@ -325,12 +370,12 @@ def verify_models(
         shapes_used = {k: list(v.shape) for k, v in samples[0].items()}
     else:
         shapes_used, notes = resolve_shapes(specs, input_shapes)
-        samples = [random_inputs(specs, shapes_used)]
+        samples = [random_inputs(specs, shapes_used, int_bounds=bounds)]
         dynamic_batch = [s for s in specs if s.shape and not isinstance(s.shape[0], int)]
         if dynamic_batch:
             # a second run at another batch size catches a pass that froze the batch
             shapes2, _ = resolve_shapes(specs, input_shapes, batch=shapes_used[dynamic_batch[0].name][0] + 1)
-            samples.append(random_inputs(specs, shapes2, seed=SEED + 1))
+            samples.append(random_inputs(specs, shapes2, seed=SEED + 1, int_bounds=bounds))
             notes.append(f"also checked at batch {shapes2[dynamic_batch[0].name][0]} (dynamic batch)")
         source = "random"
 

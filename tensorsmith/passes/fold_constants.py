@@ -12,9 +12,90 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, PassOptions
+from tensorsmith.passes.base import Pass, PassOptions, graphs_of
+
+
+def _shape_dims(shape_node: ir.Node) -> list | None:
+    """The dims a Shape node yields (ints, or None where dynamic), honouring start/end."""
+    x = shape_node.inputs[0]
+    if x is None or x.shape is None:
+        return None
+    dims = [d if isinstance(d, int) else None for d in x.shape]
+    rank = len(dims)
+    start = shape_node.attributes.get("start")
+    end = shape_node.attributes.get("end")
+    lo = start.as_int() if start is not None else 0
+    hi = end.as_int() if end is not None else rank
+    lo = min(max(lo + rank if lo < 0 else lo, 0), rank)
+    hi = min(max(hi + rank if hi < 0 else hi, 0), rank)
+    return dims[lo:hi]
+
+
+def _const_ints(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    t = ir.convenience.get_const_tensor(value)
+    return None if t is None else np.asarray(t.numpy()).astype(np.int64)
+
+
+def fold_static_shape_parts(pass_: Pass, model: ir.Model) -> bool:
+    """Gather/Slice of a Shape whose picked dims are static -> a constant.
+
+    ``x.view(x.size(0), -1)``-style exports compute ``Shape(x)[1]`` at run time even
+    when that dim is fixed; a whole-Shape folder cannot fold it because the batch is
+    dynamic. Only static dims are folded: a dynamic dim is never frozen.
+    """
+    modified = False
+    for graph in list(graphs_of(model)):
+        for node in list(graph):
+            if node.op_type not in ("Gather", "Slice") or node.domain not in ("", "ai.onnx"):
+                continue
+            data = node.inputs[0] if node.inputs else None
+            shape_node = data.producer() if data is not None else None
+            if shape_node is None or shape_node.op_type != "Shape":
+                continue
+            dims = _shape_dims(shape_node)
+            if dims is None:
+                continue
+            picked: np.ndarray | list | None = None
+            if node.op_type == "Gather":
+                axis = node.attributes.get("axis")
+                idx = _const_ints(node.inputs[1] if len(node.inputs) > 1 else None)
+                if idx is None or (axis is not None and axis.as_int() != 0):
+                    continue
+                flat = [int(i) + len(dims) if int(i) < 0 else int(i) for i in idx.reshape(-1)]
+                if any(i < 0 or i >= len(dims) or dims[i] is None for i in flat):
+                    continue
+                picked = np.array([dims[i] for i in flat], dtype=np.int64).reshape(idx.shape)
+            else:
+                ins = list(node.inputs) + [None] * (5 - len(node.inputs))
+                starts, ends = _const_ints(ins[1]), _const_ints(ins[2])
+                axes = _const_ints(ins[3]) if ins[3] is not None else np.array([0])
+                steps = _const_ints(ins[4]) if ins[4] is not None else np.array([1])
+                if starts is None or ends is None or axes is None or steps is None:
+                    continue
+                if axes.reshape(-1).tolist() not in ([0], [-1]) or starts.size != 1 or steps.reshape(-1)[0] == 0:
+                    continue
+                sl = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), int(steps.reshape(-1)[0]))
+                chosen = dims[sl]
+                if any(d is None for d in chosen):
+                    continue
+                picked = np.array(chosen, dtype=np.int64)
+            out = node.outputs[0]
+            if out.is_graph_output():
+                continue
+            const = ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(picked))], num_outputs=1)
+            graph.insert_before(node, const)
+            const.outputs[0].type = ir.TensorType(ir.DataType.INT64)
+            const.outputs[0].shape = ir.Shape(list(picked.shape))
+            ir.convenience.replace_all_uses_with(out, const.outputs[0])
+            graph.remove(node, safe=True)
+            pass_.count("static-shape-parts")
+            modified = True
+    return modified
 
 
 class FoldConstantsOptions(PassOptions):
@@ -31,6 +112,31 @@ class FoldConstants(Pass):
     description = "Evaluate nodes whose inputs are all constant (also inside If/Loop bodies), never growing the file."
     Options = FoldConstantsOptions
 
+    def _should_fold(self, node: ir.Node) -> bool | None:
+        """Refuse folds that grow the file in *bytes* (the folder's own cap counts
+        elements, so ``Cast(int8 weight -> float)`` would quadruple a quantized model).
+        ``None`` leaves the decision to the folder's default rules (which keep Q/DQ)."""
+        inputs = [v for v in node.inputs if v is not None]
+        tensors = [v.const_value for v in inputs]
+        if any(t is None for t in tensors) or not tensors:
+            return None
+        biggest = max(tensors, key=lambda t: t.size)
+        if biggest.size <= self.options.max_growth_elements:
+            return None
+        out_dtype = node.outputs[0].dtype if node.outputs and node.outputs[0].dtype is not None else None
+        if node.op_type == "Cast" and node.attributes.get("to") is not None:
+            out_dtype = ir.DataType(node.attributes["to"].as_int())
+        elif node.op_type == "CastLike" and len(tensors) > 1:
+            out_dtype = tensors[1].dtype
+        if out_dtype is None:
+            out_dtype = max((t.dtype for t in tensors), key=lambda d: d.itemsize)
+        est_out = biggest.size * out_dtype.itemsize
+        freed = sum(t.nbytes for v, t in zip(inputs, tensors) if len(v.uses()) <= 1 and not v.is_graph_output())
+        if est_out > freed:
+            self.explain(node, f"folding would grow the model by {est_out - freed} bytes")
+            return False
+        return None
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxscript.optimizer import _constant_folding as cf
 
@@ -39,13 +145,18 @@ class FoldConstants(Pass):
             shape_inference=opts.shape_inference,
             input_size_limit=opts.max_input_elements,
             output_size_limit=opts.max_growth_elements,
+            should_fold=self._should_fold,
         )
         # onnxscript logs every skipped node at WARNING/INFO; keep our output clean.
         log = logging.getLogger("onnxscript.optimizer._constant_folding")
         level = log.level
         log.setLevel(logging.ERROR)
+        nodes_before = sum(1 for _ in model.graph.all_nodes())
         try:
             result = folder(model)
+            shape_parts = fold_static_shape_parts(self, model)
+            if shape_parts:
+                folder(model)  # fold what the new constants made constant
         finally:
             log.setLevel(level)
         # The folder may leave Constant nodes; lift them to initializers so that
@@ -54,8 +165,9 @@ class FoldConstants(Pass):
         lifted = ir.passes.common.LiftConstantsToInitializersPass(
             lift_all_constants=False, size_limit=16
         )(model)
-        if result.modified:
-            self.count("folded")
+        folded = nodes_before - sum(1 for _ in model.graph.all_nodes())
+        if folded > 0:
+            self.count("nodes folded", folded)
         if lifted.modified:
             self.count("constants-lifted")
-        return ir.passes.PassResult(model, modified=bool(result.modified or lifted.modified))
+        return ir.passes.PassResult(model, modified=bool(result.modified or lifted.modified or shape_parts))

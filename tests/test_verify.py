@@ -1,0 +1,102 @@
+"""Verification: input generation, comparison rules, --verify-data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorsmith.errors import UsageError
+from tensorsmith.shapes import InputSpec, parse_input_shapes, resolve_shapes
+from tensorsmith.verify import Tolerance, compare, load_verify_data, random_inputs
+
+
+def spec(name, shape, dtype=np.float32):
+    return InputSpec(name, np.dtype(dtype), shape)
+
+
+def test_defaults_for_symbolic_dims_and_shared_symbols():
+    specs = [spec("img", ["N", 3, "H", "W"]), spec("ids", ["N", "seq"], np.int64), spec("mask", ["N", "seq"], np.int64)]
+    shapes, notes = resolve_shapes(specs)
+    assert shapes == {"img": [1, 3, 224, 224], "ids": [1, 16], "mask": [1, 16]}
+    assert any("batch default" in n for n in notes) and any("spatial default" in n for n in notes)
+
+
+def test_nhwc_spatial_default():
+    shapes, _ = resolve_shapes([spec("x", ["N", "H", "W", 3])])
+    assert shapes["x"] == [1, 224, 224, 3]
+
+
+def test_overrides_fill_symbols_everywhere():
+    specs = [spec("ids", ["N", "seq"], np.int64), spec("mask", ["N", "seq"], np.int64)]
+    shapes, _ = resolve_shapes(specs, parse_input_shapes(["ids=2x7"]))
+    assert shapes == {"ids": [2, 7], "mask": [2, 7]}
+
+
+@pytest.mark.parametrize(
+    "items, words",
+    [
+        (["x=1x3xabc"], "bad shape"),
+        (["=1x3"], "missing input name"),
+        (["x=1x3", "x=1x4"], "given twice"),
+    ],
+)
+def test_bad_shape_syntax(items, words):
+    with pytest.raises(UsageError, match=words):
+        parse_input_shapes(items)
+
+
+def test_shape_conflicts():
+    specs = [spec("x", ["N", 3, 8])]
+    with pytest.raises(UsageError, match="unknown input"):
+        resolve_shapes(specs, {"y": [1, 3, 8]})
+    with pytest.raises(UsageError, match="rank"):
+        resolve_shapes(specs, {"x": [1, 3]})
+    with pytest.raises(UsageError, match="conflicts"):
+        resolve_shapes(specs, {"x": [1, 4, 8]})
+    assert resolve_shapes(specs, parse_input_shapes(["2x3x8"]))[0] == {"x": [2, 3, 8]}
+
+
+def test_random_inputs_are_seeded_and_integers_safe():
+    specs = [spec("x", [2, 3]), spec("i", [50], np.int64), spec("b", [4], np.bool_)]
+    a = random_inputs(specs, {"x": [2, 3], "i": [50], "b": [4]})
+    b = random_inputs(specs, {"x": [2, 3], "i": [50], "b": [4]})
+    np.testing.assert_array_equal(a["x"], b["x"])
+    assert a["i"].min() >= 0 and a["i"].max() < 10 and a["b"].dtype == np.bool_
+
+
+def test_compare_rules():
+    tol = Tolerance()
+    ref = np.array([1.0, -2.0, 100.0], np.float32)
+    ok = compare({"y": ref}, {"y": ref + 5e-3}, tol)[0]  # 5e-3 <= 1e-5 + 1e-4*100
+    assert ok.passed and ok.scale == 100.0 and abs(ok.max_rel_diff - 5e-5) < 1e-6
+    bad = compare({"y": ref}, {"y": ref + 2e-2}, tol)[0]
+    assert not bad.passed and "max abs diff" in bad.reason
+    shape = compare({"y": ref}, {"y": ref[:2]}, tol)[0]
+    assert not shape.passed and "shape" in shape.reason
+    nan = compare({"y": np.array([np.nan, 1.0])}, {"y": np.array([np.nan, 1.0])}, tol)[0]
+    assert nan.passed
+    nan2 = compare({"y": np.array([np.nan, 1.0])}, {"y": np.array([0.0, 1.0])}, tol)[0]
+    assert not nan2.passed
+    ints = compare({"y": np.array([1, 2])}, {"y": np.array([1, 3])}, tol)[0]
+    assert not ints.passed and "exact" in ints.reason
+    dtype = compare({"y": ref}, {"y": ref.astype(np.float16)}, tol)[0]
+    assert not dtype.passed and "dtype" in dtype.reason
+
+
+def test_verify_data_samples(tmp_path):
+    specs = [spec("x", ["N", 3])]
+    f = tmp_path / "d.npz"
+    np.savez(f, x=np.zeros((5, 2, 3), np.float32))
+    samples = load_verify_data(f, specs)
+    assert len(samples) == 5 and samples[0]["x"].shape == (2, 3)
+    np.savez(f, x=np.zeros((2, 3), np.float32))
+    assert len(load_verify_data(f, specs)) == 1
+    np.savez(f, y=np.zeros((2, 3), np.float32))
+    with pytest.raises(UsageError, match="no array for input"):
+        load_verify_data(f, specs)
+    np.savez(f, x=np.zeros((2, 4), np.float32))
+    with pytest.raises(UsageError, match="expects"):
+        load_verify_data(f, [spec("x", ["N", 3])])
+    f.write_bytes(b"junk")
+    with pytest.raises(UsageError, match="not a readable"):
+        load_verify_data(f, specs)
