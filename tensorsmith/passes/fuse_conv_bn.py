@@ -40,6 +40,16 @@ def _attr_float(node: ir.Node, name: str, default: float) -> float:
     return default if attr is None else attr.as_float()
 
 
+def _release(value: ir.Value) -> None:
+    tensor = value.const_value
+    release = getattr(tensor, "release", None)
+    if release is not None:
+        try:
+            release()
+        except BufferError:  # a numpy view is still alive somewhere; the GC will do it
+            pass
+
+
 class _Namer:
     def __init__(self, graph: ir.Graph):
         self.graph = graph
@@ -226,4 +236,9 @@ class FuseConvBatchNorm(Pass):
             ir.convenience.replace_all_uses_with(bn_out, result)
         graph.remove(bn, safe=True)
         self.count(f"BatchNormalization->{op}")
+        # The old weight is now unused (dead-code removal drops it). Unmap it so a
+        # model with gigabytes of external weights never holds old and new at once.
+        del weight, w, new_w
+        if not weight_value.uses():
+            _release(weight_value)
         return True
