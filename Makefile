@@ -24,6 +24,9 @@ demo: $(STAMP)
 	  echo "== $$m"; \
 	  $(BIN)/tensorsmith optimize $$m -o build/demo/$$(basename $$m .onnx).opt.onnx || exit $$?; \
 	done
+	@echo "== recipe: recipes/demo.yaml (every sample model x 2 targets, in parallel; cached when re-run)"
+	$(BIN)/tensorsmith run recipes/demo.yaml --report-json build/recipe-demo/report.json \
+	  --junit build/recipe-demo/junit.xml --summary-md build/recipe-demo/summary.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --durations=10

@@ -133,11 +133,73 @@ ExtOpt = typer.Option(None, "--external-data/--no-external-data",
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 ExplainOpt = typer.Option(False, "--explain", help="Say why passes left candidates alone.")
 IterOpt = typer.Option(8, "--max-iterations", min=1, help="Cap on pass-manager iterations.")
+DumpRecipeOpt = typer.Option(False, "--dump-recipe",
+                             help="Print this command as a recipe (YAML for `tensorsmith run`) and exit.")
+# Precision (README, "Precision: FP16 and INT8"); built into tensorsmith.precision.PrecisionOptions
+PrecisionOpt = typer.Option(None, "--precision", help="fp32 (default), fp16 or int8: lower the precision in the graph.")
+QTargetOpt = typer.Option(None, "--target", help="Who runs the lowered model: ort (onnxruntime CPU, default) or trt.")
+Fp16IoOpt = typer.Option(False, "--fp16-io", help="FP16: make inputs/outputs float16 too (default: kept FP32).")
+CalibOpt = typer.Option(None, "--calib", help="INT8 calibration data: .npz, folder of .npz/.npy/images, or 'random'.")
+CalibPreOpt = typer.Option(None, "--calib-preprocess", help='Images: "resize=224,mean=..,..,..,std=..,..,..,layout=NCHW".')
+CalibLoaderOpt = typer.Option(None, "--calib-loader", help="module:function returning samples (runs your code).")
+CalibSamplesOpt = typer.Option(None, "--calib-samples", help="Calibration samples to use (default 100).")
+CalibMethodOpt = typer.Option(None, "--calib-method", help="minmax (default), entropy or percentile.")
+ValOpt = typer.Option(None, "--val", help="Validation data for the accuracy gate (default: held back from --calib).")
+Int8ModeOpt = typer.Option(None, "--int8-mode", help="static (Q/DQ, default) or dynamic (MatMul only).")
+MinCosOpt = typer.Option(None, "--min-cosine", help="Gate: minimum cosine per output (fp16 0.999, int8 0.99).")
+MinTop1Opt = typer.Option(None, "--min-top1", help="Gate: minimum top-1 agreement, 0-1 (int8 0.99).")
+MaxAbsOpt = typer.Option(None, "--max-abs-error", help="Gate: maximum absolute error per output (default: none).")
+MaxRelOpt = typer.Option(None, "--max-rel-error", help="Gate: maximum error relative to the output's scale.")
+BudgetOpt = typer.Option(None, "--fallback-budget", help="Most nodes the fallback may keep in FP32 (default 10).")
+MinSpeedOpt = typer.Option(None, "--min-speedup", help="INT8 on ort: fail unless this much faster than FP32 (default 1.0).")
+KeepFp32Opt = typer.Option(None, "--keep-fp32", help="Node name or op type to keep FP32 (repeatable or comma-separated).")
+_PRECISION_KEYS = ("precision", "qtarget", "fp16_io", "calib", "calib_preprocess", "calib_loader", "calib_samples",
+                   "calib_method", "val", "int8_mode", "min_cosine", "min_top1", "max_abs_error", "max_rel_error",
+                   "fallback_budget", "min_speedup", "keep_fp32")
+
+
+def _precision_args(params: dict, target: str | None = None) -> dict:
+    """The precision flags of a command's parameters (``target``: a convert ``--to`` of trt)."""
+    args = {k: params.get(k) for k in _PRECISION_KEYS}
+    if target and target.lower() in ("trt", "tensorrt", "tf-trt", "tftrt") and not args["qtarget"]:
+        args["qtarget"] = "trt"
+    return args
+
+
+def _precision_options(args: dict | None):
+    """PrecisionOptions for fp16/int8, else None (validated: UsageError, exit 2)."""
+    if not args or not (args.get("precision") or any(args.get(k) for k in _PRECISION_KEYS if k != "qtarget")):
+        return None
+    from tensorsmith.precision import options_from_cli
+
+    opts = options_from_cli(
+        args["precision"] or "fp32", target=args["qtarget"], fp16_io=bool(args["fp16_io"]), calib=args["calib"],
+        calib_preprocess=args["calib_preprocess"], calib_loader=args["calib_loader"],
+        calib_samples=args["calib_samples"], calib_method=args["calib_method"], val=args["val"],
+        int8_mode=args["int8_mode"], min_cosine=args["min_cosine"], min_top1=args["min_top1"],
+        max_abs=args["max_abs_error"], max_rel=args["max_rel_error"], fallback_budget=args["fallback_budget"],
+        min_speedup=args["min_speedup"], keep_fp32=_split_list(args["keep_fp32"]) or None,
+    )
+    return opts if opts.lowered else None
+
+
+# TensorRT / TF-TRT options (convert --to trt|tftrt, build, lint) ------------------------
+TrtShapesOpt = typer.Option(None, "--shapes",
+                            help="TensorRT/TF-TRT profile NAME=MIN:OPT:MAX, e.g. x=1x3x224x224:8x3x224x224:32x3x224x224 (repeatable).")
+TrtMaxBatchOpt = typer.Option(None, "--max-batch", min=1,
+                              help="Default profile for a dynamic batch axis: 1:1:N (default 8).")
+TrtWorkspaceOpt = typer.Option(None, "--workspace", help="TensorRT workspace memory pool limit, e.g. 4G.")
+TrtTimingCacheOpt = typer.Option(None, "--timing-cache", help="TensorRT timing cache: read, then written back (shared across builds).")
+TrtOptLevelOpt = typer.Option(None, "--builder-opt-level", min=0, max=5, help="TensorRT builder optimization level 0-5.")
+TrtHwCompatOpt = typer.Option(None, "--hardware-compat",
+                              help="TensorRT hardware compatibility: ampere_plus, same_compute_capability or none.")
+TrtVersionCompatOpt = typer.Option(False, "--version-compat", help="Build a version-compatible TensorRT engine.")
+TrtVersionOpt = typer.Option(None, "--trt-version", help="TensorRT version the lint checks for: 10.x, 10.8, 11.x (default: installed, else 10.x).")
 
 
 def _optimize_job(
     input_path: Path, output: Path, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
-    external_data, max_iterations, json_out: bool, explain: bool,
+    external_data, max_iterations, json_out: bool, explain: bool, precision: dict | None = None,
 ) -> int:
     from tensorsmith.pipeline import optimize_file
     from tensorsmith.report import render_job
@@ -150,7 +212,8 @@ def _optimize_job(
         from tensorsmith.errors import UsageError
 
         raise UsageError("--rtol and --atol must be >= 0")
-    with _progress(not json_out) as step:
+    popts = _precision_options(precision)
+    with _job_progress(not json_out, popts is not None) as (step, prog):
         report = optimize_file(
             input_path, output,
             passes=_split_list(passes) or None,
@@ -162,12 +225,27 @@ def _optimize_job(
             external_data=external_data,
             max_iterations=max_iterations,
             on_step=step,
+            precision=popts,
+            progress=prog,
         )
     if json_out:
         _print_json(report.to_dict())
     else:
         render_job(report, Console(highlight=False), explain=explain)
     return 0
+
+
+@contextlib.contextmanager
+def _job_progress(enabled: bool, precision: bool):
+    """(step callback, precision progress): the spinner, or bars when a precision step runs."""
+    if not precision:
+        with _progress(enabled) as step:
+            yield step, None
+        return
+    from tensorsmith.precision.progress import rich_progress
+
+    with rich_progress(err_console, enabled) as prog:
+        yield prog.step, prog
 
 
 @app.command()
@@ -185,10 +263,31 @@ def optimize(
     max_iterations: int = IterOpt,
     json_out: bool = JsonOpt,
     explain: bool = ExplainOpt,
+    dump_recipe: bool = DumpRecipeOpt,
+    precision: Optional[str] = PrecisionOpt,
+    qtarget: Optional[str] = QTargetOpt,
+    fp16_io: bool = Fp16IoOpt,
+    calib: Optional[str] = CalibOpt,
+    calib_preprocess: Optional[str] = CalibPreOpt,
+    calib_loader: Optional[str] = CalibLoaderOpt,
+    calib_samples: Optional[int] = CalibSamplesOpt,
+    calib_method: Optional[str] = CalibMethodOpt,
+    val: Optional[str] = ValOpt,
+    int8_mode: Optional[str] = Int8ModeOpt,
+    min_cosine: Optional[float] = MinCosOpt,
+    min_top1: Optional[float] = MinTop1Opt,
+    max_abs_error: Optional[float] = MaxAbsOpt,
+    max_rel_error: Optional[float] = MaxRelOpt,
+    fallback_budget: Optional[int] = BudgetOpt,
+    min_speedup: Optional[float] = MinSpeedOpt,
+    keep_fp32: Optional[list[str]] = KeepFp32Opt,
 ) -> None:
     """Run graph passes on an ONNX model and verify the result against it."""
+    if dump_recipe:
+        _dump_recipe("optimize", dict(locals()))
+    prec = _precision_args(locals())
     _run(lambda: _optimize_job(input_path, output, passes, skip, input_shape, no_verify, verify_data,
-                               rtol, atol, external_data, max_iterations, json_out, explain),
+                               rtol, atol, external_data, max_iterations, json_out, explain, precision=prec),
          json_mode=json_out)
 
 
@@ -209,8 +308,56 @@ def convert(
     max_iterations: int = IterOpt,
     json_out: bool = JsonOpt,
     explain: bool = ExplainOpt,
+    dump_recipe: bool = DumpRecipeOpt,
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset to write (default 18)."),
+    static: bool = typer.Option(False, "--static", help="Fix every dimension (default: the batch dim is dynamic)."),
+    input_value: Optional[list[str]] = typer.Option(
+        None, "--input-value", help="NAME=VALUE: bind a non-tensor forward argument as a constant (PyTorch)."),
+    signature: Optional[str] = typer.Option(None, "--signature", help="SavedModel signature (default serving_default)."),
+    inputs: Optional[list[str]] = typer.Option(None, "--inputs", help="GraphDef input tensors (default: Placeholders)."),
+    outputs: Optional[list[str]] = typer.Option(
+        None, "--outputs", help="GraphDef output tensors (default: nodes nothing consumes)."),
+    nchw_inputs: bool = typer.Option(False, "--nchw-inputs", help="TensorFlow: make 4-D NHWC inputs NCHW."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="state_dict for a module:factory source (loaded with weights_only=True)."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code",
+        help="Allow full unpickling of --weights / .pt2 payloads that weights_only refuses (runs arbitrary code)."),
+    no_optimize: bool = typer.Option(False, "--no-optimize", help="Skip the graph passes (convert and verify only)."),
+    shapes: Optional[list[str]] = TrtShapesOpt,
+    max_batch: Optional[int] = TrtMaxBatchOpt,
+    workspace: Optional[str] = TrtWorkspaceOpt,
+    timing_cache: Optional[Path] = TrtTimingCacheOpt,
+    builder_opt_level: Optional[int] = TrtOptLevelOpt,
+    hardware_compat: Optional[str] = TrtHwCompatOpt,
+    version_compat: bool = TrtVersionCompatOpt,
+    trt_version: Optional[str] = TrtVersionOpt,
+    prepare_only: bool = typer.Option(
+        False, "--prepare-only", help="--to trt: write the ready-to-build ONNX and lint report; build nothing."),
+    profile_strategy: Optional[str] = typer.Option(
+        None, "--profile-strategy", help="--to tftrt: Range, Optimal (default) or Range+Optimal."),
+    precision: Optional[str] = PrecisionOpt,
+    qtarget: Optional[str] = QTargetOpt,
+    fp16_io: bool = Fp16IoOpt,
+    calib: Optional[str] = CalibOpt,
+    calib_preprocess: Optional[str] = CalibPreOpt,
+    calib_loader: Optional[str] = CalibLoaderOpt,
+    calib_samples: Optional[int] = CalibSamplesOpt,
+    calib_method: Optional[str] = CalibMethodOpt,
+    val: Optional[str] = ValOpt,
+    int8_mode: Optional[str] = Int8ModeOpt,
+    min_cosine: Optional[float] = MinCosOpt,
+    min_top1: Optional[float] = MinTop1Opt,
+    max_abs_error: Optional[float] = MaxAbsOpt,
+    max_rel_error: Optional[float] = MaxRelOpt,
+    fallback_budget: Optional[int] = BudgetOpt,
+    min_speedup: Optional[float] = MinSpeedOpt,
+    keep_fp32: Optional[list[str]] = KeepFp32Opt,
 ) -> None:
-    """Convert a model to TARGET (onnx), optimize and verify it."""
+    """Convert a model to TARGET (onnx, trt, tftrt), optimize and verify it."""
+    if dump_recipe:
+        _dump_recipe("convert", dict(locals()))
+    prec = _precision_args(locals(), to)
 
     def job() -> int:
         from tensorsmith.convert import detect_format, get_backend, get_frontend
@@ -219,13 +366,99 @@ def convert(
         fmt = source_format or detect_format(input_path)
         get_frontend(fmt)
         if fmt != "onnx":
+            return _convert_job(
+                input_path, fmt, to, output, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
+                external_data, max_iterations, json_out, explain, opset=opset, static=static,
+                input_value=input_value, signature=signature, inputs=inputs, outputs=outputs,
+                nchw_inputs=nchw_inputs, weights=weights, trust_remote_code=trust_remote_code,
+                no_optimize=no_optimize, precision=prec)
+        given = [flag for flag, v in (("--opset", opset), ("--static", static), ("--input-value", input_value),
+                                      ("--signature", signature), ("--inputs", inputs), ("--outputs", outputs),
+                                      ("--nchw-inputs", nchw_inputs), ("--weights", weights),
+                                      ("--no-optimize", no_optimize)) if v]
+        if given:
             from tensorsmith.errors import UsageError
 
-            raise UsageError(f"converting from {fmt} is not available yet")
+            raise UsageError(f"{', '.join(given)}: for TensorFlow and PyTorch sources; {input_path} is ONNX")
         return _optimize_job(Path(input_path), output, passes, skip, input_shape, no_verify, verify_data,
-                             rtol, atol, external_data, max_iterations, json_out, explain)
+                             rtol, atol, external_data, max_iterations, json_out, explain, precision=prec)
 
+    if to in ("trt", "tftrt"):  # the ONNX job above writes the ready-to-build ONNX; see _deploy
+        job, output, to = _deploy(job, dict(locals()))
     _run(job, json_mode=json_out)
+
+
+def _convert_job(
+    source: str, fmt: str, to: str, output: Path, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
+    external_data, max_iterations, json_out: bool, explain: bool, **frontend,
+) -> int:
+    """``convert`` from TensorFlow/PyTorch: tensorsmith.convert.pipeline.convert_file."""
+    from tensorsmith.convert.frontend import parse_input_values, split_names
+    from tensorsmith.convert.pipeline import convert_file
+    from tensorsmith.errors import UsageError
+    from tensorsmith.report import render_job
+    from tensorsmith.shapes import parse_input_shapes
+    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+
+    tol = Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
+    if tol.rtol < 0 or tol.atol < 0:
+        raise UsageError("--rtol and --atol must be >= 0")
+    popts = _precision_options(frontend.pop("precision", None))
+    if popts is not None:  # convert + verify FP32 into a work folder, then lower it to -o (precision.step)
+        return _convert_lowered(popts, source, fmt, to, output, passes, skip, input_shape, no_verify, verify_data,
+                                rtol, atol, external_data, max_iterations, json_out, explain, **frontend)
+    with _progress(not json_out) as step:
+        report = convert_file(
+            source, output, source_format=fmt, target=to,
+            opset=frontend["opset"], static=frontend["static"],
+            input_shapes=parse_input_shapes(input_shape),
+            input_values=parse_input_values(frontend["input_value"]),
+            signature=frontend["signature"], inputs=split_names(frontend["inputs"]),
+            outputs=split_names(frontend["outputs"]), nchw_inputs=frontend["nchw_inputs"],
+            weights=frontend["weights"], trust_remote_code=frontend["trust_remote_code"],
+            run_passes=not frontend["no_optimize"], passes=_split_list(passes) or None, skip=_split_list(skip),
+            verify=not no_verify, verify_data=verify_data, tolerance=tol, external_data=external_data,
+            max_iterations=max_iterations, on_step=step,
+        )
+    if json_out:
+        _print_json(report.to_dict())
+    else:
+        render_job(report, Console(highlight=False), explain=explain)
+    return 0
+
+
+def _convert_lowered(popts, source, fmt, to, output: Path, *args, **frontend) -> int:
+    """convert --precision fp16/int8: the FP32 ONNX (verified against the framework) is written to a
+    work folder, then lowered, gated against it and committed to -o by optimize_file."""
+    import io
+    import shutil
+    import tempfile
+
+    from tensorsmith.pipeline import optimize_file
+    from tensorsmith.report import render_job
+    from tensorsmith.shapes import parse_input_shapes
+
+    passes, skip, input_shape, no_verify, verify_data, rtol, atol, external_data, max_iterations, json_out, explain = args
+    parent = output.parent if str(output.parent) else Path(".")
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".fp32.tmp", dir=parent))
+    try:
+        fp32 = work / output.name
+        with contextlib.redirect_stdout(io.StringIO()):  # its report is folded into the final one
+            _convert_job(source, fmt, to, fp32, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
+                         external_data, max_iterations, True, explain, **frontend)
+        with _job_progress(not json_out, True) as (step, prog):
+            report = optimize_file(fp32, output, input_shapes=parse_input_shapes(input_shape),
+                                   external_data=external_data, max_iterations=max_iterations,
+                                   on_step=step, precision=popts, progress=prog)
+        report.input = source
+        report.source_format = fmt
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if json_out:
+        _print_json(report.to_dict())
+    else:
+        render_job(report, Console(highlight=False), explain=explain)
+    return 0
 
 
 @app.command()
@@ -312,6 +545,328 @@ def list_passes(json_out: bool = JsonOpt) -> None:
         return 0
 
     _run(job, json_mode=json_out)
+
+
+def _dump_recipe(command: str, params: dict) -> None:
+    """``--dump-recipe``: print the command's options as a recipe; never runs the job."""
+
+    def job() -> int:
+        from tensorsmith.recipes.schema import recipe_from_cli
+
+        sys.stdout.write(recipe_from_cli(command, params))
+        sys.stdout.flush()
+        return 0
+
+    _run(job)
+
+
+@app.command("run")
+def run_recipe(
+    recipe: Path = typer.Argument(..., metavar="RECIPE.yaml", help="Recipe file (see README, Recipes)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes (default: the core count)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this job (repeatable; patterns like 'cnn-*')."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the recipe, list the jobs and what is cached; run nothing."),
+    force: bool = typer.Option(False, "--force", help="Ignore the cache: run every selected job."),
+    report_json: Optional[Path] = typer.Option(None, "--report-json", help="Write a JSON report: every job, every number."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write JUnit XML: one test case per job."),
+    summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Write a Markdown summary (for a CI job summary)."),
+) -> None:
+    """Run a recipe: models x targets in parallel; unchanged jobs are cached. Exit 0 all passed, 1 any failed, 2 bad recipe."""
+
+    def job() -> int:
+        from tensorsmith.recipes import run_recipe as run_file
+        from tensorsmith.recipes.reports import RichEvents, render_summary
+
+        result = run_file(recipe, workers=jobs, only=_split_list(only) or None, force=force, dry_run=dry_run,
+                          report_json=report_json, junit=junit, summary_md=summary_md,
+                          events=RichEvents(err_console))
+        render_summary(result, Console(highlight=False))
+        return result.exit_code
+
+    _run(job)
+
+
+# --------------------------------------------------------------------------------------
+# TensorRT and TF-TRT: lint, build, doctor, and convert --to trt|tftrt (README, "TensorRT and TF-TRT")
+
+
+def _trt_options(shapes, max_batch, workspace, timing_cache, builder_opt_level, hardware_compat, version_compat,
+                 precision, no_verify, verify_data, rtol, atol):
+    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
+    from tensorsmith.convert.trt_backend import TrtOptions, parse_workspace
+    from tensorsmith.errors import UsageError
+    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+
+    tol = None
+    if rtol is not None or atol is not None:
+        tol = Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
+        if tol.rtol < 0 or tol.atol < 0:
+            raise UsageError("--rtol and --atol must be >= 0")
+    opts = TrtOptions(
+        shapes=parse_profile_specs(shapes), max_batch=max_batch or DEFAULT_MAX_BATCH,
+        workspace=parse_workspace(workspace), timing_cache=timing_cache, builder_opt_level=builder_opt_level,
+        hardware_compat=hardware_compat, version_compat=version_compat, precision=precision,
+        verify=not no_verify, verify_data=verify_data, tolerance=tol,
+    )
+    opts.validate()
+    return opts
+
+
+def _fix_unnamed_profile(opts, onnx_path) -> None:
+    """``--shapes MIN:OPT:MAX`` without NAME= on a one-input model: name it (for the build command)."""
+    if "" not in opts.shapes:
+        return
+    from tensorsmith.convert.profiles import resolve_profiles
+    from tensorsmith.model_io import load_proto
+    from tensorsmith.verify import input_specs_from_proto
+
+    specs = input_specs_from_proto(load_proto(onnx_path))
+    resolve_profiles(specs, opts.shapes, max_batch=opts.max_batch)  # raises for a many-input model
+    opts.shapes[specs[0].name] = opts.shapes.pop("")
+
+
+@app.command()
+def lint(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="ONNX model to check."),
+    target: str = typer.Option("trt", "--for", help="Deployment target to check for (trt)."),
+    trt_version: Optional[str] = TrtVersionOpt,
+    shapes: Optional[list[str]] = TrtShapesOpt,
+    max_batch: Optional[int] = TrtMaxBatchOpt,
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp32, fp16 or int8: the precision the engine will run at (default: the graph's)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Check an ONNX model for TensorRT without a GPU or TensorRT. Exit 0 clean, 1 findings."""
+
+    def job() -> int:
+        from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH
+        from tensorsmith.lint import lint_file, render
+
+        options = {"shapes": shapes, "max_batch": max_batch or DEFAULT_MAX_BATCH, "precision": precision}
+        if trt_version is not None:
+            options["trt_version"] = trt_version
+        report = lint_file(model, target=target, **options)
+        if json_out:
+            _print_json(report.to_dict())
+        else:
+            render(report, Console(highlight=False))
+        return 0 if report.clean else 1
+
+    _run(job, json_mode=json_out)
+
+
+@app.command()
+def build(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="Ready-to-build ONNX (from convert --to trt --prepare-only)."),
+    to: str = typer.Option("trt", "--to", help="Target: trt."),
+    output: Path = OutputOpt,
+    shapes: Optional[list[str]] = TrtShapesOpt,
+    max_batch: Optional[int] = TrtMaxBatchOpt,
+    workspace: Optional[str] = TrtWorkspaceOpt,
+    timing_cache: Optional[Path] = TrtTimingCacheOpt,
+    builder_opt_level: Optional[int] = TrtOptLevelOpt,
+    hardware_compat: Optional[str] = TrtHwCompatOpt,
+    version_compat: bool = TrtVersionCompatOpt,
+    precision: Optional[str] = typer.Option(
+        None, "--precision",
+        help="fp32, fp16 or int8 (default: what the graph carries). TensorRT 10 can build an FP32 graph "
+             "with the FP16 flag; TensorRT 11 needs the precision in the graph."),
+    no_verify: bool = NoVerifyOpt,
+    verify_data: Optional[Path] = VerifyDataOpt,
+    rtol: Optional[float] = typer.Option(None, "--rtol", help="Relative tolerance (default: by precision)."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Absolute tolerance (default: by precision)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Build a TensorRT engine from an ONNX model on this GPU machine, verify it, write .plan + .plan.json."""
+
+    def job() -> int:
+        from tensorsmith.errors import ConversionError, UsageError
+
+        if to != "trt":
+            raise UsageError(f"--to {to}: build makes TensorRT engines only (--to trt)")
+        from tensorsmith.convert import trt_backend
+
+        opts = _trt_options(shapes, max_batch, workspace, timing_cache, builder_opt_level, hardware_compat,
+                            version_compat, precision, no_verify, verify_data, rtol, atol)
+        from tensorsmith.model_io import load_proto
+
+        load_proto(model)  # unreadable input: exit 2 before anything else
+        _fix_unnamed_profile(opts, model)
+        lint_report = _trt_lint(model, opts, json_out)
+        missing = trt_backend.missing_for_build()
+        if missing:
+            raise ConversionError(f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
+                                  hint="run this command on a machine with an NVIDIA GPU and TensorRT 10 or 11")
+        try:
+            with _progress(not json_out) as step:
+                report = trt_backend.build_engine(model, output, opts, on_step=step)
+        except Exception as exc:
+            report = getattr(exc, "job", None)
+            if report is not None:
+                report.lint = lint_report.to_dict()
+            raise
+        report.lint = lint_report.to_dict()
+        if json_out:
+            _print_json(report.to_dict())
+        else:
+            trt_backend.render(report, Console(highlight=False))
+        return 0
+
+    _run(job, json_mode=json_out)
+
+
+def _trt_lint(onnx_path, opts, json_out: bool, trt_version: str | None = None):
+    """Lint for TensorRT before a build and print what it finds (never fatal: TensorRT decides)."""
+    from tensorsmith.lint import render
+    from tensorsmith.lint.trt import lint_trt
+
+    report = lint_trt(onnx_path, trt_version=trt_version, shapes=opts.shapes, max_batch=opts.max_batch,
+                      precision=opts.precision)
+    if not json_out and not report.clean:
+        render(report, Console(highlight=False))
+    return report
+
+
+@app.command()
+def doctor(json_out: bool = JsonOpt) -> None:
+    """Versions, GPUs, and which --to targets and precisions this machine can produce (and why not)."""
+
+    def job() -> int:
+        from tensorsmith import doctor as doc
+
+        info = doc.collect()
+        if json_out:
+            _print_json(info)
+        else:
+            doc.render(info, Console(highlight=False))
+        return 0
+
+    _run(job, json_mode=json_out)
+
+
+def _deploy(onnx_job: Callable[[], int], params: dict):
+    """``convert --to trt|tftrt``: returns (job, output, to) for ``convert`` to run.
+
+    trt: ``onnx_job`` (convert's own ONNX path, unchanged) writes the ready-to-build
+    ONNX to ``OUT.trt.onnx``; then lint, then (unless ``--prepare-only``) the engine.
+    tftrt: the SavedModel goes to TF-TRT directly; no ONNX.
+    """
+    from tensorsmith.convert.trt_backend import prepared_onnx_path
+
+    if params["to"] == "tftrt":
+        return (lambda: _tftrt_job(params)), params["output"], "tftrt"
+    plan = Path(params["output"])
+    prepared = prepared_onnx_path(plan)
+    return (lambda: _trt_convert_job(onnx_job, params, plan, prepared)), prepared, "onnx"
+
+
+def _trt_convert_job(onnx_job, params: dict, plan: Path, prepared: Path) -> int:
+    import io
+    import json
+
+    from tensorsmith.convert import trt_backend
+    from tensorsmith.errors import ConversionError, UsageError
+
+    json_out = params["json_out"]
+    opts = _trt_options(params["shapes"], params["max_batch"], params["workspace"], params["timing_cache"],
+                        params["builder_opt_level"], params["hardware_compat"], params["version_compat"], None,
+                        params["no_verify"], params["verify_data"], None, None)
+    if str(plan).endswith(".onnx"):
+        raise UsageError(f"-o {plan}: --to trt writes a TensorRT engine; name it .plan (or .engine)")
+    src = Path(params["input_path"])
+    if src.exists() and prepared.exists() and src.resolve() == prepared.resolve():
+        raise UsageError(f"-o {plan}: the ready-to-build ONNX {prepared} would overwrite the source")
+    if not params["prepare_only"]:
+        missing = trt_backend.missing_for_build()
+        if missing:
+            raise ConversionError(
+                f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
+                hint=f"rerun with --prepare-only to write {prepared} and its lint report, then on a GPU machine run: "
+                     f"{trt_backend.build_command(prepared, plan, opts)}",
+            )
+    onnx_report = None
+    if json_out:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            onnx_job()
+        try:
+            onnx_report = json.loads(buf.getvalue())
+        except ValueError:
+            onnx_report = {"output": str(prepared)}
+    else:
+        onnx_job()
+    _fix_unnamed_profile(opts, prepared)
+    lint_report = trt_backend.prepare(prepared, plan, opts, lint_options=(
+        {"trt_version": params["trt_version"]} if params.get("trt_version") else None))
+    console = Console(highlight=False)
+    if params["prepare_only"]:
+        command = trt_backend.build_command(prepared, plan, opts)
+        if json_out:
+            _print_json({"status": "prepared", "target": "trt", "output": None, "prepared_onnx": str(prepared),
+                         "lint_report": str(trt_backend.lint_report_path(plan)), "build_command": command,
+                         "onnx": onnx_report, "lint": lint_report.to_dict()})
+        else:
+            from tensorsmith.lint import render
+
+            render(lint_report, console)
+            console.print(f"ready to build: {prepared} (lint report {trt_backend.lint_report_path(plan)})")
+            console.print(f"on a GPU machine with TensorRT 10/11 run:\n  {command}", soft_wrap=True)
+        return 0
+    if not json_out and not lint_report.clean:
+        from tensorsmith.lint import render
+
+        render(lint_report, console)
+    try:
+        with _progress(not json_out) as step:
+            report = trt_backend.build_engine(prepared, plan, opts, on_step=step)
+    except Exception as exc:
+        job = getattr(exc, "job", None)
+        if job is not None and hasattr(job, "lint"):
+            job.lint = lint_report.to_dict()
+            job.prepared_onnx = str(prepared)
+        raise
+    report.lint = lint_report.to_dict()
+    report.prepared_onnx = str(prepared)
+    if json_out:
+        out = report.to_dict()
+        out["onnx"] = onnx_report
+        _print_json(out)
+    else:
+        trt_backend.render(report, console)
+    return 0
+
+
+def _tftrt_job(params: dict) -> int:
+    from tensorsmith.convert import detect_format
+    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
+    from tensorsmith.convert.tftrt_backend import TftrtOptions, convert_tftrt, render
+    from tensorsmith.convert.trt_backend import parse_workspace
+    from tensorsmith.errors import UsageError
+    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+
+    source = params["input_path"]
+    fmt = params["source_format"] or detect_format(source)
+    if fmt != "savedmodel":
+        raise UsageError(f"--to tftrt converts a TensorFlow SavedModel folder; {source} is {fmt}",
+                         hint="use --to trt for other sources")
+    rtol, atol = params["rtol"], params["atol"]
+    tol = None if rtol is None and atol is None else Tolerance(
+        rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
+    calib = params.get("calib") or params.get("calibration_data")
+    opts = TftrtOptions(
+        precision=params.get("precision") or "fp32", profile_strategy=params.get("profile_strategy") or "Optimal",
+        shapes=parse_profile_specs(params.get("shapes")), max_batch=params.get("max_batch") or DEFAULT_MAX_BATCH,
+        workspace=parse_workspace(params.get("workspace")), signature=params.get("signature") or "serving_default",
+        calibration_data=Path(calib) if calib else None, verify=not params["no_verify"],
+        verify_data=params["verify_data"], tolerance=tol,
+    )
+    with _progress(not params["json_out"]) as step:
+        report = convert_tftrt(source, params["output"], opts, on_step=step)
+    if params["json_out"]:
+        _print_json(report.to_dict())
+    else:
+        render(report, Console(highlight=False))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -107,4 +107,4 @@ def inspect_model(path: str | os.PathLike, fmt: str | None = None) -> dict:
     if fmt == "onnx":
         return inspect_onnx(path)
     frontend = get_frontend(fmt)
-    return frontend.inspect(path)
+    return frontend.inspect(path, fmt)  # one module reads several formats

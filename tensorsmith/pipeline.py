@@ -87,6 +87,7 @@ class JobReport:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
 
     @property
     def nodes_before(self) -> int:
@@ -116,6 +117,7 @@ class JobReport:
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "notes": self.notes,
             "error": self.error,
+            "precision": self.precision,
         }
 
 
@@ -143,11 +145,18 @@ def optimize_file(
     external_data: bool | None = None,
     max_iterations: int = 8,
     on_step: Callable[[str], None] | None = None,
+    precision=None,
+    progress=None,
 ) -> JobReport:
     """Optimize an ONNX file into ``output_path``; verified unless ``verify=False``.
 
     Raises ``UsageError`` (exit 2), ``ConversionError`` (3) or
     ``VerificationError`` (4, carrying the report; nothing is written then).
+
+    ``precision`` (a ``tensorsmith.precision.PrecisionOptions`` for fp16/int8)
+    adds the precision step after the passes: its accuracy gate against the
+    input model replaces the fp32 verification (``progress``: a
+    ``tensorsmith.precision.progress`` object for its bars).
     """
     step = on_step or (lambda _msg: None)
     report = JobReport(input=str(input_path), output=str(output_path))
@@ -175,6 +184,10 @@ def optimize_file(
     report.ops_before = dict(result.ops_before)
     report.ops_after = dict(result.ops_after)
 
+    if precision is not None and precision.lowered:
+        return _lower_precision(model, input_path, output_path, report, precision, input_shapes=input_shapes,
+                                external_data=external_data, progress=progress)
+
     t0 = time.perf_counter()
     step("write")
     with model_io.stage(model, output_path, external_data=external_data) as staged:
@@ -199,3 +212,41 @@ def optimize_file(
                     raise
         report.files = [str(p) for p in staged.commit()]
     return report
+
+
+def _lower_precision(model, input_path, output_path, report: JobReport, precision, *, input_shapes,
+                     external_data, progress) -> JobReport:
+    """Passes done: write FP32 to a work folder, lower and gate it there, then stage and commit."""
+    import shutil
+    import tempfile
+
+    from tensorsmith.errors import ConversionError as _ConversionError
+    from tensorsmith.precision import lower
+
+    output_path = Path(output_path)
+    parent = output_path.parent if str(output_path.parent) else Path(".")
+    work = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".precision.tmp", dir=parent))
+    try:
+        t0 = time.perf_counter()
+        fp32_path = work / "fp32.onnx"
+        model_io.save(model, fp32_path, external_data=external_data)
+        try:
+            result = lower(fp32_path, input_path, work, precision, input_shapes=input_shapes, progress=progress)
+        except (VerificationError, _ConversionError) as exc:
+            report.precision = getattr(exc, "precision_report", None)
+            report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"
+            report.output = None
+            exc.job = report
+            raise
+        report.precision = result.report
+        report.seconds["precision"] = time.perf_counter() - t0
+        low = model_io.load(result.path)
+        report.ops_after = dict(op_histogram(low))
+        t0 = time.perf_counter()
+        with model_io.stage(low, output_path, external_data=external_data) as staged:
+            report.seconds["write"] = time.perf_counter() - t0
+            report.size_after = staged.size_bytes()
+            report.files = [str(p) for p in staged.commit()]
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

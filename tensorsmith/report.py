@@ -70,8 +70,12 @@ def render_job(report: JobReport, console: Console, *, explain: bool = False) ->
         console.print(t)
         for note in vr.notes:
             console.print(f"  [dim]input {escape(note)}[/dim]")
-    elif report.status == "ok":
+    elif report.status == "ok" and not getattr(report, "precision", None):
         console.print("[yellow]not verified (--no-verify)[/yellow]")
+    if getattr(report, "precision", None):  # fp16/int8: the accuracy gate replaces the fp32 check
+        from tensorsmith.precision.render import render_precision
+
+        render_precision(report.precision, console)
     for note in report.notes:
         console.print(f"  [dim]{escape(note)}[/dim]")
 

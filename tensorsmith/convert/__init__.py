@@ -33,6 +33,8 @@ FRONTENDS: dict[str, tuple[str, str, str | None]] = {
 # name -> (module, what it writes)
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
+    "trt": ("tensorsmith.convert.trt_backend", "TensorRT engine (.plan + .plan.json), verified vs onnxruntime"),
+    "tftrt": ("tensorsmith.convert.tftrt_backend", "TF-TRT SavedModel, verified vs TensorFlow"),
 }
 
 

@@ -51,6 +51,8 @@ def detect_format(path: str | os.PathLike) -> str:
     size = p.stat().st_size
     if size == 0:
         raise UsageError(f"{text}: file is empty")
+    if p.name in ("saved_model.pb", "saved_model.pbtxt") and (p.parent / "variables").is_dir():
+        raise UsageError(f"{text}: part of a SavedModel; pass its folder {p.parent}")
     with open(p, "rb") as fh:
         head = fh.read(64)
     if head.startswith(b"PK\x03\x04"):

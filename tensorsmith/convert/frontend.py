@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import io
 import logging
 import os
 import warnings
@@ -196,7 +197,37 @@ def name_batch_dims(proto, renames: dict[str, str] | None = None) -> dict[str, s
                 for d in tt.shape.dim:
                     if d.HasField("dim_param") and d.dim_param in renames:
                         d.dim_param = renames[d.dim_param]
+    if anonymous or renames:
+        _batch_to_outputs(proto)
     return renames
+
+
+def _batch_to_outputs(proto) -> None:
+    """An output whose dim 0 is a converter symbol gets ``batch`` where shape inference says so."""
+    import onnx
+
+    todo = []
+    for i, vi in enumerate(proto.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape") and tt.shape.dim:
+            d0 = tt.shape.dim[0]
+            if not d0.HasField("dim_value") and (not d0.dim_param or _generated_symbol(d0.dim_param)):
+                todo.append(i)
+    if not todo:
+        return
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.value_info[:]
+    for i in todo:
+        probe.graph.output[i].type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False)
+    except Exception:  # noqa: BLE001 - names are cosmetic
+        return
+    for i in todo:
+        tt = inferred.graph.output[i].type.tensor_type
+        if tt.HasField("shape") and tt.shape.dim and tt.shape.dim[0].dim_param == BATCH_DIM:
+            proto.graph.output[i].type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
 
 
 def _generated_symbol(name: str) -> bool:
@@ -204,6 +235,28 @@ def _generated_symbol(name: str) -> bool:
 
     # tf2onnx writes unk__12, torch.export s77
     return bool(re.fullmatch(r"unk__\d+|s\d+", name))
+
+
+def fix_input_shapes(proto, shapes: dict[str, list[int]]) -> None:
+    """Make the named graph inputs static and re-infer every other shape from them.
+
+    For converters that ignore a shape override (tf2onnx's TFLite reader).
+    """
+    import onnx
+
+    for vi in proto.graph.input:
+        if vi.name not in shapes or not vi.type.HasField("tensor_type"):
+            continue
+        shape = vi.type.tensor_type.shape
+        shape.Clear()
+        for d in shapes[vi.name]:
+            shape.dim.add().dim_value = int(d)
+    del proto.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - shapes stay as declared; the model still runs
+        return
+    proto.CopyFrom(inferred)
 
 
 def rename_io(proto, renames: dict[str, str]) -> None:
@@ -252,19 +305,49 @@ def map_outputs(names: list[str], values: list[Any], *, what: str) -> dict[str, 
 
 @contextlib.contextmanager
 def quiet(*loggers: str):
-    """Silence converters' warnings and log chatter (they are not errors here)."""
+    """Silence converters' warnings, log chatter and prints (they are not errors here)."""
     saved = []
     for name in loggers:
         logger = logging.getLogger(name)
         saved.append((logger, logger.level))
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)  # what matters is raised as our own error
     try:
-        with warnings.catch_warnings():
+        # converters print graph dumps on stdout, which --json owns
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
         for logger, level in saved:
             logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_native(fds: tuple[int, ...] = (1, 2)):
+    """Route what native code writes to fds 1 and 2 (absl, oneDNN, graph dumps) to a temp file."""
+    import sys
+    import tempfile
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = []
+    try:
+        for fd in fds:
+            saved.append((fd, os.dup(fd)))
+    except OSError:  # no such fd (embedded use): nothing to silence
+        for _fd, dup in saved:
+            os.close(dup)
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            for fd, _dup in saved:
+                os.dup2(tmp.fileno(), fd)
+            yield
+        finally:
+            for fd, dup in saved:
+                os.dup2(dup, fd)
+                os.close(dup)
 
 
 def short(exc: BaseException, limit: int = 240) -> str:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import glob
 import hashlib
 import json
 import math
 import os
 import tempfile
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,7 +48,17 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+_MEMO: dict[tuple, str] = {}
+_MEMO_LOCK = threading.Lock()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file; remembered for this process while its size, mtime and inode stay."""
+    st = os.stat(path)
+    memo_key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _MEMO_LOCK:
+        if memo_key in _MEMO:
+            return _MEMO[memo_key]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -54,7 +66,10 @@ def sha256_file(path: str | os.PathLike) -> str:
             if not block:
                 break
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    with _MEMO_LOCK:
+        _MEMO[memo_key] = digest
+    return digest
 
 
 def _dir_files(root: Path) -> list[Path]:
@@ -150,11 +165,21 @@ def versions(source_format: str | None, to: str, precision: str | None) -> dict[
     return out
 
 
-def job_key(job, source: dict, path_options: Iterable[str]) -> tuple[str, dict]:
+def job_key(job, source: dict) -> tuple[str, dict]:
     """The cache key of ``job`` and the material it hashes (kept in the manifest)."""
+    from tensorsmith.recipes.jobs import CODE_OPTIONS, LOOSE_PATH_OPTIONS, PATH_OPTIONS, hashable_code
+
     options = {}
     for key, value in sorted(job.options.items()):
-        options[key] = {"sha256": path_digest(value)} if key in path_options else value
+        if key in LOOSE_PATH_OPTIONS:
+            continue  # a cache file the build reads and writes: not an input
+        if key in PATH_OPTIONS and not (key == "calib" and value == "random"):
+            options[key] = {"sha256": path_digest(value)}
+        elif key in CODE_OPTIONS:
+            origin = hashable_code(str(value))
+            options[key] = {"spec": value, "sha256": sha256_file(origin) if origin else None}
+        else:
+            options[key] = value
     material = {
         "schema": KEY_SCHEMA,
         "source": source["sha256"],
@@ -209,6 +234,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is a normal file
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -217,6 +244,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def remove_stale_tmp(path: str | os.PathLike) -> None:
+    """Delete ``.NAME.*.tmp`` files that a killed ``atomic_write_text(path)`` left beside ``path``."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def clean_json(obj: Any) -> Any:

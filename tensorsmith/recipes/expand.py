@@ -2,59 +2,31 @@
 job overrides, paths resolved against the recipe's folder, and every check that
 can be made before a job starts (each error names its file and line).
 
-A job calls the library: ``tensorsmith.pipeline.optimize_file`` for an ONNX source
-made into ONNX, ``tensorsmith.convert.pipeline.convert_file`` for anything else.
-Recipe option keys map 1:1 to that function's keywords (``KWARGS``); an option the
-function does not take is an error here, not a surprise in a worker.
+Options resolve in this order, later wins: ``defaults`` < the model < the target <
+the job's override. ``jobs.build`` then turns them into the keyword arguments of
+the library calls the job makes.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tensorsmith.errors import UsageError
+from tensorsmith.recipes import jobs as job_calls
 from tensorsmith.recipes import schema
 from tensorsmith.recipes.yaml_lines import Lines, format_path
 
 MANIFEST_NAME = "tensorsmith-manifest.json"
 TMP_DIR_NAME = ".tensorsmith-tmp"
 LOCK_NAME = ".tensorsmith.lock"
-# what a target writes: the file extension for the default output template
+# what a target writes: the extension {ext} stands for in the output template
 TARGET_EXT = {"onnx": ".onnx", "trt": ".plan", "tftrt": ""}
-# options whose value is a file: resolved against the recipe folder, hashed into the cache key
-PATH_OPTIONS = ("verify_data",)
-
-OPTIMIZE = "tensorsmith.pipeline:optimize_file"
-CONVERT = "tensorsmith.convert.pipeline:convert_file"
-
-
-def _tolerance(opts: dict) -> Any:
-    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
-
-    rtol, atol = opts.get("rtol"), opts.get("atol")
-    return Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
-
-
-def _input_shapes(opts: dict) -> Any:
-    from tensorsmith.shapes import parse_input_shapes
-
-    return parse_input_shapes(opts["input_shape"])
-
-
-# recipe key -> (function keyword, value builder). Keys not listed pass through as-is.
-KWARGS: dict[str, tuple[str, Callable[[dict], Any]]] = {
-    "input_shape": ("input_shapes", _input_shapes),
-    "rtol": ("tolerance", _tolerance),
-    "atol": ("tolerance", _tolerance),
-    "from": ("source_format", lambda o: o["from"]),
-}
+PATH_OPTIONS = job_calls.PATH_OPTIONS
 
 
 @dataclass
@@ -71,7 +43,7 @@ class Job:
     output_rel: str  # relative to output_dir
     output_dir: str  # absolute
     options: dict[str, Any]  # resolved recipe options (recipe key names, absolute paths)
-    function: str  # "module:function"
+    function: str  # the library calls, for reports
     kwargs: dict[str, Any] = field(default_factory=dict)
     detect_error: str | None = None
     where: str = ""  # file:line of the job's definition
@@ -96,81 +68,6 @@ class Plan:
     @property
     def manifest_path(self) -> Path:
         return self.output_dir / MANIFEST_NAME
-
-
-# ---------------------------------------------------------------------------
-# what this tensorsmith supports (looked up at run time: other modules may add to it)
-
-
-def _function(spec: str) -> Callable | None:
-    module, _, name = spec.partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            return None
-        raise
-    return getattr(mod, name, None)
-
-
-def _parameters(fn: Callable) -> tuple[set[str], bool]:
-    params = inspect.signature(fn).parameters
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return set(params), var_kw
-
-
-def supported_precisions() -> tuple[str, ...]:
-    """Precisions a recipe may ask for: what the pipeline takes, ``fp32`` always."""
-    for spec in ("tensorsmith.precision:PRECISIONS", "tensorsmith.pipeline:PRECISIONS"):
-        try:
-            value = _function(spec)
-        except ImportError:
-            value = None
-        if value:
-            return tuple(dict.fromkeys(("fp32", *value)))
-    fn = _function(OPTIMIZE)
-    if fn is not None and "precision" in _parameters(fn)[0]:
-        ann = inspect.signature(fn).parameters["precision"].annotation
-        args = getattr(ann, "__args__", None)
-        if args and all(isinstance(a, str) for a in args):
-            return tuple(dict.fromkeys(("fp32", *args)))
-        return ("fp32", "fp16", "int8")
-    return ("fp32",)
-
-
-def function_for(source_format: str | None, to: str) -> str:
-    return OPTIMIZE if (source_format in (None, "onnx") and to == "onnx") else CONVERT
-
-
-def build_kwargs(opts: dict[str, Any], fn_spec: str, origins: dict[str, tuple], lines: Lines) -> dict[str, Any]:
-    """Recipe options -> keywords of the job's function; unknown to it -> ``UsageError``."""
-    fn = _function(fn_spec)
-    params, var_kw = _parameters(fn) if fn is not None else (set(), False)
-    kwargs: dict[str, Any] = {}
-    for key, value in opts.items():
-        if value is None:
-            continue
-        if fn_spec == OPTIMIZE and key in ("to", "from"):
-            continue  # onnx -> onnx is what optimize_file does
-        if key == "precision" and value == "fp32" and "precision" not in params:
-            continue  # the default
-        kw, build = KWARGS.get(key, (key, None))
-        if kw not in params and not var_kw:
-            where = lines.where(origins.get(key, ()), key=True)
-            fname = fn_spec.replace(":", ".")
-            raise UsageError(
-                f"{where}: {format_path(origins.get(key, (key,)))}: option {key!r} is not supported for this job "
-                f"by this tensorsmith ({fname} takes no {kw!r})"
-            )
-        try:
-            kwargs[kw] = build(opts) if build else value
-        except UsageError as exc:
-            raise UsageError(f"{lines.where(origins.get(key, ()))}: {format_path(origins.get(key, (key,)))}: {exc.one_line()}") from None
-    return kwargs
-
-
-# ---------------------------------------------------------------------------
-# expansion
 
 
 def _set_options(model: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -204,14 +101,12 @@ def _render_output(template: str, fields: dict[str, str], where: str, what: str)
     text = template.format(**fields)
     if os.path.isabs(text) or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text):
         raise UsageError(f"{where}: {what}: {text!r} is an absolute path; outputs stay inside output_dir")
-    parts = re.split(r"[/\\]+", text)
-    if ".." in parts:
+    if ".." in re.split(r"[/\\]+", text):
         raise UsageError(f"{where}: {what}: {text!r} escapes the output folder ('..'); outputs stay inside output_dir")
     norm = os.path.normpath(text)
     if norm in (".", "") or text.endswith(("/", "\\")):
         raise UsageError(f"{where}: {what}: {text!r} names a folder, not an output file")
-    first = norm.split(os.sep)[0]
-    if first in (TMP_DIR_NAME, MANIFEST_NAME, LOCK_NAME):
+    if norm.split(os.sep)[0] in (TMP_DIR_NAME, MANIFEST_NAME, LOCK_NAME):
         raise UsageError(f"{where}: {what}: {text!r} is reserved for tensorsmith's own files")
     return norm
 
@@ -224,7 +119,6 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"{lines.where(('output_dir',))}: output_dir: {output_dir} exists and is not a folder")
 
-    # names ----------------------------------------------------------------
     models: dict[str, int] = {}
     for i, m in enumerate(recipe.models):
         if m.name in models:
@@ -237,7 +131,8 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
     target_names = []
     for j, t in enumerate(recipe.targets):
         to = t.to or recipe.defaults.to or "onnx"
-        name = t.name or (to if not t.precision else f"{to}-{t.precision}")
+        precision = t.precision or recipe.defaults.precision
+        name = t.name or (to if precision in (None, "fp32") else f"{to}-{precision}")
         if name in targets:
             raise UsageError(
                 f"{lines.where(('targets', j))}: targets[{j}]: duplicate target name {name!r} "
@@ -254,61 +149,33 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
                 pi, pj = matrix[jname]
                 raise UsageError(
                     f"{lines.where(('models', i, 'name'))}: duplicate job name {jname!r}: models[{i}] x targets[{j}] "
-                    f"and models[{pi}] x targets[{pj}] (line {lines.line(('models', pi, 'name'))}); rename a model or target"
+                    f"and models[{pi}] x targets[{pj}] (line {lines.line(('models', pi, 'name'))}); "
+                    "rename a model or a target"
                 )
             matrix[jname] = (i, j)
 
     overrides: dict[str, int] = {}
-    extra: list[tuple[str, int]] = []
     for k, entry in enumerate(recipe.jobs):
         loc = ("jobs", k, "name")
-        if entry.name in overrides or any(entry.name == n for n, _ in extra):
-            first = overrides.get(entry.name)
-            if first is None:
-                first = next(idx for n, idx in extra if n == entry.name)
+        if entry.name in overrides:
             raise UsageError(
                 f"{lines.where(loc)}: jobs[{k}].name: duplicate job name {entry.name!r} "
-                f"(first on line {lines.line(('jobs', first, 'name'))})"
+                f"(first on line {lines.line(('jobs', overrides[entry.name], 'name'))})"
             )
-        for field_name, known in (("model", models), ("target", targets)):
-            value = getattr(entry, field_name)
-            if value is not None and value not in known:
-                raise UsageError(
-                    f"{lines.where(('jobs', k, field_name))}: jobs[{k}].{field_name}: no {field_name} named {value!r}; "
-                    f"known: {', '.join(known)}"
-                )
-        if entry.name in matrix:
-            i, j = matrix[entry.name]
-            if (entry.model not in (None, recipe.models[i].name)) or (entry.target not in (None, target_names[j])):
-                raise UsageError(
-                    f"{lines.where(loc)}: jobs[{k}].name: duplicate job name {entry.name!r}: it is already "
-                    f"models[{i}] x targets[{j}] of the matrix"
-                )
-            overrides[entry.name] = k
-        elif entry.model is None or entry.target is None:
+        if entry.name not in matrix:
+            names = list(matrix)
             raise UsageError(
-                f"{lines.where(loc)}: jobs[{k}]: {entry.name!r} is not a job of the models x targets matrix "
-                f"({', '.join(list(matrix)[:8])}{', ...' if len(matrix) > 8 else ''}); to add a job give it "
-                "both 'model' and 'target'"
+                f"{lines.where(loc)}: jobs[{k}].name: {entry.name!r} is not a job of the models x targets matrix "
+                f"(MODEL-TARGET: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
             )
-        else:
-            extra.append((entry.name, k))
+        overrides[entry.name] = k
 
-    # resolve ----------------------------------------------------------------
-    planned: list[tuple[str, int, int, int | None]] = []
+    jobs: list[Job] = []
+    outputs: dict[str, str] = {}
     for jname, (i, j) in matrix.items():
         k = overrides.get(jname)
         if k is not None and not recipe.jobs[k].enabled:
             continue
-        planned.append((jname, i, j, k))
-    for jname, k in extra:
-        entry = recipe.jobs[k]
-        if entry.enabled:
-            planned.append((jname, models[entry.model], targets[entry.target], k))
-
-    jobs: list[Job] = []
-    outputs: dict[str, str] = {}
-    for jname, i, j, k in planned:
         jobs.append(_resolve_job(recipe, lines, base, output_dir, jname, i, j, k, target_names[j], outputs))
     return Plan(recipe_path, base, output_dir, jobs, recipe, lines)
 
@@ -318,7 +185,6 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
     model = recipe.models[i]
     target = recipe.targets[j]
     entry = recipe.jobs[k] if k is not None else None
-    # precedence: defaults < model < target < job
     opts: dict[str, Any] = {}
     origins: dict[str, tuple] = {}
     layers = [
@@ -332,9 +198,14 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
         for key, value in values.items():
             opts[key] = value
             origins[key] = (*prefix, key)
+    explicit = {key for key, loc in origins.items() if loc[0] != "defaults"}
     job_where = lines.where(("jobs", k) if k is not None else ("models", i))
 
-    # source
+    def fail(key: str, message: str) -> UsageError:
+        loc = origins.get(key, ("targets", j))
+        return UsageError(f"{lines.where(loc)}: {format_path(loc)}: {message} (job {jname})")
+
+    # the source and the files options name
     if entry is not None and entry.path is not None:
         raw, path_loc = entry.path, ("jobs", k, "path")
     else:
@@ -345,15 +216,17 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
             source = raw
         else:
             raise UsageError(f"{lines.where(path_loc)}: {format_path(path_loc)}: no such file or folder: {raw}")
-    for key in schema.OPTION_KEYS:
-        if key in PATH_OPTIONS and key in opts:
+    for key in job_calls.PATH_OPTIONS:
+        if key in opts and not (key == "calib" and opts[key] == "random"):
             p = _resolve_path(base, opts[key])
             if not os.path.exists(p):
-                raise UsageError(
-                    f"{lines.where(origins[key])}: {format_path(origins[key])}: no such file or folder: {opts[key]}"
-                )
+                raise fail(key, f"no such file or folder: {opts[key]}")
             opts[key] = p
-    # format: detected here so options can be checked; a corrupt file fails its job only
+    for key in job_calls.LOOSE_PATH_OPTIONS:
+        if key in opts:
+            opts[key] = _resolve_path(base, opts[key])
+
+    # the format: detected here so options can be checked; a corrupt file fails its own job only
     source_format, detect_error = opts.get("from"), None
     if source_format is None:
         from tensorsmith.convert import detect_format
@@ -364,18 +237,12 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
             detect_error = exc.one_line()
     to = opts.get("to") or "onnx"
     opts["to"] = to
-    origins.setdefault("to", ("targets", j))
+    try:
+        function, kwargs = job_calls.build(opts, source_format, to, explicit)
+    except job_calls.OptionError as exc:
+        raise fail(exc.key if exc.key in origins else "to", exc.one_line()) from None
 
-    fn_spec = function_for(source_format, to)
-    if _function(fn_spec) is None:
-        what = f"from {source_format}" if source_format not in (None, "onnx") else f"to {to}"
-        raise UsageError(
-            f"{lines.where(path_loc if fn_spec == CONVERT and to == 'onnx' else origins['to'])}: job {jname!r}: "
-            f"converting {what} is not available in this tensorsmith ({fn_spec.replace(':', '.')} is missing)"
-        )
-    kwargs = build_kwargs(opts, fn_spec, origins, lines)
-
-    # output
+    # the output
     if entry is not None and entry.output is not None:
         template, out_loc = entry.output, ("jobs", k, "output")
     else:
@@ -385,6 +252,9 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
         "precision": opts.get("precision") or "fp32", "ext": TARGET_EXT.get(to, ""),
     }
     rel = _render_output(template, fields, lines.where(out_loc), format_path(out_loc))
+    if to == "trt" and rel.endswith(".onnx"):
+        raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r}: 'to: trt' writes a TensorRT "
+                         "engine; name it .plan (use {ext})")
     if rel in outputs:
         raise UsageError(
             f"{lines.where(out_loc)}: {format_path(out_loc)}: jobs {outputs[rel]!r} and {jname!r} would both write "
@@ -395,10 +265,14 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
     real_dir = os.path.realpath(output_dir)
     if os.path.commonpath([real_dir, os.path.realpath(out)]) != real_dir:
         raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} leads outside the output folder")
+    inputs = [source] + [opts[key] for key in job_calls.PATH_OPTIONS if key in opts and opts[key] != "random"]
+    if any(os.path.exists(p) and os.path.realpath(p) == os.path.realpath(out) for p in inputs):
+        raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} is an input of job {jname!r}; "
+                         "it would be overwritten")
     return Job(
         name=jname, model=model.name, target=tname, source=source, source_format=source_format, to=to,
-        output=str(out), output_rel=rel, output_dir=str(output_dir), options=opts, function=fn_spec, kwargs=kwargs,
-        detect_error=detect_error, where=job_where,
+        output=str(out), output_rel=rel, output_dir=str(output_dir), options=opts, function=function,
+        kwargs=kwargs, detect_error=detect_error, where=job_where,
     )
 
 
@@ -426,3 +300,37 @@ def select(plan: Plan, only: list[str] | None) -> list[Job]:
             )
         chosen |= hits
     return [job for job in plan.jobs if job.name in chosen]
+
+
+def cli_command(job: Job) -> str:
+    """The ``tensorsmith`` command line that does what ``job`` does (recipe -> CLI)."""
+    import shlex
+
+    command = "optimize" if job.to == "onnx" and job.source_format in (None, "onnx") else "convert"
+    args = ["tensorsmith", command, job.source]
+    if command == "convert":
+        args += ["--to", job.to]
+    args += ["-o", job.output]
+    for key, value in job.options.items():
+        if key == "to" or value is None or (key == "from" and command == "optimize"):
+            continue
+        flag = schema.flag_of(key)
+        if flag is None:
+            continue  # no flag (pass_options): only a recipe can say it
+        if key in schema.NEGATED_FLAGS:
+            if value is False:
+                args.append(flag)
+        elif key == "external_data":
+            args.append("--external-data" if value else "--no-external-data")
+        elif key in ("passes", "skip", "keep_fp32", "inputs", "outputs"):
+            args += [flag, ",".join(value)]
+        elif isinstance(value, list):
+            for item in value:
+                args += [flag, str(item)]
+        elif value is True:
+            args.append(flag)
+        elif value is False:
+            continue
+        else:
+            args += [flag, str(value)]
+    return " ".join(shlex.quote(a) for a in args)

@@ -16,7 +16,7 @@ A recipe says what to convert into what::
 Option keys are the command-line flags of ``tensorsmith convert``/``optimize``
 with ``_`` for ``-`` (``--input-shape`` -> ``input_shape``, ``--from`` -> ``from``);
 an on/off flag is a boolean (``--no-verify`` -> ``verify: false``,
-``--no-external-data`` -> ``external_data: false``). ``OPTION_FLAGS`` lists them.
+``--no-external-data`` -> ``external_data: false``); ``flag_of(key)`` gives the flag.
 """
 
 from __future__ import annotations
@@ -70,7 +70,27 @@ def _shapes(value: Any) -> Any:
     return value
 
 
+def _pairs(value: Any) -> Any:
+    """``{sr: 16000}`` or ``["sr=16000"]`` -> ``["sr=16000"]`` (as ``--input-value sr=16000``)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        out = []
+        for name, item in value.items():
+            if isinstance(item, bool):
+                item = "true" if item else "false"
+            elif item is None:
+                item = "none"
+            elif isinstance(item, list):
+                item = "x".join(str(v) for v in item) if all(isinstance(v, int) for v in item) else str(item)
+            out.append(f"{name}={item}")
+        return out
+    return value
+
+
 NameList = Annotated[list[str] | None, BeforeValidator(_names)]
+ValueList = Annotated[list[str] | None, BeforeValidator(_pairs)]
+ProfileList = Annotated[list[str] | None, BeforeValidator(_pairs)]
 ShapeList = Annotated[list[str] | None, BeforeValidator(_shapes)]
 Tol = Annotated[float | None, Field(ge=0)]
 
@@ -80,11 +100,21 @@ class _Strict(BaseModel):
 
 
 class SourceOptions(_Strict):
-    """Options about the source model (allowed on ``models``, ``defaults`` and ``jobs``)."""
+    """Options about the source model and its data (allowed on ``models``, ``defaults``, ``jobs``)."""
 
     from_: str | None = Field(None, alias="from", description="--from: source format, when not detectable")
     input_shape: ShapeList = Field(None, description="--input-shape NAME=1x3x224x224 (a mapping or a list)")
     verify_data: str | None = Field(None, description="--verify-data: .npz of real inputs (validation data)")
+    calib: str | None = Field(None, description="--calib: calibration data (.npz, folder) or 'random'")
+    calib_preprocess: str | None = Field(None, description="--calib-preprocess for a folder of images")
+    calib_loader: str | None = Field(None, description="--calib-loader module:function (runs your code)")
+    val: str | None = Field(None, description="--val: validation data for the precision gate")
+    signature: str | None = Field(None, description="--signature (SavedModel)")
+    inputs: NameList = Field(None, description="--inputs (GraphDef)")
+    outputs: NameList = Field(None, description="--outputs (GraphDef)")
+    input_value: ValueList = Field(None, description="--input-value NAME=VALUE (a mapping or a list)")
+    weights: str | None = Field(None, description="--weights state_dict for a module:factory source")
+    trust_remote_code: bool | None = Field(None, description="--trust-remote-code")
 
     @field_validator("from_")
     @classmethod
@@ -103,14 +133,47 @@ class TargetOptions(_Strict):
 
     to: str | None = Field(None, description="--to: target format")
     precision: str | None = Field(None, description="--precision")
+    target: str | None = Field(None, description="--target: who runs the lowered model (ort, trt)")
     passes: NameList = Field(None, description="--passes: passes to run (default: all)")
     skip: NameList = Field(None, description="--skip: passes to leave out")
     pass_options: dict[str, dict[str, Any]] | None = Field(None, description="options per pass")
+    optimize: bool | None = Field(None, description="false = --no-optimize")
     verify: bool | None = Field(None, description="false = --no-verify")
     rtol: Tol = Field(None, description="--rtol")
     atol: Tol = Field(None, description="--atol")
     external_data: bool | None = Field(None, description="--external-data / --no-external-data")
     max_iterations: int | None = Field(None, ge=1, description="--max-iterations")
+    opset: int | None = Field(None, description="--opset")
+    static: bool | None = Field(None, description="--static")
+    nchw_inputs: bool | None = Field(None, description="--nchw-inputs")
+    # precision (tensorsmith.precision)
+    fp16_io: bool | None = Field(None, description="--fp16-io")
+    calib_samples: int | None = Field(None, ge=1, description="--calib-samples")
+    calib_method: str | None = Field(None, description="--calib-method")
+    int8_mode: str | None = Field(None, description="--int8-mode")
+    min_cosine: float | None = Field(None, description="--min-cosine")
+    min_top1: float | None = Field(None, description="--min-top1")
+    max_abs_error: float | None = Field(None, ge=0, description="--max-abs-error")
+    max_rel_error: float | None = Field(None, ge=0, description="--max-rel-error")
+    fallback_budget: int | None = Field(None, ge=0, description="--fallback-budget")
+    min_speedup: float | None = Field(None, ge=0, description="--min-speedup")
+    keep_fp32: NameList = Field(None, description="--keep-fp32")
+    # TensorRT / TF-TRT
+    shapes: ProfileList = Field(None, description="--shapes NAME=MIN:OPT:MAX (a mapping or a list)")
+    max_batch: int | None = Field(None, ge=1, description="--max-batch")
+    workspace: str | None = Field(None, description="--workspace, e.g. 4G")
+    timing_cache: str | None = Field(None, description="--timing-cache FILE")
+    builder_opt_level: int | None = Field(None, ge=0, le=5, description="--builder-opt-level")
+    hardware_compat: str | None = Field(None, description="--hardware-compat")
+    version_compat: bool | None = Field(None, description="--version-compat")
+    trt_version: str | None = Field(None, description="--trt-version (lint)")
+    prepare_only: bool | None = Field(None, description="--prepare-only")
+    profile_strategy: str | None = Field(None, description="--profile-strategy (tftrt)")
+
+    @field_validator("workspace", mode="before")
+    @classmethod
+    def _workspace_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("to")
     @classmethod
@@ -128,7 +191,7 @@ class TargetOptions(_Strict):
     def _known_precision(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from tensorsmith.recipes.expand import supported_precisions
+        from tensorsmith.recipes.jobs import supported_precisions
 
         known = supported_precisions()
         if value not in known:
@@ -176,13 +239,19 @@ class Options(SourceOptions, TargetOptions):
 SOURCE_KEYS = tuple(f.alias or n for n, f in SourceOptions.model_fields.items())
 TARGET_KEYS = tuple(f.alias or n for n, f in TargetOptions.model_fields.items())
 OPTION_KEYS = SOURCE_KEYS + TARGET_KEYS
-# recipe key -> command-line flag (for docs and --dump-recipe)
-OPTION_FLAGS = {
-    "from": "--from", "input_shape": "--input-shape", "verify_data": "--verify-data",
-    "to": "--to", "precision": "--precision", "passes": "--passes", "skip": "--skip",
-    "pass_options": None, "verify": "--no-verify", "rtol": "--rtol", "atol": "--atol",
-    "external_data": "--external-data/--no-external-data", "max_iterations": "--max-iterations",
-}
+# on/off flags whose recipe key is the positive word: `--no-verify` -> `verify: false`
+NEGATED_FLAGS = {"verify": "--no-verify", "optimize": "--no-optimize"}
+# recipe keys whose flag is not `--` + the key with `-` for `_`
+SPECIAL_FLAGS = {"external_data": "--external-data/--no-external-data", "pass_options": None}
+
+
+def flag_of(key: str) -> str | None:
+    """The command-line flag of a recipe key (``None``: no flag, recipe only)."""
+    if key in NEGATED_FLAGS:
+        return NEGATED_FLAGS[key]
+    if key in SPECIAL_FLAGS:
+        return SPECIAL_FLAGS[key]
+    return "--" + key.replace("_", "-")
 
 
 class ModelEntry(SourceOptions):
@@ -195,12 +264,12 @@ class TargetEntry(TargetOptions):
 
 
 class JobEntry(Options):
+    """Overrides for one job of the matrix, found by its name (``MODEL-TARGET``)."""
+
     name: Name
-    model: Name | None = Field(None, description="for a job that is not in the matrix")
-    target: Name | None = Field(None, description="for a job that is not in the matrix")
     path: str | None = Field(None, min_length=1, description="override the model's path")
     output: str | None = Field(None, min_length=1, description="override the output template")
-    enabled: bool = Field(True, description="false drops the job from the matrix")
+    enabled: bool = Field(True, description="false drops the job")
 
 
 class Recipe(_Strict):
@@ -220,16 +289,16 @@ class Recipe(_Strict):
 def _hint_for_extra(loc: tuple, key: Any) -> str:
     section = loc[0] if loc else None
     key = str(key)
-    if section == "models" and len(loc) == 3 and key in TARGET_KEYS:
+    if section == "models" and len(loc) == 2 and key in TARGET_KEYS:
         return f" ({key!r} is a target option: set it under targets, defaults or jobs)"
-    if section == "targets" and len(loc) == 3 and key in SOURCE_KEYS:
+    if section == "targets" and len(loc) == 2 and key in SOURCE_KEYS:
         return f" ({key!r} is a model option: set it under models, defaults or jobs)"
-    if section == "targets" and len(loc) == 3 and key == "path":
+    if section == "targets" and len(loc) == 2 and key == "path":
         return " (a target has no path; models do)"
     candidates = {
         "models": [*SOURCE_KEYS, "name", "path"],
         "targets": [*TARGET_KEYS, "name"],
-        "jobs": [*OPTION_KEYS, "name", "model", "target", "path", "output", "enabled"],
+        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled"],
         "defaults": list(OPTION_KEYS),
     }.get(section, list(Recipe.model_fields))
     close = difflib.get_close_matches(key.replace("-", "_"), candidates, n=1, cutoff=0.6)
@@ -286,3 +355,89 @@ def check_name(value: str, what: str) -> str:
     if not re.match(NAME_PATTERN, value):
         raise UsageError(f"{what} {value!r}: names may use letters, digits, '.', '_' and '-'")
     return value
+
+
+# ---------------------------------------------------------------------------
+# --dump-recipe: a command line as a recipe
+
+# command parameters that only change what is printed, not what is made
+_DISPLAY_ONLY = {"json_out", "explain", "dump_recipe"}
+# command parameter -> recipe key, where they differ
+_PARAM_KEYS = {"source_format": "from", "qtarget": "target"}
+_NEGATED_PARAMS = {"no_verify": "verify", "no_optimize": "optimize"}
+_CLI_DEFAULTS = {"max_iterations": 8, "to": "onnx"}
+_LIST_KEYS = ("passes", "skip", "keep_fp32", "inputs", "outputs")
+
+
+def _model_name(source: str) -> str:
+    from pathlib import PurePath
+
+    stem = PurePath(source.rstrip("/\\")).name if ":" not in source or "/" in source else source.split(":")[-1]
+    for suffix in (".onnx", ".pt2", ".pt", ".pth", ".keras", ".h5", ".pb", ".tflite"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "model"
+    return name if re.match(NAME_PATTERN, name) else f"m-{name}"
+
+
+def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
+    """The recipe (YAML text) that makes what ``tensorsmith COMMAND ...`` would make.
+
+    ``params`` are the command function's parameters (names as in ``cli.py``).
+    Paths are written as given, relative to the folder the command ran in: save
+    the recipe in that folder (recipe paths are relative to the recipe file).
+    """
+    import os
+
+    import yaml
+
+    params = dict(params)
+    source = str(params.pop("input_path"))
+    output = str(params.pop("output"))
+    model: dict[str, Any] = {"name": _model_name(source), "path": source}
+    target: dict[str, Any] = {}
+    for pname, value in params.items():
+        if pname in _DISPLAY_ONLY:
+            continue
+        if pname in _NEGATED_PARAMS:
+            if value:
+                key = _NEGATED_PARAMS[pname]
+                (model if key in SOURCE_KEYS else target)[key] = False
+            continue
+        key = _PARAM_KEYS.get(pname, pname)
+        if key in _LIST_KEYS:
+            value = [x.strip() for v in (value or []) for x in str(v).split(",") if x.strip()] or None
+        elif isinstance(value, (list, tuple)):
+            value = [str(v) for v in value] or None
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        if value is None or (value is False and key != "external_data"):
+            continue
+        if key in _CLI_DEFAULTS and value == _CLI_DEFAULTS[key]:
+            continue
+        if key not in OPTION_KEYS:
+            raise UsageError(f"--dump-recipe: the option {pname!r} has no recipe key yet; leave it out or run the command")
+        (model if key in SOURCE_KEYS else target)[key] = value
+    to = target.get("to", "onnx")
+    precision = target.get("precision")
+    target = {"name": to if precision in (None, "fp32") else f"{to}-{precision}", "to": to, **{k: v for k, v in target.items() if k != "to"}}
+    out_dir, out_name = os.path.split(output)
+    recipe = {
+        "version": 1,
+        "output_dir": out_dir or ".",
+        "output": out_name.replace("{", "{{").replace("}", "}}"),
+        "models": [model],
+        "targets": [target],
+    }
+    try:
+        Recipe.model_validate(recipe)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--dump-recipe: {format_path(err['loc'])}: {err['msg'].removeprefix('Value error, ')}") from None
+    head = (
+        f"# tensorsmith recipe, from `tensorsmith {command} ... --dump-recipe`.\n"
+        "# Paths are relative to this file: save it in the folder the command ran in,\n"
+        "# then `tensorsmith run THIS.yaml` makes the same output.\n"
+    )
+    return head + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False)

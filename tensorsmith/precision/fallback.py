@@ -1,0 +1,166 @@
+"""Which nodes lose the accuracy: intermediate activations of the FP32 and lowered models.
+
+Both models get every float tensor the FP32 graph computes added as a graph
+output (the lowered models keep the FP32 tensor names: the Q/DQ quantizer and the
+float16 converter add tensors around them and never rename them), run on a few
+validation samples, and each tensor's relative L2 error is measured:
+``err(t) = ||t_low - t_fp32|| / ||t_fp32||``. The error a node *adds* is the error
+of its output minus the largest error among its activation inputs; the fallback
+keeps the worst nodes in FP32 and checks the gate again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+PASS_THROUGH = {"Relu", "Clip"}  # activations the Q/DQ quantizer may fold away
+
+
+@dataclass
+class NodeError:
+    name: str
+    op: str
+    added: float  # error this node adds (relative L2 at its output minus at its inputs)
+    output_error: float
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "op": self.op, "error": self.added, "output_error": self.output_error}
+
+
+def tensor_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value (shape inference; inputs, outputs, value_info, initializers)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        inferred = proto
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    for t in g.initializer:
+        types[t.name] = t.data_type
+    return types
+
+
+def with_outputs(proto: onnx.ModelProto, names: Iterable[str], types: dict[str, int]) -> bytes:
+    """A copy of ``proto`` that also returns ``names`` (serialized, ready for onnxruntime)."""
+    aug = onnx.ModelProto()
+    aug.CopyFrom(proto)
+    present = {o.name for o in aug.graph.output}
+    produced = {o for n in aug.graph.node for o in n.output} | {i.name for i in aug.graph.input}
+    for name in names:
+        if name not in present and name in types and name in produced:
+            aug.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
+    return aug.SerializeToString()
+
+
+def _session(model_bytes: bytes, optimize: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def activation_peaks(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Largest |value| of every float tensor of ``proto`` over ``samples``."""
+    types = tensor_types(proto)
+    inits = {t.name for t in proto.graph.initializer}
+    names = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_TYPES and o not in inits]
+    sess = _session(with_outputs(proto, names, types))
+    out_names = [o.name for o in sess.get_outputs()]
+    peaks: dict[str, float] = {}
+    for feeds in samples:
+        values = sess.run(out_names, _feeds(sess, feeds))
+        for name, v in zip(out_names, values):
+            v = np.asarray(v)
+            if v.dtype.kind == "f" and v.size:
+                finite = v[np.isfinite(v)]
+                peak = float(np.abs(finite).max()) if finite.size else math.inf
+                if not np.isfinite(v).all():
+                    peak = math.inf
+                peaks[name] = max(peaks.get(name, 0.0), peak)
+    return peaks
+
+
+def _feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    wanted = {i.name for i in sess.get_inputs()}
+    return {k: v for k, v in feeds.items() if k in wanted}
+
+
+def rank_nodes(
+    fp32: onnx.ModelProto,
+    lowered: onnx.ModelProto,
+    samples: list[dict[str, np.ndarray]],
+    candidates: set[str],
+    *,
+    on_sample: Callable[[], None] | None = None,
+) -> list[NodeError]:
+    """Candidate nodes of ``lowered`` (names shared with ``fp32``), worst first."""
+    t32 = tensor_types(fp32)
+    tlow = tensor_types(lowered)
+    inits = {t.name for t in fp32.graph.initializer} | {n.output[0] for n in fp32.graph.node if n.op_type == "Constant"}
+    common = [
+        o for n in fp32.graph.node for o in n.output
+        if o and o not in inits and t32.get(o) in FLOAT_TYPES and tlow.get(o) in FLOAT_TYPES
+    ]
+    common += [i.name for i in fp32.graph.input if t32.get(i.name) in FLOAT_TYPES]
+    s32 = _session(with_outputs(fp32, common, t32))
+    slow = _session(with_outputs(lowered, common, tlow))
+    names32 = [o.name for o in s32.get_outputs()]
+    nameslow = {o.name for o in slow.get_outputs()}
+    shared = [n for n in names32 if n in nameslow]
+    num: dict[str, float] = dict.fromkeys(shared, 0.0)
+    den: dict[str, float] = dict.fromkeys(shared, 0.0)
+    for feeds in samples:
+        ref = dict(zip(names32, s32.run(names32, _feeds(s32, feeds))))
+        got = dict(zip(shared, slow.run(shared, _feeds(slow, feeds))))
+        for n in shared:
+            r = np.asarray(ref[n], dtype=np.float64)
+            g = np.asarray(got[n], dtype=np.float64)
+            if r.shape != g.shape:
+                continue
+            d = np.nan_to_num(g - r, nan=1e30, posinf=1e30, neginf=-1e30)
+            num[n] += float(np.sum(d * d))
+            den[n] += float(np.sum(r * r))
+        if on_sample:
+            on_sample()
+    err = {n: math.sqrt(num[n] / den[n]) if den[n] > 0 else (0.0 if num[n] == 0 else 1.0) for n in shared}
+
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in fp32.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+
+    def out_error(node: onnx.NodeProto) -> float | None:
+        vals = [err[o] for o in node.output if o in err]
+        if vals:
+            return max(vals)
+        # the quantizer may have folded a following Relu/Clip into this node's output
+        for o in node.output:
+            users = consumers.get(o, [])
+            if len(users) == 1 and users[0].op_type in PASS_THROUGH:
+                vals = [err[x] for x in users[0].output if x in err]
+                if vals:
+                    return max(vals)
+        return None
+
+    ranked = []
+    for node in fp32.graph.node:
+        if node.name not in candidates:
+            continue
+        e_out = out_error(node)
+        if e_out is None:
+            continue
+        e_in = max((err[i] for i in node.input if i in err), default=0.0)
+        ranked.append(NodeError(node.name, node.op_type, max(0.0, e_out - e_in), e_out))
+    ranked.sort(key=lambda x: (-x.added, -x.output_error))
+    return ranked

@@ -1,0 +1,306 @@
+"""INT8: Q/DQ nodes in the graph, written by ``onnxruntime.quantization``.
+
+Always on the graph *after* tensorsmith's passes (BatchNormalization folded
+first: Q/DQ between an unfused Conv and its BN made real models slower than
+FP32), on opset 13 or later (``onnx.version_converter`` first: per-channel Q/DQ
+needs the ``axis`` attribute, and onnxruntime's quantizer otherwise writes a
+model that does not load).
+
+Defaults by target:
+
+* onnxruntime CPU (``ort``): unsigned 8-bit activations (asymmetric), signed
+  8-bit per-channel weights, ``QuantFormat.QDQ``;
+* TensorRT (``trt``): signed 8-bit activations and weights, both symmetric
+  (every zero point 0), weight scales per output channel; TensorRT 11 builds
+  strongly typed networks from exactly these Q/DQ nodes.
+
+``--int8-mode dynamic`` quantizes MatMul only (``quantize_dynamic``, which
+onnxruntime runs as DynamicQuantizeMatMul): never Conv, whose ConvInteger form
+was measured 5-7x slower than FP32.
+
+Calibration runs once (its ranges are cached in a JSON file by onnxruntime's
+``calibration_cache_path``); every later quantization with other exclusions
+reuses them, which is what makes the speed and fallback searches affordable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tensorsmith.errors import ConversionError
+from tensorsmith.precision.fp16 import ensure_node_names
+
+MIN_OPSET = 13
+ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
+# Ops onnxruntime's CPU provider runs in int8 without leaving the int8 chain.
+CORE_OPS = [
+    "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Resize", "Relu", "Clip", "LeakyRelu", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split",
+    "Slice", "Pad",
+]
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@contextlib.contextmanager
+def quiet():
+    """onnxruntime.quantization logs warnings through the root logger; keep them off the console."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def prepare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Opset >= 13, unique node names, shapes inferred. Returns (model, notes)."""
+    notes = []
+    src = opset(proto)
+    if src < MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as exc:
+            raise ConversionError(
+                f"cannot upgrade the model from opset {src} to {MIN_OPSET} for INT8: {_short(exc)}"
+            ) from exc
+        notes.append(f"opset upgraded {src} -> {MIN_OPSET} (per-channel Q/DQ needs it)")
+    else:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        proto = copy
+    ensure_node_names(proto)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        pass
+    return proto, notes
+
+
+# ---------------------------------------------------------------------------
+# which nodes are worth quantizing (onnxruntime CPU)
+
+
+@dataclass
+class Config:
+    """One quantization layout: op types and excluded nodes (with why)."""
+
+    name: str
+    op_types: list[str] | None = None  # None: onnxruntime's default set
+    exclude: dict[str, str] = field(default_factory=dict)  # node -> reason
+
+
+def _shapes(proto: onnx.ModelProto) -> dict[str, list]:
+    out = {}
+    for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    for t in proto.graph.initializer:
+        out[t.name] = list(t.dims)
+    return out
+
+
+def speed_exclusions(proto: onnx.ModelProto) -> dict[str, str]:
+    """Nodes whose Q/DQ costs more than it saves on onnxruntime's CPU provider (measured, README)."""
+    shapes = _shapes(proto)
+    inits = {t.name: t for t in proto.graph.initializer}
+    out: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
+            w = shapes[node.input[1]]
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if len(w) >= 3 and group > 1 and w[1] == 1:
+                out[node.name] = "depthwise convolution: Q/DQ costs more than int8 saves"
+            elif len(w) >= 3 and w[1] * group <= 4:
+                out[node.name] = f"convolution with {w[1] * group} input channels: int8 is slower here"
+        elif node.op_type in ELEMENTWISE and len(node.input) == 2:
+            a, b = (shapes.get(i) for i in node.input)
+            if node.input[1] in inits or node.input[0] in inits:
+                out[node.name] = f"{node.op_type} with a constant: cheaper in float"
+            elif a is not None and b is not None and (len(a) != len(b) or any(x != y for x, y in zip(a, b))):
+                out[node.name] = f"broadcasting {node.op_type}: int8 kernel is slower than float"
+        elif node.op_type in ("HardSwish", "HardSigmoid", "Sigmoid", "Div", "Softmax", "Mul"):
+            out[node.name] = f"{node.op_type} between quantized layers: no int8 gain"
+    return out
+
+
+def candidate_configs(proto: onnx.ModelProto, user_exclude: dict[str, str]) -> list[Config]:
+    lean = {**speed_exclusions(proto), **user_exclude}
+    return [
+        Config("all-ops", None, dict(user_exclude)),
+        Config("lean", None, lean),
+        Config("core", CORE_OPS, lean),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# quantization
+
+
+@dataclass
+class Settings:
+    target: str = "ort"  # ort | trt
+    mode: str = "static"  # static | dynamic
+    method: str = "minmax"
+    per_channel: bool = True
+
+    def quant_types(self):
+        from onnxruntime.quantization import QuantType
+
+        if self.target == "trt":
+            return QuantType.QInt8, QuantType.QInt8
+        return QuantType.QUInt8, QuantType.QInt8
+
+    def extra_options(self) -> dict:
+        opts: dict = {"WeightSymmetric": True}
+        if self.target == "trt":
+            opts.update({"ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": True})
+        if self.method == "percentile":
+            opts["CalibPercentile"] = 99.999
+        return opts
+
+    def describe(self) -> dict:
+        a, w = self.quant_types()
+        return {
+            "target": self.target, "mode": self.mode,
+            "activations": "n/a (dynamic)" if self.mode == "dynamic" else f"{a.name}{' symmetric' if self.target == 'trt' else ''}",
+            "weights": f"{w.name} symmetric{' per-channel' if self.per_channel else ''}",
+            "format": "QDQ" if self.mode == "static" else "DynamicQuantizeMatMul (MatMulInteger)",
+            "calibration_method": None if self.mode == "dynamic" else self.method,
+        }
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over a list of samples, reporting progress."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]], input_names: set[str], on_sample: Callable[[], None] | None):
+        self.samples = samples
+        self.names = input_names
+        self.i = 0
+        self.on_sample = on_sample
+
+    def get_next(self):
+        if self.i >= len(self.samples):
+            return None
+        s = self.samples[self.i]
+        self.i += 1
+        if self.on_sample:
+            self.on_sample()
+        return {k: v for k, v in s.items() if k in self.names}
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __iter__(self):
+        return iter(self.get_next, None)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def quantize(
+    prepared_path: Path,
+    out_path: Path,
+    settings: Settings,
+    config: Config,
+    *,
+    cache_path: Path,
+    calib_samples: list[dict[str, np.ndarray]] | None = None,
+    on_sample: Callable[[], None] | None = None,
+) -> Path:
+    """Write the INT8 model for ``config``; calibrates on first use of ``cache_path``."""
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+
+    act, wt = settings.quant_types()
+    try:
+        with quiet():
+            if settings.mode == "dynamic":
+                quantize_dynamic(
+                    str(prepared_path), str(out_path), op_types_to_quantize=["MatMul"], per_channel=settings.per_channel,
+                    weight_type=wt, nodes_to_exclude=list(config.exclude),
+                    extra_options={"MatMulConstBOnly": True},
+                )
+            else:
+                reader = None
+                if not cache_path.exists():
+                    if not calib_samples:
+                        raise ConversionError("INT8 calibration needs samples")
+                    proto_inputs = {i.name for i in onnx.load(str(prepared_path), load_external_data=False).graph.input}
+                    reader = _Reader(calib_samples, proto_inputs, on_sample)
+                quantize_static(
+                    str(prepared_path), str(out_path), reader,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=config.op_types,
+                    per_channel=settings.per_channel,
+                    activation_type=act, weight_type=wt,
+                    nodes_to_exclude=list(config.exclude),
+                    calibrate_method=_method(settings.method),
+                    extra_options=settings.extra_options(),
+                    calibration_cache_path=str(cache_path),
+                )
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {_short(exc)}") from exc
+    return out_path
+
+
+# ---------------------------------------------------------------------------
+# what the quantized model looks like
+
+
+def quantized_nodes(proto: onnx.ModelProto) -> set[str]:
+    """Names of the compute nodes that read a DequantizeLinear output or were made integer ops."""
+    dq_out = {o for n in proto.graph.node if n.op_type in ("DequantizeLinear",) for o in n.output}
+    dyn = {"MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger"}
+    out = set()
+    for n in proto.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast"):
+            continue
+        if n.op_type in dyn or any(i in dq_out for i in n.input):
+            out.add(n.name.removesuffix("_quant"))
+    return out
+
+
+def zero_points(proto: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
+    """(Q/DQ node, zero point values) for every Q/DQ node."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    out = []
+    for n in proto.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            if len(n.input) < 3 or not n.input[2]:
+                out.append((n.name, np.zeros(1, np.int8)))
+            elif n.input[2] in inits:
+                out.append((n.name, numpy_helper.to_array(inits[n.input[2]])))
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def file_bytes(path: str | os.PathLike) -> int:
+    p = Path(path)
+    total = p.stat().st_size
+    for extra in p.parent.glob(p.name + ".data"):
+        total += extra.stat().st_size
+    return total

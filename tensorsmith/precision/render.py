@@ -1,0 +1,69 @@
+"""The precision part of a job's table: per precision size, latency, accuracy, nodes kept FP32."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def _fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def render_precision(p: dict, console) -> None:
+    from tensorsmith.report import human_bytes
+
+    lat = p.get("latency") or {}
+    title = f"precision: {p['precision']} for {p.get('target', 'ort')}"
+    if p.get("layout"):
+        title += f", layout {p['layout']}"
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col, just in (("precision", "left"), ("file size", "right"), ("ORT CPU latency", "right"), ("speed-up", "right"),
+                      ("cosine (worst output)", "right"), ("top-1 agreement", "right"), ("kept FP32", "right")):
+        t.add_column(col, justify=just)
+    for row in p.get("table", []):
+        t.add_row(
+            row["precision"], human_bytes(row["size"]), _fmt(row.get("latency_ms"), ".3f") + (" ms" if row.get("latency_ms") is not None else ""),
+            _fmt(row.get("speedup"), ".2f") + ("x" if row.get("speedup") is not None else ""),
+            _fmt(row.get("cosine"), ".5f"), _fmt(row.get("top1"), ".1%"), _fmt(row.get("kept_fp32"), "d"),
+        )
+    console.print(t)
+    gate = p.get("gate") or {}
+    if gate:
+        th = gate.get("thresholds", {})
+        rules = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in th.items() if v is not None)
+        g = Table(title=f"accuracy gate on {gate.get('samples')} validation sample(s) ({rules or 'no thresholds'})",
+                  title_justify="left", header_style="bold")
+        for col in ("output", "cosine", "worst sample", "max abs err", "max rel err", "top-1", "result"):
+            g.add_column(col, justify="left" if col in ("output", "result") else "right")
+        for o in gate.get("outputs", []):
+            if o.get("exact") is not None:
+                g.add_row(escape(o["name"]), "-", "-", "-", "-", "-",
+                          "[green]pass[/green] (exact)" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}")
+                continue
+            g.add_row(escape(o["name"]), f"{o['cosine']:.5f}", f"{o['cosine_min']:.5f}", f"{o['max_abs']:.3g}",
+                      f"{o['max_rel']:.3g}", _fmt(o.get("top1"), ".1%"),
+                      "[green]pass[/green]" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}")
+        console.print(g)
+    kept = p.get("kept") or []
+    if kept:
+        k = Table(title="nodes kept in FP32", title_justify="left", header_style="bold")
+        k.add_column("node")
+        k.add_column("op")
+        k.add_column("added error", justify="right")
+        k.add_column("why")
+        for n in kept:
+            k.add_row(escape(n["name"]), n.get("op", "?"), _fmt(n.get("error"), ".3g"), escape(n.get("reason", "")))
+        console.print(k)
+    cal = p.get("calibration")
+    if cal:
+        console.print(f"  [dim]calibration: {cal['samples']} sample(s) from {escape(str(cal['source']))}, {cal.get('method')}[/dim]")
+    val = p.get("validation")
+    if val:
+        console.print(f"  [dim]validation: {val['samples']} sample(s) from {escape(str(val['source']))}[/dim]")
+    if lat:
+        console.print(f"  [dim]latency: onnxruntime CPU, 1 thread, batch of the first sample, median of {lat.get('runs')} round-robin runs[/dim]")
+    for w in p.get("warnings", []):
+        console.print(f"  [yellow]warning: {escape(w)}[/yellow]")
+    for n in p.get("notes", []):
+        console.print(f"  [dim]{escape(n)}[/dim]")

@@ -1,0 +1,453 @@
+"""The precision step: FP32 model file -> gated FP16/INT8 model file, plus its report.
+
+    data      calibration samples and validation samples (never the same ones)
+    lower     FP16 conversion, or INT8 Q/DQ (candidate layouts timed on onnxruntime CPU)
+    gate      lowered vs FP32 on the validation samples
+    fallback  while the gate fails: rank nodes by added error, keep the worst FP32
+    measure   size and latency of FP32 and the result, round-robin in one process
+
+Raises ``UsageError`` (bad data, exit 2), ``ConversionError`` (exit 3: the
+conversion failed, or INT8 is slower than FP32 on the target it is meant for) and
+``VerificationError`` (exit 4: the gate still fails after the fallback budget).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tensorsmith.errors import ConversionError, UsageError, VerificationError
+from tensorsmith.precision import PrecisionOptions
+from tensorsmith.precision import calibration as cal
+from tensorsmith.precision import fallback as fb
+from tensorsmith.precision import fp16 as f16
+from tensorsmith.precision import gate as gt
+from tensorsmith.precision import int8 as i8
+from tensorsmith.precision.latency import cpu_session, measure
+from tensorsmith.precision.progress import NullProgress
+
+MAX_VAL = 32
+RANK_SAMPLES = 4
+RANDOM_CALIB = 32
+
+
+@dataclass
+class LowerResult:
+    path: Path  # the lowered model, inside the work folder
+    report: dict = field(default_factory=dict)
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` for the inputs ``sess`` has, float arrays cast to its input types (--fp16-io)."""
+    out = {}
+    for i in sess.get_inputs():
+        if i.name in feeds:
+            v = feeds[i.name]
+            want = _ORT_FLOATS.get(i.type)
+            out[i.name] = v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
+    return out
+
+
+def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str) -> list[dict[str, np.ndarray]]:
+    names = [o.name for o in sess.get_outputs()]
+    out = []
+    advance = progress.track(label, len(samples))
+    try:
+        for i, s in enumerate(samples):
+            try:
+                values = sess.run(names, session_feeds(sess, s))
+            except Exception as exc:
+                if what == "source":
+                    raise UsageError(f"the FP32 model fails on validation sample {i}: {_short(exc)}") from None
+                raise ConversionError(f"the {what} model fails in onnxruntime on sample {i}: {_short(exc)}") from None
+            out.append(dict(zip(names, values)))
+            advance()
+    finally:
+        progress.done(label)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# data
+
+
+def load_data(opts: PrecisionOptions, specs, input_shapes, progress) -> tuple[cal.Dataset | None, cal.Dataset, list[str]]:
+    """(calibration set or None, validation set, warnings)."""
+    warnings: list[str] = []
+    need_calib = opts.precision == "int8" and opts.int8_mode == "static"
+    val: cal.Dataset | None = None
+    if opts.val:
+        progress.step("loading --val")
+        val = cal.load_path(opts.val, specs, what="--val", preprocess=opts.calib_preprocess, limit=256)
+    calib: cal.Dataset | None = None
+    if opts.calib == "random":
+        warnings.append("--calib random: calibrating on random inputs, for smoke tests only; the result is not meaningful")
+        calib = cal.random_dataset(specs, input_shapes, min(opts.calib_samples, RANDOM_CALIB))
+        if val is None:
+            val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000)
+            val.source = "random (held apart from calibration)"
+    elif opts.calib or opts.calib_loader:
+        progress.step("loading calibration data")
+        limit = opts.calib_samples + (0 if val is not None else MAX_VAL)
+        if opts.calib_loader:
+            data = cal.load_loader(opts.calib_loader, specs, limit=limit)
+        else:
+            data = cal.load_path(opts.calib, specs, what="--calib", preprocess=opts.calib_preprocess, limit=limit)
+        if val is None:
+            calib, val = cal.split_holdout(data, opts.calib_samples, max_val=MAX_VAL)
+        else:
+            calib = cal.Dataset(data.samples[: opts.calib_samples], data.source, data.random, data.files)
+    if val is None:
+        warnings.append("no --val or --calib data: the accuracy gate runs on random inputs")
+        val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000)
+    if need_calib and calib is None:  # pragma: no cover - PrecisionOptions.check() refuses this
+        raise UsageError("--precision int8 needs --calib")
+    return calib, val, warnings
+
+
+# ---------------------------------------------------------------------------
+# the step
+
+
+def lower(
+    fp32_path: str | os.PathLike,
+    reference_path: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    opts: PrecisionOptions,
+    *,
+    input_shapes: dict[str, list[int]] | None = None,
+    progress=None,
+) -> LowerResult:
+    """Lower ``fp32_path`` (already optimized) to ``opts.precision`` inside ``work_dir``.
+
+    ``reference_path`` is the FP32 model the gate compares with (the user's
+    input; the optimized model computes the same function to fp32 tolerance).
+    """
+    from tensorsmith import model_io
+    from tensorsmith.verify import input_specs_from_proto
+
+    progress = progress or NullProgress()
+    work = Path(work_dir)
+    fp32_path = Path(fp32_path)
+    t_start = time.perf_counter()
+    proto = model_io.load_proto(fp32_path)
+    onnx.external_data_helper.load_external_data_for_model(proto, str(fp32_path.parent))
+    specs = input_specs_from_proto(proto)
+    calib, val, warnings = load_data(opts, specs, input_shapes, progress)
+    for w in warnings:
+        progress.warn(w)
+
+    # reference outputs on the validation samples (the gate's ground truth)
+    progress.step("running the FP32 model on the validation samples")
+    try:
+        ref_sess = cpu_session(reference_path, threads=0, optimize=False)
+    except Exception as exc:
+        raise UsageError(f"onnxruntime cannot load the FP32 model: {_short(exc)}") from None
+    refs = _run_all(ref_sess, val.samples, "source", progress, "gate: FP32 reference")
+    class_outputs = gt.class_score_outputs(proto)
+    defaults = gt.Thresholds.defaults(opts.precision)
+    thresholds = gt.Thresholds(
+        min_cosine=opts.min_cosine if opts.min_cosine is not None else defaults.min_cosine,
+        min_top1=opts.min_top1 if opts.min_top1 is not None else defaults.min_top1,
+        max_abs=opts.max_abs, max_rel=opts.max_rel,
+    )
+
+    def gate(path: Path, label: str) -> gt.GateResult:
+        progress.step(f"gate: {label}")
+        try:
+            sess = cpu_session(path, threads=0, optimize=True)
+        except Exception as exc:
+            raise ConversionError(f"the {opts.precision} model does not load in onnxruntime: {_short(exc)}") from None
+        gots = _run_all(sess, val.samples, opts.precision, progress, f"gate: {label}")
+        return gt.evaluate(refs, gots, thresholds, class_outputs)
+
+    report: dict = {
+        "precision": opts.precision,
+        "target": opts.target,
+        "calibration": None,
+        "validation": {**val.describe(), "source": val.source},
+        "warnings": list(warnings),
+        "notes": [],
+    }
+    if calib is not None and opts.precision == "int8":
+        report["calibration"] = {**calib.describe(), "method": opts.calib_method}
+    rank_samples = (calib.samples if calib is not None else val.samples)[:RANK_SAMPLES]
+
+    if opts.precision == "fp16":
+        result = _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, report)
+    else:
+        result = _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report)
+
+    # size and latency, FP32 vs the result
+    report["size"] = {"fp32": i8.file_bytes(fp32_path), "lowered": i8.file_bytes(result)}
+    report["size"]["ratio"] = report["size"]["lowered"] / max(1, report["size"]["fp32"])
+    if opts.measure_latency and "latency" not in report:
+        progress.step("timing FP32 and the result (onnxruntime CPU, 1 thread, round-robin)")
+        lat = measure([fp32_path, result], val.samples[0])
+        report["latency"] = _latency_dict(lat[0], lat[1])
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
+    _table(report)
+    return LowerResult(result, report)
+
+
+def _latency_dict(base, low) -> dict:
+    return {
+        "fp32_ms": round(base.median_ms, 4), "ms": round(low.median_ms, 4),
+        "speedup": round(base.median_ms / low.median_ms, 3) if low.median_ms > 0 else None,
+        "runs": low.runs, "threads": 1, "provider": "onnxruntime CPUExecutionProvider",
+    }
+
+
+def _table(report: dict) -> None:
+    """Rows FP32 and the result: size, latency, accuracy, nodes kept in higher precision."""
+    lat = report.get("latency") or {}
+    gate = report.get("gate") or {}
+    rows = [
+        {"precision": "fp32", "size": report["size"]["fp32"], "latency_ms": lat.get("fp32_ms"), "speedup": 1.0 if lat else None,
+         "cosine": 1.0, "top1": 1.0 if gate.get("worst_top1") is not None else None, "kept_fp32": None},
+        {"precision": report["precision"], "size": report["size"]["lowered"], "latency_ms": lat.get("ms"),
+         "speedup": lat.get("speedup"), "cosine": gate.get("worst_cosine"), "top1": gate.get("worst_top1"),
+         "kept_fp32": len(report.get("kept", []))},
+    ]
+    report["table"] = rows
+
+
+def _keep_list(proto: onnx.ModelProto, keep: list[str]) -> dict[str, str]:
+    names = {n.name for n in proto.graph.node}
+    ops = {n.op_type for n in proto.graph.node}
+    out: dict[str, str] = {}
+    for item in keep:
+        if item in names:
+            out[item] = "--keep-fp32"
+        elif item in ops:
+            out.update({n.name: f"--keep-fp32 {item}" for n in proto.graph.node if n.op_type == item})
+        else:
+            raise UsageError(f"--keep-fp32 {item!r}: no node or op type of that name in the model")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# FP16
+
+
+def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, report) -> Path:
+    proto = _copy(proto)
+    f16.ensure_node_names(proto)
+    user = _keep_list(proto, opts.keep_fp32)
+    progress.step("fp16: measuring activation ranges")
+    peaks = fb.activation_peaks(proto, (calib.samples if calib else val.samples)[:RANK_SAMPLES])
+    fb_nodes: list[fb.NodeError] = []
+    path = work / "fp16.onnx"
+
+    def build(extra: dict[str, str]) -> f16.Fp16Result:
+        progress.step("fp16: converting")
+        res = f16.convert(proto, keep_io=not opts.fp16_io, activation_max=peaks, extra_nodes=extra)
+        onnx.save(_stamp(res.model, opts), str(path))
+        return res
+
+    extra = dict(user)
+    res = build(extra)
+    result = gate(path, "fp16 vs fp32")
+    history = [{"kept": 0, "error": result.error, "passed": result.passed}]
+    while not result.passed and len(fb_nodes) < opts.fallback_budget:
+        blocked = {k.name for k in res.kept}
+        candidates = {n.name for n in proto.graph.node if n.name not in blocked and n.op_type != "Constant"}
+        progress.step("fallback: ranking nodes by added error")
+        ranked = [r for r in fb.rank_nodes(proto, res.model, rank_samples, candidates) if r.added > 0]
+        if not ranked:
+            break
+        take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
+        fb_nodes.extend(take)
+        extra.update({r.name: f"fallback: adds error {r.added:.3g}" for r in take})
+        res = build(extra)
+        result = gate(path, f"fp16 with {len(fb_nodes)} node(s) kept FP32")
+        history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
+    report["converter"] = f16.CONVERTER
+    report["settings"] = {"keep_io": not opts.fp16_io}
+    report["repairs"] = res.repairs
+    errs = {r.name: r.added for r in fb_nodes}
+    report["kept"] = [dict(k.to_dict(), **({"error": errs[k.name]} if k.name in errs else {})) for k in res.kept]
+    _finish_gate(report, result, fb_nodes, history, opts)
+    return path
+
+
+def _step_size(round_no: int, left: int) -> int:
+    """Nodes to add to FP32 in this fallback round: 1, 1, 2, 4, ... (never past the budget)."""
+    return max(1, min(left, 2 ** max(0, round_no - 2)))
+
+
+def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeError], history: list[dict], opts) -> None:
+    report["gate"] = result.to_dict()
+    report["fallback"] = {
+        "budget": opts.fallback_budget,
+        "nodes": [r.to_dict() for r in fb_nodes],
+        "rounds": history,
+        "error_before": history[0]["error"],
+        "error_after": history[-1]["error"],
+    }
+    if not result.passed:
+        what = f"after keeping {len(fb_nodes)} node(s) in FP32 (--fallback-budget {opts.fallback_budget})" if fb_nodes else (
+            "and the fallback found no node to keep in FP32" if opts.fallback_budget else "(fallback disabled: --fallback-budget 0)")
+        exc = VerificationError(
+            f"{report['precision']} accuracy gate failed {what}: {result.summary()}",
+            hint="better calibration data, a larger --fallback-budget, or looser --min-cosine/--min-top1",
+        )
+        exc.precision_report = report
+        raise exc
+
+
+# ---------------------------------------------------------------------------
+# INT8
+
+
+def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -> Path:
+    progress.step("int8: preparing the FP32 graph")
+    prepared, notes = i8.prepare(proto)
+    report["notes"].extend(notes)
+    prep_path = work / "int8_input.onnx"
+    onnx.save(prepared, str(prep_path))
+    user = _keep_list(prepared, opts.keep_fp32)
+    settings = i8.Settings(target=opts.target, mode=opts.int8_mode, method=opts.calib_method)
+    cache = work / "calibration.json"
+    report["settings"] = settings.describe()
+    report["converter"] = (
+        "onnxruntime.quantization.quantize_dynamic" if opts.int8_mode == "dynamic"
+        else "onnxruntime.quantization.quantize_static (QDQ)"
+    )
+    enforce = opts.target == "ort" and opts.measure_latency
+    min_speedup = opts.min_speedup if opts.min_speedup is not None else (1.0 if enforce else 0.0)
+
+    if opts.int8_mode == "static" and opts.target == "ort":
+        configs = i8.candidate_configs(prepared, user)
+    else:
+        configs = [i8.Config("all-ops", None, dict(user))]
+
+    def build(cfg: i8.Config, out: Path) -> Path:
+        advance = None
+        label = f"calibrating ({len(calib.samples)} samples, {opts.calib_method})" if calib else ""
+        if opts.int8_mode == "static" and not cache.exists():
+            advance = progress.track(label, len(calib.samples))
+        else:
+            progress.step(f"int8: quantizing ({cfg.name})")
+        try:
+            return i8.quantize(prep_path, out, settings, cfg, cache_path=cache,
+                               calib_samples=calib.samples if calib else None, on_sample=advance)
+        finally:
+            if advance is not None:
+                progress.done(label)
+
+    # candidate layouts: quantize each, gate each, time them all round-robin against FP32
+    built = []
+    for cfg in configs:
+        path = build(cfg, work / f"int8_{cfg.name}.onnx")
+        built.append((cfg, path, gate(path, f"int8 {cfg.name}")))
+    chosen = 0
+    tried = []
+    if len(built) > 1 or opts.measure_latency:
+        progress.step(f"timing FP32 and {len(built)} INT8 layout(s) (onnxruntime CPU, 1 thread, round-robin)")
+        lat = measure([prep_path] + [p for _, p, _ in built], rank_samples[0] if rank_samples else {})
+        for (cfg, path, g), l in zip(built, lat[1:]):
+            tried.append({"layout": cfg.name, "latency_ms": round(l.median_ms, 4),
+                          "speedup": round(lat[0].median_ms / l.median_ms, 3), "gate_passed": g.passed,
+                          "cosine": g.worst_cosine, "kept_fp32": len(cfg.exclude)})
+        passing = [i for i, (_, _, g) in enumerate(built) if g.passed]
+        if passing:  # the fastest layout that passes
+            chosen = min(passing, key=lambda i: lat[1 + i].median_ms)
+        else:  # none passes: the fallback starts from the most accurate one
+            chosen = min(range(len(built)), key=lambda i: built[i][2].error)
+        report["latency"] = _latency_dict(lat[0], lat[1 + chosen])
+    report["layouts"] = tried
+    cfg, path, result = built[chosen]
+    report["layout"] = cfg.name
+
+    # fallback: keep the worst nodes in FP32 until the gate passes
+    fb_nodes: list[fb.NodeError] = []
+    history = [{"kept": 0, "error": result.error, "passed": result.passed}]
+    exclude = dict(cfg.exclude)
+    while not result.passed and len(fb_nodes) < opts.fallback_budget:
+        low = onnx.load(str(path))
+        candidates = i8.quantized_nodes(low) - set(exclude)
+        if not candidates:
+            break
+        progress.step("fallback: ranking nodes by added error")
+        advance = progress.track("fallback: matching activations", len(rank_samples))
+        ranked = fb.rank_nodes(prepared, low, rank_samples, candidates, on_sample=advance)
+        progress.done("fallback: matching activations")
+        take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
+        if not take or len(take) >= len(candidates):
+            # keeping every quantized node FP32 is not a rescue: it is FP32 with extra steps
+            report["notes"].append("fallback stopped: the gate would pass only with no node quantized")
+            break
+        fb_nodes.extend(take)
+        exclude.update({r.name: f"fallback: adds error {r.added:.3g}" for r in take})
+        cfg = i8.Config(cfg.name, cfg.op_types, dict(exclude))
+        path = build(cfg, work / f"int8_fallback_{len(history)}.onnx")
+        result = gate(path, f"int8 with {len(fb_nodes)} node(s) kept FP32")
+        history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
+
+    low = onnx.load(str(path))
+    low = _stamp(low, opts)
+    onnx.save(low, str(path))
+    quantized = i8.quantized_nodes(low)
+    ops_by_name = {n.name: n.op_type for n in prepared.graph.node}
+    errs = {r.name: r.added for r in fb_nodes}
+    report["kept"] = [
+        {"name": n, "op": ops_by_name.get(n, "?"), "reason": why, **({"error": errs[n]} if n in errs else {})}
+        for n, why in exclude.items()
+    ]
+    report["quantized_nodes"] = len(quantized)
+    report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
+    _finish_gate(report, result, fb_nodes, history, opts)
+    if not quantized:
+        exc = ConversionError("INT8: no node is left quantized (every candidate kept FP32); use --precision fp32 or fp16")
+        exc.precision_report = report
+        raise exc
+
+    if opts.measure_latency:
+        if fb_nodes or "latency" not in report:
+            progress.step("timing FP32 and the result (onnxruntime CPU, 1 thread, round-robin)")
+            lat = measure([prep_path, path], rank_samples[0] if rank_samples else {})
+            report["latency"] = _latency_dict(lat[0], lat[1])
+        speed = report["latency"]["speedup"] or 0.0
+        if enforce and speed < min_speedup:
+            exc = ConversionError(
+                f"INT8 is {speed:.2f}x the speed of FP32 on onnxruntime CPU (1 thread) with the best layout "
+                f"({cfg.name}, {len(exclude)} node(s) kept FP32); nothing written",
+                hint="INT8 slower than FP32 is not a result to ship: use --precision fp32/fp16, or --min-speedup 0 to write it anyway",
+            )
+            exc.precision_report = report
+            raise exc
+    return path
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _stamp(proto: onnx.ModelProto, opts: PrecisionOptions) -> onnx.ModelProto:
+    """Record the precision in the model's metadata (``inspect`` shows it)."""
+    keep = [p for p in proto.metadata_props if not p.key.startswith("tensorsmith.")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in (("tensorsmith.precision", opts.precision), ("tensorsmith.target", opts.target)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+__all__ = ["LowerResult", "load_data", "lower"]

@@ -1,0 +1,152 @@
+"""FP16: sample models through the FP16 gate, IO kept FP32 by default, onnx.checker,
+values beyond the float16 range kept FP32, the converter's Cast defects repaired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import tensorsmith
+from tensorsmith.precision import fp16 as f16
+from tensorsmith.precision import options_from_cli
+
+from tests.helpers import parse
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
+FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+def _opts(**kw):
+    return options_from_cli("fp16", **kw).model_copy(update={"measure_latency": False})
+
+
+def _elem(vi) -> int:
+    return vi.type.tensor_type.elem_type
+
+
+@pytest.mark.parametrize("name", ["cnn", "resblock", "transformer", "mobilenet_block"])
+def test_fp16_sample_models_keep_io(name, tmp_path):
+    out = tmp_path / f"{name}.fp16.onnx"
+    report = tensorsmith.optimize_file(SAMPLES / f"{name}.onnx", out, precision=_opts())
+    p = report.precision
+    assert p["gate"]["passed"] and p["gate"]["worst_cosine"] >= 0.999
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    assert all(_elem(v) == FLOAT for v in proto.graph.input)
+    assert all(_elem(v) == FLOAT for v in proto.graph.output)
+    fp16_weights = [t for t in proto.graph.initializer if t.data_type == FLOAT16]
+    assert fp16_weights, "weights are float16 in the graph"
+    assert p["size"]["lowered"] < 0.65 * p["size"]["fp32"]
+    # compare against the FP32 source with onnxruntime, on an input the gate did not see
+    src = ort.InferenceSession(str(SAMPLES / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    low = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    i = src.get_inputs()[0]
+    shape = [2 if not isinstance(d, int) else d for d in i.shape]
+    if name == "transformer":
+        shape = [2, 9, 64]
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    a, b = src.run(None, {i.name: x})[0], low.run(None, {i.name: x})[0]
+    assert b.dtype == np.float32
+    assert float(np.dot(a.ravel(), b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+
+
+def test_fp16_io_makes_inputs_and_outputs_float16(tmp_path):
+    out = tmp_path / "cnn.fp16io.onnx"
+    tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out, precision=_opts(fp16_io=True))
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert [_elem(v) for v in proto.graph.input] == [FLOAT16]
+    assert [_elem(v) for v in proto.graph.output] == [FLOAT16]
+
+
+def test_initializer_beyond_fp16_range_is_kept_fp32(tmp_path):
+    """x * 1e6 / 1e6: a float16 converter that clamps 1e6 to 65504 changes the result 15x."""
+    proto = parse(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 8] x) => (float[1, 8] y) {
+            h = Mul(x, big)
+            r = Relu(h)
+            y = Div(r, big)
+        }""",
+        {"big": np.array([1e6], np.float32)},
+    )
+    src = tmp_path / "big.onnx"
+    onnx.save(proto, str(src))
+    out = tmp_path / "big.fp16.onnx"
+    report = tensorsmith.optimize_file(src, out, precision=_opts())
+    kept = {k["name"]: k for k in report.precision["kept"]}
+    assert any("beyond the float16 range" in k["reason"] for k in kept.values())
+    x = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.maximum(x, 0), rtol=2e-3, atol=1e-3)
+
+
+def test_converter_duplicate_casts_and_order_are_repaired():
+    """Two FP32-kept nodes (Pow) reading one float16 tensor: onnxruntime's converter
+    emits two identical Cast nodes (invalid SSA) appended out of order."""
+    proto = parse(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {
+            a = Relu(x)
+            p1 = Pow(a, two)
+            p2 = Pow(a, three)
+            y = Add(p1, p2)
+        }""",
+        {"two": np.array([2.0], np.float32), "three": np.array([3.0], np.float32)},
+    )
+    f16.ensure_node_names(proto)
+    res = f16.convert(proto)
+    assert res.repairs["merged_casts"] >= 1
+    onnx.checker.check_model(res.model)  # topologically sorted again
+    x = np.array([0.5, -1.0, 2.0, 3.0], np.float32)
+    (y,) = ort.InferenceSession(res.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    a = np.maximum(x, 0)
+    np.testing.assert_allclose(y, a ** 2 + a ** 3, rtol=2e-3)
+    assert {k.op for k in res.kept} == {"Pow"}
+
+
+def test_cast_to_float_inside_fp16_region_is_consistent(tmp_path):
+    """A Cast(to=FLOAT) between float16 nodes (onnxconverter-common #320): its 'to'
+    must follow the type its output gets, or onnxruntime refuses the model."""
+    proto = parse(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[4] x) => (float[4] y) {
+            a = Relu(x)
+            c = Cast<to = 1>(a)
+            y = Sigmoid(c)
+        }""",
+    )
+    src = tmp_path / "cast.onnx"
+    onnx.save(proto, str(src))
+    out = tmp_path / "cast.fp16.onnx"
+    tensorsmith.optimize_file(src, out, passes=["remove-dead-code"], precision=_opts())
+    model = onnx.load(str(out))
+    f16.check(model)
+    x = np.array([0.5, -1.0, 2.0, 3.0], np.float32)
+    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y, 1 / (1 + np.exp(-np.maximum(x, 0))), rtol=2e-3)
+
+
+def test_convert_torchscript_to_fp16(tmp_path):
+    """convert --precision: the FP32 ONNX (verified against PyTorch) is lowered and gated against it."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    src = SAMPLES / "frameworks" / "cnn_torchscript.pt"
+    if not src.exists():
+        pytest.skip("sample_models/frameworks not built")
+    out = tmp_path / "cnn.fp16.onnx"
+    result = CliRunner().invoke(app, ["convert", str(src), "-o", str(out), "--input-shape", "x=1x3x32x32",
+                                      "--precision", "fp16", "--json"])
+    assert result.exit_code == 0, result.output
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert [_elem(v) for v in proto.graph.input] == [FLOAT]
+    assert any(t.data_type == FLOAT16 for t in proto.graph.initializer)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left

