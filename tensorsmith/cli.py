@@ -153,34 +153,6 @@ MaxRelOpt = typer.Option(None, "--max-rel-error", help="Gate: maximum error rela
 BudgetOpt = typer.Option(None, "--fallback-budget", help="Most nodes the fallback may keep in FP32 (default 10).")
 MinSpeedOpt = typer.Option(None, "--min-speedup", help="INT8 on ort: fail unless this much faster than FP32 (default 1.0).")
 KeepFp32Opt = typer.Option(None, "--keep-fp32", help="Node name or op type to keep FP32 (repeatable or comma-separated).")
-_PRECISION_KEYS = ("precision", "qtarget", "fp16_io", "calib", "calib_preprocess", "calib_loader", "calib_samples",
-                   "calib_method", "val", "int8_mode", "min_cosine", "min_top1", "max_abs_error", "max_rel_error",
-                   "fallback_budget", "min_speedup", "keep_fp32")
-
-
-def _precision_args(params: dict, target: str | None = None) -> dict:
-    """The precision flags of a command's parameters (``target``: a convert ``--to`` of trt)."""
-    args = {k: params.get(k) for k in _PRECISION_KEYS}
-    if target and target.lower() in ("trt", "tensorrt", "tf-trt", "tftrt") and not args["qtarget"]:
-        args["qtarget"] = "trt"
-    return args
-
-
-def _precision_options(args: dict | None):
-    """PrecisionOptions for fp16/int8, else None (validated: UsageError, exit 2)."""
-    if not args or not (args.get("precision") or any(args.get(k) for k in _PRECISION_KEYS if k != "qtarget")):
-        return None
-    from tensorsmith.precision import options_from_cli
-
-    opts = options_from_cli(
-        args["precision"] or "fp32", target=args["qtarget"], fp16_io=bool(args["fp16_io"]), calib=args["calib"],
-        calib_preprocess=args["calib_preprocess"], calib_loader=args["calib_loader"],
-        calib_samples=args["calib_samples"], calib_method=args["calib_method"], val=args["val"],
-        int8_mode=args["int8_mode"], min_cosine=args["min_cosine"], min_top1=args["min_top1"],
-        max_abs=args["max_abs_error"], max_rel=args["max_rel_error"], fallback_budget=args["fallback_budget"],
-        min_speedup=args["min_speedup"], keep_fp32=_split_list(args["keep_fp32"]) or None,
-    )
-    return opts if opts.lowered else None
 
 
 # TensorRT / TF-TRT options (convert --to trt|tftrt, build, lint) ------------------------
@@ -197,41 +169,54 @@ TrtVersionCompatOpt = typer.Option(False, "--version-compat", help="Build a vers
 TrtVersionOpt = typer.Option(None, "--trt-version", help="TensorRT version the lint checks for: 10.x, 10.8, 11.x (default: installed, else 10.x).")
 
 
-def _optimize_job(
-    input_path: Path, output: Path, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
-    external_data, max_iterations, json_out: bool, explain: bool, precision: dict | None = None,
-) -> int:
-    from tensorsmith.pipeline import optimize_file
-    from tensorsmith.report import render_job
-    from tensorsmith.shapes import parse_input_shapes
-    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+def _flag(key: str) -> str:
+    """The command-line flag of a recipe/job option key."""
+    return {"from": "--from", "target": "--target", "verify": "--no-verify", "optimize": "--no-optimize",
+            "input_value": "--input-value"}.get(key, "--" + key.replace("_", "-"))
 
-    shapes = parse_input_shapes(input_shape)
-    tol = Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
-    if tol.rtol < 0 or tol.atol < 0:
-        from tensorsmith.errors import UsageError
 
-        raise UsageError("--rtol and --atol must be >= 0")
-    popts = _precision_options(precision)
-    with _job_progress(not json_out, popts is not None) as (step, prog):
-        report = optimize_file(
-            input_path, output,
-            passes=_split_list(passes) or None,
-            skip=_split_list(skip),
-            input_shapes=shapes,
-            verify=not no_verify,
-            verify_data=verify_data,
-            tolerance=tol,
-            external_data=external_data,
-            max_iterations=max_iterations,
-            on_step=step,
-            precision=popts,
-            progress=prog,
-        )
+def _job(command: str, params: dict) -> int:
+    """``optimize`` and ``convert``: the command's flags -> the job options a recipe
+    uses (same names) -> ``tensorsmith.jobs``, the code every recipe job runs too."""
+    from tensorsmith import jobs
+    from tensorsmith.convert import detect_format, get_backend, get_frontend
+    from tensorsmith.errors import UsageError
+    from tensorsmith.recipes.schema import cli_options
+
+    json_out, explain = params["json_out"], params.get("explain", False)
+    source, output, model_opts, target_opts = cli_options(params)
+    opts = {**model_opts, **target_opts}
+    to = opts.get("to", "onnx")
+    get_backend(to)
+    fmt = opts.get("from") or detect_format(source)
+    get_frontend(fmt)
+    if command == "optimize" and fmt != "onnx":
+        raise UsageError(f"{source}: optimize takes an ONNX model; this is {fmt}",
+                         hint=f"use tensorsmith convert {source} --to onnx")
+    try:
+        _, kwargs = jobs.build(dict(opts), fmt, to, set(opts))
+    except jobs.OptionError as exc:
+        raise UsageError(exc.one_line().replace(f"option {exc.key!r}", _flag(exc.key))) from None
+    job = jobs.Job(source, fmt, to, kwargs)
+    out = Path(output)
+    jobs.check_output(job, out)
+    console = Console(highlight=False)
+
+    def show_lint(lint_report) -> None:
+        if not json_out and not lint_report.clean:
+            from tensorsmith.lint import render
+
+            render(lint_report, console)
+
+    lowered = to != "tftrt" and kwargs.get("precision") is not None
+    with _job_progress(not json_out, lowered) as (step, prog):
+        report = jobs.execute(job, out, step, prog, on_lint=show_lint)
     if json_out:
         _print_json(report.to_dict())
     else:
-        render_job(report, Console(highlight=False), explain=explain)
+        from tensorsmith.report import render_any
+
+        render_any(report, console, explain=explain)
     return 0
 
 
@@ -283,12 +268,10 @@ def optimize(
     keep_fp32: Optional[list[str]] = KeepFp32Opt,
 ) -> None:
     """Run graph passes on an ONNX model and verify the result against it."""
+    params = dict(locals())
     if dump_recipe:
-        _dump_recipe("optimize", dict(locals()))
-    prec = _precision_args(locals())
-    _run(lambda: _optimize_job(input_path, output, passes, skip, input_shape, no_verify, verify_data,
-                               rtol, atol, external_data, max_iterations, json_out, explain, precision=prec),
-         json_mode=json_out)
+        _dump_recipe("optimize", params)
+    _run(lambda: _job("optimize", params), json_mode=json_out)
 
 
 @app.command()
@@ -355,110 +338,10 @@ def convert(
     keep_fp32: Optional[list[str]] = KeepFp32Opt,
 ) -> None:
     """Convert a model to TARGET (onnx, trt, tftrt), optimize and verify it."""
+    params = dict(locals())
     if dump_recipe:
-        _dump_recipe("convert", dict(locals()))
-    prec = _precision_args(locals(), to)
-
-    def job() -> int:
-        from tensorsmith.convert import detect_format, get_backend, get_frontend
-
-        get_backend(to)
-        fmt = source_format or detect_format(input_path)
-        get_frontend(fmt)
-        if fmt != "onnx":
-            return _convert_job(
-                input_path, fmt, to, output, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
-                external_data, max_iterations, json_out, explain, opset=opset, static=static,
-                input_value=input_value, signature=signature, inputs=inputs, outputs=outputs,
-                nchw_inputs=nchw_inputs, weights=weights, trust_remote_code=trust_remote_code,
-                no_optimize=no_optimize, precision=prec)
-        given = [flag for flag, v in (("--opset", opset), ("--static", static), ("--input-value", input_value),
-                                      ("--signature", signature), ("--inputs", inputs), ("--outputs", outputs),
-                                      ("--nchw-inputs", nchw_inputs), ("--weights", weights),
-                                      ("--no-optimize", no_optimize)) if v]
-        if given:
-            from tensorsmith.errors import UsageError
-
-            raise UsageError(f"{', '.join(given)}: for TensorFlow and PyTorch sources; {input_path} is ONNX")
-        return _optimize_job(Path(input_path), output, passes, skip, input_shape, no_verify, verify_data,
-                             rtol, atol, external_data, max_iterations, json_out, explain, precision=prec)
-
-    if to in ("trt", "tftrt"):  # the ONNX job above writes the ready-to-build ONNX; see _deploy
-        job, output, to = _deploy(job, dict(locals()))
-    _run(job, json_mode=json_out)
-
-
-def _convert_job(
-    source: str, fmt: str, to: str, output: Path, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
-    external_data, max_iterations, json_out: bool, explain: bool, **frontend,
-) -> int:
-    """``convert`` from TensorFlow/PyTorch: tensorsmith.convert.pipeline.convert_file."""
-    from tensorsmith.convert.frontend import parse_input_values, split_names
-    from tensorsmith.convert.pipeline import convert_file
-    from tensorsmith.errors import UsageError
-    from tensorsmith.report import render_job
-    from tensorsmith.shapes import parse_input_shapes
-    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
-
-    tol = Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
-    if tol.rtol < 0 or tol.atol < 0:
-        raise UsageError("--rtol and --atol must be >= 0")
-    popts = _precision_options(frontend.pop("precision", None))
-    if popts is not None:  # convert + verify FP32 into a work folder, then lower it to -o (precision.step)
-        return _convert_lowered(popts, source, fmt, to, output, passes, skip, input_shape, no_verify, verify_data,
-                                rtol, atol, external_data, max_iterations, json_out, explain, **frontend)
-    with _progress(not json_out) as step:
-        report = convert_file(
-            source, output, source_format=fmt, target=to,
-            opset=frontend["opset"], static=frontend["static"],
-            input_shapes=parse_input_shapes(input_shape),
-            input_values=parse_input_values(frontend["input_value"]),
-            signature=frontend["signature"], inputs=split_names(frontend["inputs"]),
-            outputs=split_names(frontend["outputs"]), nchw_inputs=frontend["nchw_inputs"],
-            weights=frontend["weights"], trust_remote_code=frontend["trust_remote_code"],
-            run_passes=not frontend["no_optimize"], passes=_split_list(passes) or None, skip=_split_list(skip),
-            verify=not no_verify, verify_data=verify_data, tolerance=tol, external_data=external_data,
-            max_iterations=max_iterations, on_step=step,
-        )
-    if json_out:
-        _print_json(report.to_dict())
-    else:
-        render_job(report, Console(highlight=False), explain=explain)
-    return 0
-
-
-def _convert_lowered(popts, source, fmt, to, output: Path, *args, **frontend) -> int:
-    """convert --precision fp16/int8: the FP32 ONNX (verified against the framework) is written to a
-    work folder, then lowered, gated against it and committed to -o by optimize_file."""
-    import io
-    import shutil
-    import tempfile
-
-    from tensorsmith.pipeline import optimize_file
-    from tensorsmith.report import render_job
-    from tensorsmith.shapes import parse_input_shapes
-
-    passes, skip, input_shape, no_verify, verify_data, rtol, atol, external_data, max_iterations, json_out, explain = args
-    parent = output.parent if str(output.parent) else Path(".")
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".fp32.tmp", dir=parent))
-    try:
-        fp32 = work / output.name
-        with contextlib.redirect_stdout(io.StringIO()):  # its report is folded into the final one
-            _convert_job(source, fmt, to, fp32, passes, skip, input_shape, no_verify, verify_data, rtol, atol,
-                         external_data, max_iterations, True, explain, **frontend)
-        with _job_progress(not json_out, True) as (step, prog):
-            report = optimize_file(fp32, output, input_shapes=parse_input_shapes(input_shape),
-                                   external_data=external_data, max_iterations=max_iterations,
-                                   on_step=step, precision=popts, progress=prog)
-        report.input = source
-        report.source_format = fmt
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if json_out:
-        _print_json(report.to_dict())
-    else:
-        render_job(report, Console(highlight=False), explain=explain)
-    return 0
+        _dump_recipe("convert", params)
+    _run(lambda: _job("convert", params), json_mode=json_out)
 
 
 @app.command()
@@ -612,19 +495,6 @@ def _trt_options(shapes, max_batch, workspace, timing_cache, builder_opt_level, 
     return opts
 
 
-def _fix_unnamed_profile(opts, onnx_path) -> None:
-    """``--shapes MIN:OPT:MAX`` without NAME= on a one-input model: name it (for the build command)."""
-    if "" not in opts.shapes:
-        return
-    from tensorsmith.convert.profiles import resolve_profiles
-    from tensorsmith.model_io import load_proto
-    from tensorsmith.verify import input_specs_from_proto
-
-    specs = input_specs_from_proto(load_proto(onnx_path))
-    resolve_profiles(specs, opts.shapes, max_batch=opts.max_batch)  # raises for a many-input model
-    opts.shapes[specs[0].name] = opts.shapes.pop("")
-
-
 @app.command()
 def lint(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="ONNX model to check."),
@@ -691,7 +561,9 @@ def build(
         from tensorsmith.model_io import load_proto
 
         load_proto(model)  # unreadable input: exit 2 before anything else
-        _fix_unnamed_profile(opts, model)
+        from tensorsmith.jobs import name_single_profile
+
+        name_single_profile(opts, model)
         lint_report = _trt_lint(model, opts, json_out)
         missing = trt_backend.missing_for_build()
         if missing:
@@ -742,131 +614,6 @@ def doctor(json_out: bool = JsonOpt) -> None:
         return 0
 
     _run(job, json_mode=json_out)
-
-
-def _deploy(onnx_job: Callable[[], int], params: dict):
-    """``convert --to trt|tftrt``: returns (job, output, to) for ``convert`` to run.
-
-    trt: ``onnx_job`` (convert's own ONNX path, unchanged) writes the ready-to-build
-    ONNX to ``OUT.trt.onnx``; then lint, then (unless ``--prepare-only``) the engine.
-    tftrt: the SavedModel goes to TF-TRT directly; no ONNX.
-    """
-    from tensorsmith.convert.trt_backend import prepared_onnx_path
-
-    if params["to"] == "tftrt":
-        return (lambda: _tftrt_job(params)), params["output"], "tftrt"
-    plan = Path(params["output"])
-    prepared = prepared_onnx_path(plan)
-    return (lambda: _trt_convert_job(onnx_job, params, plan, prepared)), prepared, "onnx"
-
-
-def _trt_convert_job(onnx_job, params: dict, plan: Path, prepared: Path) -> int:
-    import io
-    import json
-
-    from tensorsmith.convert import trt_backend
-    from tensorsmith.errors import ConversionError, UsageError
-
-    json_out = params["json_out"]
-    opts = _trt_options(params["shapes"], params["max_batch"], params["workspace"], params["timing_cache"],
-                        params["builder_opt_level"], params["hardware_compat"], params["version_compat"], None,
-                        params["no_verify"], params["verify_data"], None, None)
-    if str(plan).endswith(".onnx"):
-        raise UsageError(f"-o {plan}: --to trt writes a TensorRT engine; name it .plan (or .engine)")
-    src = Path(params["input_path"])
-    if src.exists() and prepared.exists() and src.resolve() == prepared.resolve():
-        raise UsageError(f"-o {plan}: the ready-to-build ONNX {prepared} would overwrite the source")
-    if not params["prepare_only"]:
-        missing = trt_backend.missing_for_build()
-        if missing:
-            raise ConversionError(
-                f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
-                hint=f"rerun with --prepare-only to write {prepared} and its lint report, then on a GPU machine run: "
-                     f"{trt_backend.build_command(prepared, plan, opts)}",
-            )
-    onnx_report = None
-    if json_out:
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            onnx_job()
-        try:
-            onnx_report = json.loads(buf.getvalue())
-        except ValueError:
-            onnx_report = {"output": str(prepared)}
-    else:
-        onnx_job()
-    _fix_unnamed_profile(opts, prepared)
-    lint_report = trt_backend.prepare(prepared, plan, opts, lint_options=(
-        {"trt_version": params["trt_version"]} if params.get("trt_version") else None))
-    console = Console(highlight=False)
-    if params["prepare_only"]:
-        command = trt_backend.build_command(prepared, plan, opts)
-        if json_out:
-            _print_json({"status": "prepared", "target": "trt", "output": None, "prepared_onnx": str(prepared),
-                         "lint_report": str(trt_backend.lint_report_path(plan)), "build_command": command,
-                         "onnx": onnx_report, "lint": lint_report.to_dict()})
-        else:
-            from tensorsmith.lint import render
-
-            render(lint_report, console)
-            console.print(f"ready to build: {prepared} (lint report {trt_backend.lint_report_path(plan)})")
-            console.print(f"on a GPU machine with TensorRT 10/11 run:\n  {command}", soft_wrap=True)
-        return 0
-    if not json_out and not lint_report.clean:
-        from tensorsmith.lint import render
-
-        render(lint_report, console)
-    try:
-        with _progress(not json_out) as step:
-            report = trt_backend.build_engine(prepared, plan, opts, on_step=step)
-    except Exception as exc:
-        job = getattr(exc, "job", None)
-        if job is not None and hasattr(job, "lint"):
-            job.lint = lint_report.to_dict()
-            job.prepared_onnx = str(prepared)
-        raise
-    report.lint = lint_report.to_dict()
-    report.prepared_onnx = str(prepared)
-    if json_out:
-        out = report.to_dict()
-        out["onnx"] = onnx_report
-        _print_json(out)
-    else:
-        trt_backend.render(report, console)
-    return 0
-
-
-def _tftrt_job(params: dict) -> int:
-    from tensorsmith.convert import detect_format
-    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
-    from tensorsmith.convert.tftrt_backend import TftrtOptions, convert_tftrt, render
-    from tensorsmith.convert.trt_backend import parse_workspace
-    from tensorsmith.errors import UsageError
-    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
-
-    source = params["input_path"]
-    fmt = params["source_format"] or detect_format(source)
-    if fmt != "savedmodel":
-        raise UsageError(f"--to tftrt converts a TensorFlow SavedModel folder; {source} is {fmt}",
-                         hint="use --to trt for other sources")
-    rtol, atol = params["rtol"], params["atol"]
-    tol = None if rtol is None and atol is None else Tolerance(
-        rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
-    calib = params.get("calib") or params.get("calibration_data")
-    opts = TftrtOptions(
-        precision=params.get("precision") or "fp32", profile_strategy=params.get("profile_strategy") or "Optimal",
-        shapes=parse_profile_specs(params.get("shapes")), max_batch=params.get("max_batch") or DEFAULT_MAX_BATCH,
-        workspace=parse_workspace(params.get("workspace")), signature=params.get("signature") or "serving_default",
-        calibration_data=Path(calib) if calib else None, verify=not params["no_verify"],
-        verify_data=params["verify_data"], tolerance=tol,
-    )
-    with _progress(not params["json_out"]) as step:
-        report = convert_tftrt(source, params["output"], opts, on_step=step)
-    if params["json_out"]:
-        _print_json(report.to_dict())
-    else:
-        render(report, Console(highlight=False))
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

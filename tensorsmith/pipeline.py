@@ -88,6 +88,7 @@ class JobReport:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
+    conversion: dict | None = None  # framework -> FP32 ONNX report, when a lowered model was converted first
 
     @property
     def nodes_before(self) -> int:
@@ -118,6 +119,7 @@ class JobReport:
             "notes": self.notes,
             "error": self.error,
             "precision": self.precision,
+            **({"conversion": self.conversion} if self.conversion is not None else {}),
         }
 
 

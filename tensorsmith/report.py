@@ -99,3 +99,30 @@ def _default(o):
     if isinstance(o, float):
         return None
     return str(o)
+
+
+def render_any(report, console: Console, *, explain: bool = False) -> None:
+    """Render whatever report a job returned (ONNX job, TensorRT build or
+    prepare-only, TF-TRT) with its own renderer."""
+    from tensorsmith.jobs import PreparedReport
+
+    if isinstance(report, JobReport):
+        render_job(report, console, explain=explain)
+    elif isinstance(report, PreparedReport):
+        from tensorsmith.lint import render
+
+        if isinstance(report.onnx, JobReport):
+            render_job(report.onnx, console, explain=explain)
+        render(report.lint, console)
+        console.print(escape(f"ready to build: {report.prepared_onnx} (lint report {report.lint_report})"))
+        console.print(escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True)
+    elif type(report).__name__ == "BuildReport":
+        from tensorsmith.convert import trt_backend
+
+        trt_backend.render(report, console)
+    elif type(report).__name__ == "TftrtReport":
+        from tensorsmith.convert import tftrt_backend
+
+        tftrt_backend.render(report, console)
+    else:  # pragma: no cover - a new report type without a renderer
+        print_json(report.to_dict())

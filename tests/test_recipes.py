@@ -394,7 +394,7 @@ def test_precision_trt_and_framework_targets(work: Path):
     scripted = SAMPLES / "frameworks" / "cnn_torchscript.pt"
     if not scripted.exists():
         pytest.skip("sample_models/frameworks not built (python sample_models/build.py)")
-    from tensorsmith.recipes.jobs import supported_precisions
+    from tensorsmith.jobs import supported_precisions
 
     if not {"fp16", "int8"} <= set(supported_precisions()):
         pytest.skip("this tensorsmith has no fp16/int8 precision step")

@@ -182,7 +182,7 @@ def test_matrix_expansion_overrides_and_extra_jobs(folder: Path):
 
 
 def test_precision_accepted_only_when_the_pipeline_takes_it(folder: Path):
-    from tensorsmith.recipes.jobs import supported_precisions
+    from tensorsmith.jobs import supported_precisions
 
     recipe = folder / "recipe.yaml"
     recipe.write_text(GOOD_HEAD + "targets:\n  - {to: onnx, precision: fp16}\n")

@@ -156,6 +156,7 @@ class BuildReport:
     error: str | None = None
     prepared_onnx: str | None = None
     build_command: str | None = None
+    onnx: dict | None = None  # the report of the job that wrote the ready-to-build ONNX
 
     def to_dict(self) -> dict:
         return {
@@ -180,6 +181,7 @@ class BuildReport:
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
             "notes": self.notes,
             "prepared_onnx": self.prepared_onnx,
+            "onnx": self.onnx,
             "build_command": self.build_command,
             "error": self.error,
         }

@@ -167,7 +167,7 @@ def versions(source_format: str | None, to: str, precision: str | None) -> dict[
 
 def job_key(job, source: dict) -> tuple[str, dict]:
     """The cache key of ``job`` and the material it hashes (kept in the manifest)."""
-    from tensorsmith.recipes.jobs import CODE_OPTIONS, LOOSE_PATH_OPTIONS, PATH_OPTIONS, hashable_code
+    from tensorsmith.jobs import CODE_OPTIONS, LOOSE_PATH_OPTIONS, PATH_OPTIONS, hashable_code
 
     options = {}
     for key, value in sorted(job.options.items()):

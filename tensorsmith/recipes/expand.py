@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorsmith.errors import UsageError
-from tensorsmith.recipes import jobs as job_calls
+from tensorsmith import jobs as job_calls
 from tensorsmith.recipes import schema
 from tensorsmith.recipes.yaml_lines import Lines, format_path
 

@@ -103,7 +103,7 @@ def _relocate(obj: Any, old: str, new: str) -> Any:
 
 def execute(job: Job) -> dict:
     """Run one job in this (worker) process; never raises for a job's own failure."""
-    from tensorsmith.recipes import jobs as job_calls
+    from tensorsmith import jobs as job_calls
 
     t0 = time.perf_counter()
     result: dict[str, Any] = {"name": job.name, "status": STATUS_FAILED, "started": cache.now(), "pid": os.getpid()}

@@ -191,7 +191,7 @@ class TargetOptions(_Strict):
     def _known_precision(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from tensorsmith.recipes.jobs import supported_precisions
+        from tensorsmith.jobs import supported_precisions
 
         known = supported_precisions()
         if value not in known:
@@ -381,21 +381,20 @@ def _model_name(source: str) -> str:
     return name if re.match(NAME_PATTERN, name) else f"m-{name}"
 
 
-def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
-    """The recipe (YAML text) that makes what ``tensorsmith COMMAND ...`` would make.
+def cli_options(params: dict[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """(source, output, model options, target options) of a command's parameters.
 
-    ``params`` are the command function's parameters (names as in ``cli.py``).
-    Paths are written as given, relative to the folder the command ran in: save
-    the recipe in that folder (recipe paths are relative to the recipe file).
+    ``params`` are the ``optimize``/``convert`` function's parameters (names as in
+    ``cli.py``); the options use the recipe keys, so the command line, its
+    ``--dump-recipe`` and ``tensorsmith.jobs`` all speak the same names. Options
+    left at their defaults are left out.
     """
     import os
-
-    import yaml
 
     params = dict(params)
     source = str(params.pop("input_path"))
     output = str(params.pop("output"))
-    model: dict[str, Any] = {"name": _model_name(source), "path": source}
+    model: dict[str, Any] = {}
     target: dict[str, Any] = {}
     for pname, value in params.items():
         if pname in _DISPLAY_ONLY:
@@ -417,8 +416,27 @@ def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
         if key in _CLI_DEFAULTS and value == _CLI_DEFAULTS[key]:
             continue
         if key not in OPTION_KEYS:
-            raise UsageError(f"--dump-recipe: the option {pname!r} has no recipe key yet; leave it out or run the command")
+            raise UsageError(f"the option {pname!r} has no recipe key yet")
         (model if key in SOURCE_KEYS else target)[key] = value
+    return source, output, model, target
+
+
+def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
+    """The recipe (YAML text) that makes what ``tensorsmith COMMAND ...`` would make.
+
+    ``params`` are the command function's parameters (names as in ``cli.py``).
+    Paths are written as given, relative to the folder the command ran in: save
+    the recipe in that folder (recipe paths are relative to the recipe file).
+    """
+    import os
+
+    import yaml
+
+    try:
+        source, output, options, target = cli_options(params)
+    except UsageError as exc:
+        raise UsageError(f"--dump-recipe: {exc}; leave it out or run the command") from None
+    model: dict[str, Any] = {"name": _model_name(source), "path": source, **options}
     to = target.get("to", "onnx")
     precision = target.get("precision")
     target = {"name": to if precision in (None, "fp32") else f"{to}-{precision}", "to": to, **{k: v for k, v in target.items() if k != "to"}}

@@ -1,4 +1,6 @@
-"""What a job calls: recipe options -> library calls, checked before any job starts.
+"""One conversion job: options -> library calls. ``tensorsmith optimize``/``convert``
+and every recipe job go through here, so a command line and its ``--dump-recipe``
+recipe make the same calls.
 
 A job is one of these chains of library functions (the same ones the CLI calls):
 
@@ -26,6 +28,7 @@ import importlib
 import inspect
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,6 +119,8 @@ def _tolerance(opts: dict):
     from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
     rtol, atol = opts.get("rtol"), opts.get("atol")
+    if (rtol is not None and rtol < 0) or (atol is not None and atol < 0):
+        raise OptionError("rtol" if rtol is not None and rtol < 0 else "atol", "--rtol and --atol must be >= 0")
     return Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
 
 
@@ -282,6 +287,35 @@ def build(opts: dict, source_format: str | None, to: str, explicit: set[str]) ->
 # the worker side
 
 
+@dataclass
+class Job:
+    """What ``execute`` needs: the source, its format, the target and ``build``'s kwargs."""
+
+    source: str
+    source_format: str | None
+    to: str
+    kwargs: dict
+
+
+@dataclass
+class PreparedReport:
+    """``--to trt --prepare-only``: the ready-to-build ONNX and its lint report, no engine."""
+
+    onnx: Any
+    lint: Any
+    prepared_onnx: str
+    lint_report: str
+    build_command: str
+
+    def to_dict(self) -> dict:
+        report = dict(_report_dict(self.onnx))
+        report.update(status="prepared", target="trt", prepared_onnx=self.prepared_onnx,
+                      lint_report=self.lint_report, build_command=self.build_command,
+                      lint=self.lint.to_dict(), onnx=_report_dict(self.onnx))
+        report["output"] = None
+        return report
+
+
 def _report_dict(obj: Any) -> dict:
     if obj is None:
         return {}
@@ -290,42 +324,44 @@ def _report_dict(obj: Any) -> dict:
     return dict(obj) if isinstance(obj, dict) else {}
 
 
-def _onnx(job, out: Path, step: Callable[[str], None]) -> dict:
+def _onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
     kw = job.kwargs
     popts = kw.get("precision")
     framework = job.source_format not in (None, "onnx")
     onnx_kw = dict(kw["onnx"])
+    extra = {"precision": popts, "progress": progress} if popts is not None else {}
     if not framework:
         from tensorsmith.pipeline import optimize_file
 
-        extra = {"precision": popts} if popts is not None else {}
-        return _report_dict(optimize_file(job.source, out, on_step=step, **onnx_kw, **extra))
+        return optimize_file(job.source, out, on_step=step, **onnx_kw, **extra)
     from tensorsmith.convert.pipeline import convert_file
 
     onnx_kw.setdefault("source_format", job.source_format)
     if popts is None:
-        return _report_dict(convert_file(job.source, out, on_step=step, **onnx_kw))
+        return convert_file(job.source, out, on_step=step, **onnx_kw)
     # fp16/int8 from a framework: the verified FP32 ONNX first, then lowered and gated against it
+    import tempfile
+
     from tensorsmith.pipeline import optimize_file
 
-    work = out.parent / f".{out.name}.fp32"
-    work.mkdir(parents=True, exist_ok=True)
+    parent = out.parent if str(out.parent) else Path(".")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".fp32.tmp", dir=parent))
     try:
         fp32 = work / out.name
-        first = _report_dict(convert_file(job.source, fp32, on_step=step, **onnx_kw))
-        report = _report_dict(optimize_file(
+        first = convert_file(job.source, fp32, on_step=step, **onnx_kw)
+        report = optimize_file(
             fp32, out, input_shapes=onnx_kw.get("input_shapes"), external_data=onnx_kw.get("external_data"),
-            max_iterations=onnx_kw.get("max_iterations", 8), on_step=step, precision=popts,
-        ))
+            max_iterations=onnx_kw.get("max_iterations", 8), on_step=step, **extra,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report["input"] = job.source
-    report["source_format"] = job.source_format
-    report["conversion"] = first
+    report.input = job.source
+    report.source_format = job.source_format
+    report.conversion = _report_dict(first)
     return report
 
 
-def _name_single_profile(opts, onnx_path: Path) -> None:
+def name_single_profile(opts, onnx_path: Path) -> None:
     """``shapes: MIN:OPT:MAX`` without ``NAME=`` on a one-input model: name it."""
     if "" not in opts.shapes:
         return
@@ -338,38 +374,78 @@ def _name_single_profile(opts, onnx_path: Path) -> None:
     opts.shapes[specs[0].name] = opts.shapes.pop("")
 
 
-def run(job, out: Path, step: Callable[[str], None]) -> tuple[dict, Path]:
-    """Make ``job``'s output at ``out`` (a staging path); returns (report, main output path)."""
+def check_output(job: Job, out: Path) -> None:
+    """Refuse outputs that cannot be right before any work (exit 2)."""
+    if job.to == "trt":
+        from tensorsmith.convert import trt_backend
+
+        if str(out).endswith(".onnx"):
+            raise UsageError(f"-o {out}: --to trt writes a TensorRT engine; name it .plan (or .engine)")
+        prepared = trt_backend.prepared_onnx_path(out)
+        src = Path(job.source)
+        if src.exists() and prepared.exists() and src.resolve() == prepared.resolve():
+            raise UsageError(f"-o {out}: the ready-to-build ONNX {prepared} would overwrite the source")
+
+
+def execute(job: Job, out: Path, step: Callable[[str], None], progress=None, on_lint: Callable | None = None):
+    """Make ``job``'s output at ``out``; returns its report object (``to_dict()``).
+
+    ``on_lint`` is called with the TensorRT lint report before an engine build, so a
+    command line can show the findings before the (long) build starts.
+    """
     if job.to == "tftrt":
         from tensorsmith.convert.tftrt_backend import convert_tftrt
 
-        return _report_dict(convert_tftrt(job.source, out, job.kwargs["tftrt"], on_step=step)), out
+        return convert_tftrt(job.source, out, job.kwargs["tftrt"], on_step=step)
     if job.to != "trt":
-        return _onnx(job, out, step), out
+        return _onnx(job, out, step, progress)
     from tensorsmith.convert import trt_backend
 
     opts = job.kwargs["trt"]
     prepare_only = job.kwargs.get("prepare_only")
+    prepared = trt_backend.prepared_onnx_path(out)
     if not prepare_only:
         missing = trt_backend.missing_for_build()
         if missing:
-            raise ConversionError(f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
-                                  hint="set prepare_only: true to write the ready-to-build ONNX and its lint report")
-    prepared = trt_backend.prepared_onnx_path(out)
-    onnx_report = _onnx(job, prepared, step)
-    _name_single_profile(opts, prepared)
+            raise ConversionError(
+                f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
+                hint=f"use --prepare-only (recipe: prepare_only: true) to write {prepared.name} and its lint "
+                     f"report, then on a GPU machine run: {trt_backend.build_command(prepared, out, opts)}",
+            )
+    onnx_report = _onnx(job, prepared, step, progress)
+    name_single_profile(opts, prepared)
     step("lint for TensorRT")
     lint = trt_backend.prepare(prepared, out, opts, lint_options=job.kwargs.get("lint"))
     if prepare_only:
-        report = dict(onnx_report)
-        report.update(status="prepared", target="trt", prepared_onnx=str(prepared),
-                      lint_report=str(trt_backend.lint_report_path(out)),
-                      build_command=trt_backend.build_command(prepared, out, opts), lint=lint.to_dict())
-        return report, prepared
-    report = _report_dict(trt_backend.build_engine(prepared, out, opts, on_step=step))
-    report.update(onnx=onnx_report, lint=lint.to_dict(), prepared_onnx=str(prepared))
-    report.setdefault("verification", onnx_report.get("verification"))
-    return report, out
+        return PreparedReport(onnx_report, lint, str(prepared), str(trt_backend.lint_report_path(out)),
+                              trt_backend.build_command(prepared, out, opts))
+    if on_lint is not None:
+        on_lint(lint)
+    try:
+        report = trt_backend.build_engine(prepared, out, opts, on_step=step)
+    except Exception as exc:
+        failed = getattr(exc, "job", None)
+        if failed is not None and hasattr(failed, "lint"):
+            failed.lint = lint.to_dict()
+            failed.prepared_onnx = str(prepared)
+        raise
+    report.lint = lint.to_dict()
+    report.prepared_onnx = str(prepared)
+    report.onnx = _report_dict(onnx_report)
+    return report
+
+
+def run(job, out: Path, step: Callable[[str], None]) -> tuple[dict, Path]:
+    """For recipe workers: ``execute`` and return (report dict, the main output path)."""
+    j = Job(job.source, job.source_format, job.to, job.kwargs)
+    report = execute(j, out, step)
+    data = _report_dict(report)
+    if isinstance(report, PreparedReport):
+        return data, Path(report.prepared_onnx)
+    if job.to == "trt":
+        data.setdefault("onnx", getattr(report, "onnx", None))
+        data.setdefault("verification", (getattr(report, "onnx", None) or {}).get("verification"))
+    return data, out
 
 
 def hashable_code(spec: str) -> str | None:
