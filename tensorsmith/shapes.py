@@ -41,33 +41,47 @@ def parse_shape_text(text: str, *, what: str = "--input-shape") -> list[int]:
     return dims
 
 
+def named_items(items: list[str] | None, *, what: str, example: str) -> list[tuple[str, str, str]]:
+    """Split ``NAME=VALUE`` flags (repeated, or comma-joined) into (name, value, item text).
+
+    A piece without ``NAME=`` gets the name ``""`` (the only input, checked later);
+    an empty name or a name given twice is a ``UsageError``.
+    """
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for item in items or []:
+        for part in _split_items(item):
+            if "=" in part:
+                name, _, value = part.rpartition("=")
+                name = name.strip()
+                if not name:
+                    raise UsageError(f"{what}: missing input name in {part!r}; expected {example}")
+            else:
+                name, value = "", part
+            if name in seen:
+                raise UsageError(f"{what}: input {name or '(unnamed)'!r} given twice")
+            seen.add(name)
+            out.append((name, value, part))
+    return out
+
+
 def parse_input_shapes(items: list[str] | None) -> dict[str, list[int]]:
     """``["x=1x3x224x224", "mask=1x128"]`` -> ``{"x": [1,3,224,224], ...}``.
 
     A single item without ``NAME=`` applies to the only input (checked later).
     """
-    out: dict[str, list[int]] = {}
-    for item in items or []:
-        for part in _split_items(item):
-            if "=" in part:
-                name, _, dims = part.rpartition("=")
-                name = name.strip()
-                if not name:
-                    raise UsageError(f"--input-shape: missing input name in {part!r}; expected NAME=1x3x224x224")
-            else:
-                name, dims = "", part
-            if name in out:
-                raise UsageError(f"--input-shape: input {name or '(unnamed)'!r} given twice")
-            out[name] = parse_shape_text(dims)
-    return out
+    return {
+        name: parse_shape_text(dims)
+        for name, dims, _ in named_items(items, what="--input-shape", example="NAME=1x3x224x224")
+    }
 
 
 def _split_items(item: str) -> list[str]:
     # allow "a=1x3,b=2x4" as well as repeated flags; a comma inside dims is ambiguous,
     # so split on commas only when every piece has a "=".
-    pieces = [p for p in item.split(",") if p.strip()]
+    pieces = [p.strip() for p in item.split(",") if p.strip()]
     if len(pieces) > 1 and all("=" in p for p in pieces):
-        return [p.strip() for p in pieces]
+        return pieces
     return [item.strip()]
 
 

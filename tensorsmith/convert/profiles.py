@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tensorsmith.errors import UsageError
-from tensorsmith.shapes import InputSpec, parse_shape_text
+from tensorsmith.shapes import InputSpec, named_items, parse_shape_text
 
 DEFAULT_MAX_BATCH = 8
 
@@ -61,42 +61,25 @@ def parse_profile_specs(items: list[str] | None, *, what: str = "--shapes") -> d
     ``NAME=SHAPE`` with a single shape means min = opt = max.
     """
     out: dict[str, Profile] = {}
-    for item in items or []:
-        for part in _split(item):
-            if "=" in part:
-                name, _, text = part.rpartition("=")
-                name = name.strip()
-                if not name:
-                    raise UsageError(f"{what}: missing input name in {part!r}; expected NAME=MIN:OPT:MAX")
-            else:
-                name, text = "", part
-            if name in out:
-                raise UsageError(f"{what}: input {name or '(unnamed)'!r} given twice")
-            pieces = [p for p in text.split(":")]
-            if len(pieces) == 1:
-                pieces = pieces * 3
-            if len(pieces) != 3 or not all(p.strip() for p in pieces):
+    for name, text, part in named_items(items, what=what, example="NAME=MIN:OPT:MAX"):
+        pieces = [p for p in text.split(":")]
+        if len(pieces) == 1:
+            pieces = pieces * 3
+        if len(pieces) != 3 or not all(p.strip() for p in pieces):
+            raise UsageError(
+                f"{what}: {part!r} needs three shapes MIN:OPT:MAX, e.g. "
+                "x=1x3x224x224:8x3x224x224:32x3x224x224"
+            )
+        mn, opt, mx = (parse_shape_text(p, what=what) for p in pieces)
+        if not (len(mn) == len(opt) == len(mx)):
+            raise UsageError(f"{what} {name or part}: MIN, OPT and MAX have different ranks")
+        for a, (lo, mid, hi) in enumerate(zip(mn, opt, mx)):
+            if not lo <= mid <= hi:
                 raise UsageError(
-                    f"{what}: {part!r} needs three shapes MIN:OPT:MAX, e.g. "
-                    "x=1x3x224x224:8x3x224x224:32x3x224x224"
+                    f"{what} {name or part}: axis {a} needs MIN <= OPT <= MAX, got {lo}:{mid}:{hi}"
                 )
-            mn, opt, mx = (parse_shape_text(p, what=what) for p in pieces)
-            if not (len(mn) == len(opt) == len(mx)):
-                raise UsageError(f"{what} {name or part}: MIN, OPT and MAX have different ranks")
-            for a, (lo, mid, hi) in enumerate(zip(mn, opt, mx)):
-                if not lo <= mid <= hi:
-                    raise UsageError(
-                        f"{what} {name or part}: axis {a} needs MIN <= OPT <= MAX, got {lo}:{mid}:{hi}"
-                    )
-            out[name] = Profile(mn, opt, mx)
+        out[name] = Profile(mn, opt, mx)
     return out
-
-
-def _split(item: str) -> list[str]:
-    pieces = [p.strip() for p in item.split(",") if p.strip()]
-    if len(pieces) > 1 and all("=" in p for p in pieces):
-        return pieces
-    return [item.strip()]
 
 
 def dynamic_axes(spec: InputSpec) -> list[int]:
