@@ -103,7 +103,43 @@ def load(path: str | os.PathLike) -> ir.Model:
     except Exception as exc:  # a malformed graph the IR refuses
         raise UsageError(f"{path}: malformed ONNX graph ({_short(exc)})") from exc
     ir.external_data.set_base_dir(model.graph, str(path.parent))
+    model.meta[ANNOTATED_KEY] = _annotated_names(proto.graph)
     return model
+
+
+ANNOTATED_KEY = "tensorsmith.annotated_values"
+
+
+def _annotated_names(graph: onnx.GraphProto) -> set[str]:
+    """Names of intermediate values the file itself annotated (value_info), all graphs."""
+    names = {vi.name for vi in graph.value_info}
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _annotated_names(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    names |= _annotated_names(g)
+    return names
+
+
+def drop_inferred_annotations(model: ir.Model) -> None:
+    """Forget the types/shapes that passes inferred for intermediate values.
+
+    Shape inference during folding annotates every intermediate value; saved, that
+    is one value_info entry each (14% of a small tf2onnx model). A model loaded by
+    ``load`` keeps exactly the annotations its file had; runtimes infer the rest.
+    """
+    keep = model.meta.get(ANNOTATED_KEY)
+    if keep is None:
+        return
+    for graph in [model.graph, *model.graph.subgraphs()]:
+        values = [v for node in graph for v in node.outputs]
+        values += [v for v in graph.initializers.values() if not v.is_graph_input()]
+        for value in values:
+            if value.name not in keep and not value.is_graph_output():
+                value.type = None
+                value.shape = None
 
 
 def tensor_bytes(model: ir.Model) -> int:
@@ -188,6 +224,7 @@ def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | Non
     data_name = data_file_name(path)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     staged = Staged(path, tmp_dir, data_name, bool(external_data))
+    drop_inferred_annotations(model)
     try:
         if external_data:
             ir.save(model, staged.model_path, external_data=data_name, size_threshold_bytes=1024)
