@@ -104,7 +104,13 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise UsageError(f"{path}: malformed ONNX graph ({_short(exc)})") from exc
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     model.meta[ANNOTATED_KEY] = _annotated_names(proto.graph)
+    model.meta[EXTERNAL_KEY] = any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto.graph)
+    )
     return model
+
+
+EXTERNAL_KEY = "tensorsmith.external_data"
 
 
 ANNOTATED_KEY = "tensorsmith.annotated_values"
@@ -215,19 +221,36 @@ def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | Non
     """Write ``model`` for ``path`` into a temporary folder beside it (see ``Staged``).
 
     ``external_data``: ``True`` writes weights to ``<name>.data`` beside the model,
-    ``False`` embeds them, ``None`` (default) decides by size (over ~2 GB: external).
+    ``False`` embeds them, ``None`` (default): external when over ~2 GB or when the
+    source model (from ``load``) had external data.
     """
     path = check_output_path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if external_data is None:
-        external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        # over 2 GB, or the source kept its weights beside it: keep that layout (it
+        # also streams the weights instead of building a protobuf of all of them)
+        external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD or bool(model.meta.get(EXTERNAL_KEY))
     data_name = data_file_name(path)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     staged = Staged(path, tmp_dir, data_name, bool(external_data))
     drop_inferred_annotations(model)
     try:
         if external_data:
-            ir.save(model, staged.model_path, external_data=data_name, size_threshold_bytes=1024)
+            # unmap each memory-mapped weight once written: saving gigabytes of external
+            # weights then holds about one tensor of them at a time
+            written: list = []
+
+            def release_written(tensor, _info) -> None:
+                while written:
+                    release = getattr(written.pop(), "release", None)
+                    if release is not None:
+                        with contextlib.suppress(BufferError):
+                            release()
+                written.append(tensor)
+
+            ir.save(model, staged.model_path, external_data=data_name, size_threshold_bytes=1024,
+                    callback=release_written)
+            release_written(None, None)
         else:
             ir.save(model, staged.model_path)
     except BaseException as exc:

@@ -125,3 +125,13 @@ def test_missing_or_truncated_external_data(model_file, tmp_path):
 def test_output_folder_must_exist(model_file, tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         model_io.save(model_io.load(model_file), tmp_path / "nope" / "o.onnx")
+
+
+def test_external_source_stays_external_by_default(model_file, tmp_path):
+    ext = tmp_path / "ext.onnx"
+    model_io.save(model_io.load(model_file), ext, external_data=True)
+    files = model_io.save(model_io.load(ext), tmp_path / "again.onnx")
+    assert tmp_path / "again.onnx.data" in files
+    # an embedded source stays embedded
+    files = model_io.save(model_io.load(model_file), tmp_path / "emb.onnx")
+    assert files == [tmp_path / "emb.onnx"]

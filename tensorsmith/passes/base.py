@@ -52,6 +52,26 @@ class Pass(ir.passes.InPlacePass):
         return f"{type(self).__name__}({self.options!r})"
 
 
+def release_unused_weights(model: ir.Model) -> None:
+    """Unmap external weights nothing uses any more (folded or fused away).
+
+    onnx_ir memory-maps external data lazily; a tensor a pass has read stays mapped
+    (and counted in the process's resident memory) until released. Releasing the
+    ones that became dead keeps a model with gigabytes of weights from holding its
+    old and new weights at once.
+    """
+    for graph in [model.graph, *model.graph.subgraphs()]:
+        for value in graph.initializers.values():
+            if value.uses() or value.is_graph_output():
+                continue
+            release = getattr(value.const_value, "release", None)
+            if release is not None:
+                try:
+                    release()
+                except BufferError:  # a numpy view is still alive; the GC will do it
+                    pass
+
+
 def graphs_of(model: ir.Model):
     """The main graph, every subgraph (If/Loop/Scan bodies) and every function."""
     yield model.graph

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import common
 
-from tensorsmith.passes.base import Pass
+from tensorsmith.passes.base import Pass, release_unused_weights
 
 
 class RemoveDeadCode(Pass):
@@ -16,6 +16,7 @@ class RemoveDeadCode(Pass):
         before = sum(1 for _ in model.graph.all_nodes())
         inits = len(model.graph.initializers)
         modified = False
+        release_unused_weights(model)
         for p in (common.RemoveUnusedNodesPass(), common.RemoveUnusedFunctionsPass()):
             modified |= p(model).modified
         removed = before - sum(1 for _ in model.graph.all_nodes())

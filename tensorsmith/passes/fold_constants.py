@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, PassOptions, graphs_of
+from tensorsmith.passes.base import Pass, PassOptions, graphs_of, release_unused_weights
 
 
 def _shape_dims(shape_node: ir.Node) -> list | None:
@@ -112,10 +112,30 @@ class FoldConstants(Pass):
     description = "Evaluate nodes whose inputs are all constant (also inside If/Loop bodies), never growing the file."
     Options = FoldConstantsOptions
 
+    def _release_folded(self) -> None:
+        """Unmap the external weights of the previous fold if it left them unused (O(1)):
+        folding a Transpose of a 1 GB weight must not keep the old 1 GB mapped too."""
+        for value in self._pending:
+            if not value.uses() and not value.is_graph_output():
+                release = getattr(value.const_value, "release", None)
+                if release is not None:
+                    try:
+                        release()
+                    except BufferError:
+                        pass
+        self._pending = []
+
     def _should_fold(self, node: ir.Node) -> bool | None:
         """Refuse folds that grow the file in *bytes* (the folder's own cap counts
         elements, so ``Cast(int8 weight -> float)`` would quadruple a quantized model).
         ``None`` leaves the decision to the folder's default rules (which keep Q/DQ)."""
+        self._release_folded()
+        decision = self._decide(node)
+        if decision is None:
+            self._pending = [v for v in node.inputs if v is not None and v.is_initializer()]
+        return decision
+
+    def _decide(self, node: ir.Node) -> bool | None:
         inputs = [v for v in node.inputs if v is not None]
         tensors = [v.const_value for v in inputs]
         if any(t is None for t in tensors) or not tensors:
@@ -141,6 +161,7 @@ class FoldConstants(Pass):
         from onnxscript.optimizer import _constant_folding as cf
 
         opts = self.options
+        self._pending: list[ir.Value] = []
         folder = cf.FoldConstantsPass(
             shape_inference=opts.shape_inference,
             input_size_limit=opts.max_input_elements,
@@ -165,6 +186,8 @@ class FoldConstants(Pass):
         lifted = ir.passes.common.LiftConstantsToInitializersPass(
             lift_all_constants=False, size_limit=16
         )(model)
+        self._release_folded()
+        release_unused_weights(model)
         folded = nodes_before - sum(1 for _ in model.graph.all_nodes())
         if folded > 0:
             self.count("nodes folded", folded)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of
+from tensorsmith.passes.base import Pass, graphs_of, release_unused_weights
 
 _LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -40,14 +40,25 @@ def _attr_float(node: ir.Node, name: str, default: float) -> float:
     return default if attr is None else attr.as_float()
 
 
-def _release(value: ir.Value) -> None:
+def _drop_weight(graph: ir.Graph, value: ir.Value) -> None:
+    """Remove a weight nothing uses any more and let go of its data.
+
+    Unmapped now rather than by dead-code removal at the end: a weight may be a
+    view into memory-mapped external data (a folded Transpose of it), and gigabytes
+    of old weights must not stay resident beside the new ones.
+    """
+    if value.is_graph_input() or value.is_graph_output() or not value.is_initializer():
+        return
+    if value.name in graph.initializers and graph.initializers[value.name] is value:
+        del graph.initializers[value.name]
     tensor = value.const_value
     release = getattr(tensor, "release", None)
     if release is not None:
         try:
             release()
-        except BufferError:  # a numpy view is still alive somewhere; the GC will do it
+        except BufferError:
             pass
+    value.const_value = None
 
 
 class _Namer:
@@ -78,6 +89,8 @@ class FuseConvBatchNorm(Pass):
                 if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
                     if self._try_fuse(graph, node, namer):
                         modified = True
+        if modified:
+            release_unused_weights(model)
         return ir.passes.PassResult(model, modified=modified)
 
     # -- helpers -------------------------------------------------------------
@@ -144,13 +157,18 @@ class FuseConvBatchNorm(Pass):
             return False
 
         op = layer.op_type
-        w = weight.astype(np.float64)
+        # scale and shift are computed in float64; the weight is scaled in float32 (or
+        # float64 for float64 weights) straight into a new array: one weight-sized
+        # temporary, not three, when a weight is gigabytes
+        cdt = np.promote_types(weight.dtype, np.float32)
+        w = weight
+        scale64, scale = scale, scale.astype(cdt)
         if op == "Conv":
             out_ch = w.shape[0]
             if scale.size not in (1, out_ch):
                 self.explain(bn, "channel count mismatch")
                 return False
-            new_w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            new_w = np.multiply(w, scale.reshape((-1,) + (1,) * (w.ndim - 1)), dtype=cdt)
         elif op == "ConvTranspose":
             group = _attr_int(layer, "group", 1)
             c_in, m_per_g = w.shape[0], w.shape[1]
@@ -158,18 +176,18 @@ class FuseConvBatchNorm(Pass):
                 self.explain(bn, "channel count mismatch")
                 return False
             s = np.broadcast_to(scale, (m_per_g * group,)).reshape(group, 1, m_per_g, *([1] * (w.ndim - 2)))
-            new_w = (w.reshape(group, c_in // group, m_per_g, *w.shape[2:]) * s).reshape(w.shape)
+            new_w = np.multiply(w.reshape(group, c_in // group, m_per_g, *w.shape[2:]), s, dtype=cdt).reshape(w.shape)
         elif op == "Gemm":
             if w.ndim != 2:
                 return False
             trans_b = _attr_int(layer, "transB", 0)
-            new_w = w * (scale.reshape(-1, 1) if trans_b else scale.reshape(1, -1))
+            new_w = np.multiply(w, scale.reshape(-1, 1) if trans_b else scale.reshape(1, -1), dtype=cdt)
         else:  # MatMul
             a = layer.inputs[0]
             if w.ndim != 2 or a.shape is None or len(a.shape) != 2:
                 self.explain(bn, "MatMul is not 2-D x 2-D: BN's channel axis is not the weight's output axis")
                 return False
-            new_w = w * scale.reshape(1, -1)
+            new_w = np.multiply(w, scale.reshape(1, -1), dtype=cdt)
 
         # bias
         if op in ("Conv", "ConvTranspose"):
@@ -178,7 +196,7 @@ class FuseConvBatchNorm(Pass):
                 self.explain(bn, f"{op} bias is not a constant")
                 return False
             b = np.zeros_like(scale) if old_b is None else old_b.astype(np.float64).reshape(-1)
-            new_b = b * scale + shift
+            new_b = b * scale64 + shift
         elif op == "Gemm":
             c_val = layer.inputs[2] if len(layer.inputs) > 2 else None
             old_c = _const(c_val) if c_val is not None else None
@@ -187,15 +205,16 @@ class FuseConvBatchNorm(Pass):
                 return False
             beta = _attr_float(layer, "beta", 1.0)
             c = np.zeros(1) if old_c is None else old_c.astype(np.float64) * beta
-            new_b = c * scale + shift
+            new_b = c * scale64 + shift
         else:
             old_b = _const(bias_add.inputs[1] if bias_add.inputs[0] is layer.outputs[0] else bias_add.inputs[0]) if bias_add is not None else None
             b = np.zeros(1) if old_b is None else old_b.astype(np.float64)
-            new_b = b * scale + shift
+            new_b = b * scale64 + shift
 
         dtype = weight.dtype
         w_name = namer((weight_value.name or "W") + "_bnfused")
-        new_w_value = ir.Value(name=w_name, const_value=ir.tensor(new_w.astype(dtype), name=w_name))
+        new_w = new_w.astype(dtype, copy=False)
+        new_w_value = ir.Value(name=w_name, const_value=ir.tensor(new_w, name=w_name))
         new_w_value.type = ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
         new_w_value.shape = ir.Shape(new_w.shape)
         graph.register_initializer(new_w_value)
@@ -239,6 +258,6 @@ class FuseConvBatchNorm(Pass):
         # The old weight is now unused (dead-code removal drops it). Unmap it so a
         # model with gigabytes of external weights never holds old and new at once.
         del weight, w, new_w
-        if not weight_value.uses():
-            _release(weight_value)
+        if not weight_value.uses():  # the replaced weight: unmap it now, not at the end
+            _drop_weight(graph, weight_value)
         return True
