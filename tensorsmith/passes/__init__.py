@@ -12,6 +12,7 @@ from tensorsmith.passes.cse import EliminateCommonSubexpressions
 from tensorsmith.passes.dead_code import RemoveDeadCode
 from tensorsmith.passes.dropout import RemoveDropout
 from tensorsmith.passes.fold_constants import FoldConstants
+from tensorsmith.passes.fuse_conv_affine import FuseConvAffine
 from tensorsmith.passes.fuse_conv_bn import FuseConvBatchNorm
 from tensorsmith.passes.identity import RemoveIdentity
 from tensorsmith.passes.manager import PassManager, PassRecord
@@ -24,6 +25,7 @@ PASSES: dict[str, type[Pass]] = {
         RemoveIdentity,
         FoldConstants,
         FuseConvBatchNorm,
+        FuseConvAffine,
         EliminateCommonSubexpressions,
         RemoveDeadCode,
     )

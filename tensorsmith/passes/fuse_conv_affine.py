@@ -1,0 +1,130 @@
+"""fuse-conv-affine: fold a constant Mul/Add after a Conv into its weights and bias.
+
+Exporters (Paddle, some TensorFlow graphs) leave ``Conv -> Mul(scale) -> Add(shift)``
+where the scale and shift are constants per output channel (or scalars). With
+``y = conv(x, W) + B``: ``y * s = conv(x, W * s) + B * s`` and ``y + t = conv(x, W) +
+(B + t)``. The results are new constant initializers; the Mul/Add nodes go away.
+
+Only constants that broadcast over the output channel alone are folded (a scalar,
+``[C]``-shaped in the trailing-ones layouts ``[C,1,..]`` / ``[1,C,1,..]``): anything that
+varies along the batch or spatial axes, or would broadcast the output to a larger
+shape, is left alone. The Conv's output must have no other consumer and not be a
+graph output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from tensorsmith.passes.base import Pass, graphs_of
+from tensorsmith.passes.fuse_conv_bn import _const, _drop_weight, _Namer
+
+
+def _per_channel(c: np.ndarray, out_channels: int, out_rank: int | None) -> np.ndarray | None:
+    """The constant as a [C] vector if it only varies along the channel axis."""
+    if c.size == 1 and c.ndim <= 1 + (out_rank or 1):
+        if out_rank is not None and c.ndim > out_rank:
+            return None
+        return np.full(out_channels, c.reshape(-1)[0])
+    if out_rank is None:
+        return None
+    shape = list(c.shape)
+    # align to the output's rank (numpy broadcasting pads on the left)
+    if len(shape) > out_rank:
+        return None
+    shape = [1] * (out_rank - len(shape)) + shape
+    if shape[1] != out_channels or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return c.reshape(-1)
+
+
+class FuseConvAffine(Pass):
+    name = "fuse-conv-affine"
+    description = "Fold a constant per-channel Mul/Add after a Conv into the Conv's weights and bias."
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for graph in list(graphs_of(model)):
+            if not isinstance(graph, ir.Graph):
+                continue
+            namer = _Namer(graph)
+            for node in list(graph):
+                if node.op_type in ("Mul", "Add") and node.domain in ("", "ai.onnx") and node.graph is graph:
+                    if self._try(graph, node, namer):
+                        modified = True
+        return ir.passes.PassResult(model, modified=modified)
+
+    def _try(self, graph: ir.Graph, node: ir.Node, namer: _Namer) -> bool:
+        if len(node.inputs) != 2 or any(v is None for v in node.inputs):
+            return False
+        conv_out = const_in = None
+        for a, b in ((0, 1), (1, 0)):
+            p = node.inputs[a].producer()
+            if p is not None and p.op_type == "Conv" and p.domain in ("", "ai.onnx"):
+                conv_out, const_in = node.inputs[a], node.inputs[b]
+                break
+        if conv_out is None:
+            return False
+        conv = conv_out.producer()
+        c = _const(const_in)
+        if c is None:
+            return False
+        if conv_out.is_graph_output() or len(conv_out.uses()) != 1:
+            self.explain(node, "the Conv output has other consumers or is a graph output")
+            return False
+        w = _const(conv.inputs[1]) if len(conv.inputs) > 1 else None
+        if w is None or not np.issubdtype(w.dtype, np.floating) or c.dtype != w.dtype:
+            self.explain(node, "the Conv weight is not a floating-point constant of the same type")
+            return False
+        has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
+        b = _const(conv.inputs[2]) if has_bias else np.zeros(w.shape[0], w.dtype)
+        if b is None:
+            self.explain(node, "the Conv bias is not a constant")
+            return False
+        out_rank = len(conv_out.shape) if conv_out.shape is not None else (w.ndim if w.ndim >= 3 else None)
+        vec = _per_channel(c, w.shape[0], out_rank)
+        if vec is None:
+            self.explain(node, f"the constant of shape {list(c.shape)} is not per-channel")
+            return False
+        cdt = np.promote_types(w.dtype, np.float32)
+        if node.op_type == "Mul":
+            new_w = np.multiply(w, vec.astype(cdt).reshape((-1,) + (1,) * (w.ndim - 1)), dtype=cdt).astype(w.dtype, copy=False)
+            new_b = (b.astype(np.float64) * vec.astype(np.float64)).astype(w.dtype)
+        else:
+            new_w = None
+            new_b = (b.astype(np.float64) + vec.astype(np.float64)).astype(w.dtype)
+
+        old_w_value = conv.inputs[1]
+        old_b_value = conv.inputs[2] if has_bias else None
+        if new_w is not None:
+            conv.replace_input_with(1, self._initializer(graph, namer, (old_w_value.name or "W") + "_affine", new_w))
+        bias_value = self._initializer(graph, namer, (old_w_value.name or "W") + "_affine_bias", new_b)
+        if has_bias:
+            conv.replace_input_with(2, bias_value)
+        else:
+            conv.resize_inputs(3)
+            conv.replace_input_with(2, bias_value)
+        out = node.outputs[0]
+        if out.is_graph_output():
+            name, dtype, shape = out.name, out.type, out.shape
+            ir.convenience.replace_all_uses_with(out, conv_out, replace_graph_outputs=True)
+            out.name = None
+            conv_out.name, conv_out.type, conv_out.shape = name, dtype, shape
+        else:
+            ir.convenience.replace_all_uses_with(out, conv_out)
+        graph.remove(node, safe=True)
+        for v in (old_w_value, old_b_value):
+            if v is not None and not v.uses():
+                _drop_weight(graph, v)
+        self.count(f"{node.op_type}->Conv")
+        return True
+
+    @staticmethod
+    def _initializer(graph: ir.Graph, namer: _Namer, base: str, arr: np.ndarray) -> ir.Value:
+        name = namer(base)
+        value = ir.Value(name=name, const_value=ir.tensor(arr, name=name))
+        value.type = ir.TensorType(ir.DataType.from_numpy(arr.dtype))
+        value.shape = ir.Shape(arr.shape)
+        graph.register_initializer(value)
+        return value
