@@ -228,3 +228,46 @@ def test_quantize_dequantize_kept():
     )
     out, _ = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
     assert ops(out) == ["DequantizeLinear", "MatMul"]
+
+
+def test_shapes_of_equally_shaped_tensors_merge():
+    # attention-style: Shape(q) and Shape(k) of two [N, S, 8] tensors; the reshape
+    # targets end up computed once, and the dims stay dynamic
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, S, 8] x) => (float[N, S, 2, 4] yq, float[N, S, 2, 4] yk) {
+            q = MatMul (x, wq)
+            k = MatMul (x, wk)
+            sq = Shape <end = 2> (q)
+            sk = Shape <end = 2> (k)
+            tq = Concat <axis = 0> (sq, tail)
+            tk = Concat <axis = 0> (sk, tail)
+            yq = Reshape (q, tq)
+            yk = Reshape (k, tk)
+        }""",
+        {"wq": rng.standard_normal((8, 8)).astype(np.float32), "wk": rng.standard_normal((8, 8)).astype(np.float32),
+         "tail": np.array([2, 4], np.int64)},
+    )
+    out, records = apply_to_fixed_point(src, "fold-constants", "eliminate-cse", "remove-dead-code")
+    assert ops(out).count("Shape") == 1 and ops(out).count("Concat") == 1
+    stats = {r.name: r.stats for r in records}
+    assert stats["fold-constants"].get("equal-shapes-merged") == 1
+    for n, s in ((1, 3), (2, 5)):
+        assert_same_outputs(src, out, {"x": rng.standard_normal((n, s, 8)).astype(np.float32)})
+
+
+def test_shapes_with_unknown_dims_are_not_merged():
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[?, 8] a, float[?, 8] b) => (int64[2] sa, int64[2] sb2) {
+            sa = Shape (a)
+            sb = Shape (b)
+            sb2 = Identity (sb)
+        }"""
+    )
+    out, _ = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
+    assert ops(out).count("Shape") == 2
+    ra, rb = run(out, {"a": np.zeros((2, 8), np.float32), "b": np.zeros((3, 8), np.float32)})
+    assert ra.tolist() == [2, 8] and rb.tolist() == [3, 8]

@@ -41,6 +41,61 @@ def _const_ints(value: ir.Value | None) -> np.ndarray | None:
     return None if t is None else np.asarray(t.numpy()).astype(np.int64)
 
 
+def merge_equal_shapes(pass_: Pass, model: ir.Model) -> bool:
+    """Shape nodes whose inputs have the same inferred shape -> one Shape node.
+
+    An attention block computes ``Shape(q)``, ``Shape(k)``, ``Shape(v)`` of tensors
+    whose shapes are all ``[batch, seq, 64]``; after this, one ``Shape`` remains and
+    common-subexpression elimination merges the Gathers and Concats behind it.
+    Only shapes whose every dimension is known (a number or a named symbol, as
+    declared on the graph inputs and propagated by shape inference) are compared.
+    """
+    modified = False
+    for graph in list(graphs_of(model)):
+        seen: dict[tuple, ir.Value] = {}
+        for node in list(graph):
+            if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or not node.inputs:
+                continue
+            dims = _shape_dims_named(node)
+            if dims is None:
+                continue
+            out = node.outputs[0]
+            if out.is_graph_output():
+                continue
+            key = tuple(dims)
+            first = seen.get(key)
+            if first is None:
+                seen[key] = out
+                continue
+            ir.convenience.replace_all_uses_with(out, first)
+            graph.remove(node, safe=True)
+            pass_.count("equal-shapes-merged")
+            modified = True
+    return modified
+
+
+def _shape_dims_named(shape_node: ir.Node) -> list | None:
+    x = shape_node.inputs[0]
+    if x is None or x.shape is None:
+        return None
+    dims = []
+    for d in x.shape:
+        if isinstance(d, int):
+            dims.append(d)
+        elif d is not None and getattr(d, "value", None):
+            dims.append("sym:" + str(d.value))
+        else:
+            return None
+    rank = len(dims)
+    start = shape_node.attributes.get("start")
+    end = shape_node.attributes.get("end")
+    lo = start.as_int() if start is not None else 0
+    hi = end.as_int() if end is not None else rank
+    lo = min(max(lo + rank if lo < 0 else lo, 0), rank)
+    hi = min(max(hi + rank if hi < 0 else hi, 0), rank)
+    return dims[lo:hi]
+
+
 def fold_static_shape_parts(pass_: Pass, model: ir.Model) -> bool:
     """Gather/Slice of a Shape whose picked dims are static -> a constant.
 
@@ -176,6 +231,7 @@ class FoldConstants(Pass):
         try:
             result = folder(model)
             shape_parts = fold_static_shape_parts(self, model)
+            shape_parts |= merge_equal_shapes(self, model)
             if shape_parts:
                 folder(model)  # fold what the new constants made constant
         finally:
