@@ -14,6 +14,9 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	# Keras 2 (tf_keras) for the tests of Keras-2 files; --no-deps because it asks for the
+	# `tensorflow` package, which tensorflow-cpu already provides
+	$(BIN)/python -m pip install --quiet --no-deps 'tf_keras==2.21.*'
 	touch $(STAMP)
 
 install: $(STAMP)
