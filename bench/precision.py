@@ -1,0 +1,265 @@
+"""FP32 vs FP16 vs INT8: onnxruntime CPU latency, file size and accuracy, per model.
+
+    python bench/precision.py                       # sample models + third-party + ResNet-18-like
+    python bench/precision.py --models cnn,resblock # a subset
+    python bench/precision.py --fp16-converters     # the measurement behind the FP16 converter choice
+    python bench/precision.py --markdown OUT.md
+
+Each model goes through ``tensorsmith.optimize_file`` three times (fp32, fp16, int8;
+plus int8 dynamic for MatMul models), calibrated on 40 samples and gated on 8 others.
+The inputs are random (N(0,1) for images; the third-party table's hints otherwise):
+no real data set can be downloaded here, so the accuracy numbers say how far the
+lowered model is from FP32 on that distribution, not task accuracy. The three
+results are then timed round-robin in one process (onnxruntime CPU, 1 thread,
+batch 1, all graph optimizations, median). INT8 is built with ``--min-speedup 0`` so
+that a slow result is reported (the CLI refuses it by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT, machine_notes, one_line
+
+SAMPLE_SHAPES = {"cnn": {"input": [1, 3, 32, 32]}, "resblock": {"input": [1, 3, 32, 32]},
+                 "transformer": {"x": [1, 16, 64]}, "mobilenet_block": {"input": [1, 3, 64, 64]}}
+THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "minilm_l3_paraphrase"]
+MATMUL_MODELS = {"transformer", "minilm_l3_paraphrase"}
+STYLE = {"cnn": "conv", "resblock": "resnet", "resnet18": "resnet", "mobilenet_block": "mobile",
+         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
+         "minilm_l3_paraphrase": "transformer"}
+
+
+def build_resnet18(path: Path) -> bool:
+    """A ResNet-18-like net (random weights, 224x224), from sample_models.torch_cnn.BasicBlock."""
+    try:
+        import torch
+        from torch import nn
+
+        from sample_models.torch_cnn import BasicBlock, randomize_batchnorm
+    except Exception:
+        return False
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            layers, c = [], 64
+            for co, st in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+                layers += [BasicBlock(c, co, st), BasicBlock(co, co)]
+                c = co
+            self.layers = nn.Sequential(*layers)
+            self.fc = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(ResNet18()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
+                          training=torch.onnx.TrainingMode.PRESERVE, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return True
+
+
+def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
+    from tests import thirdparty as tp
+
+    out = {}
+    for name in names:
+        if name in SAMPLE_SHAPES:
+            out[name] = (ROOT / "sample_models" / f"{name}.onnx", SAMPLE_SHAPES[name])
+        elif name == "resnet18":
+            path = work / "resnet18.onnx"
+            if build_resnet18(path):
+                out[name] = (path, {"input": [1, 3, 224, 224]})
+            else:
+                print(f"skip {name}: torch unavailable", file=sys.stderr)
+        else:
+            try:
+                out[name] = (tp.fetch(name), tp.get(name).get("input_shapes", {}))
+            except Exception as exc:
+                print(f"skip {name}: {one_line(exc)}", file=sys.stderr)
+    return out
+
+
+def samples(name: str, path: Path, shapes: dict, n: int, seed: int) -> list[dict]:
+    from tests import thirdparty as tp
+
+    if name in tp.names():
+        return [tp.random_feeds(name, path, seed=seed + i) for i in range(n)]
+    rng = np.random.default_rng(seed)
+    return [{k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()} for _ in range(n)]
+
+
+def save_npz(path: Path, feeds: list[dict]) -> Path:
+    np.savez(path, **{k: np.stack([f[k] for f in feeds]) for k in feeds[0]})
+    return path
+
+
+def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
+    import tensorsmith
+    from tensorsmith.precision import options_from_cli
+    from tensorsmith.precision.latency import measure
+
+    calib = save_npz(work / f"{name}_calib.npz", samples(name, path, shapes, 40, 0))
+    val = save_npz(work / f"{name}_val.npz", samples(name, path, shapes, 8, 1000))
+    row: dict = {"model": name, "style": STYLE.get(name, "?")}
+    outs = {}
+    t0 = time.perf_counter()
+    fp32 = work / f"{name}.fp32.onnx"
+    tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
+    outs["fp32"] = fp32
+    variants = [("fp16", {}), ("int8", {"calib": str(calib), "val": str(val), "min_speedup": 0.0})]
+    if name in MATMUL_MODELS:
+        variants.append(("int8dyn", {"int8_mode": "dynamic", "val": str(val), "min_speedup": 0.0}))
+    for label, kw in variants:
+        prec = "int8" if label.startswith("int8") else label
+        if prec == "fp16":
+            kw = {"val": str(val)}
+        opts = options_from_cli(prec, **kw).model_copy(update={"measure_latency": False})
+        out = work / f"{name}.{label}.onnx"
+        try:
+            rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
+            outs[label] = out
+            status = "pass"
+        except tensorsmith.TensorsmithError as exc:
+            rep = getattr(exc, "precision_report", None) or {}
+            status = f"FAIL (exit {exc.exit_code})"
+        gate = rep.get("gate") or {}
+        row[label] = {
+            "status": status, "cosine": gate.get("worst_cosine"), "top1": gate.get("worst_top1"),
+            "kept": len(rep.get("kept") or []), "layout": rep.get("layout"),
+            "fallback": len((rep.get("fallback") or {}).get("nodes") or []),
+            "size": (rep.get("size") or {}).get("lowered"),
+        }
+    # time all results round-robin in one process
+    feed = samples(name, path, shapes, 1, 2000)[0]
+    labels = list(outs)
+    lat = measure([outs[k] for k in labels], feed, budget_s=8.0)
+    for k, l in zip(labels, lat):
+        row.setdefault(k, {})["ms"] = l.median_ms
+    row["fp32"]["size"] = fp32.stat().st_size
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    def ratio(r, k, what):
+        if k not in r or r[k].get(what) is None or r["fp32"].get(what) is None:
+            return "-"
+        if what == "ms":
+            return f"{r['fp32']['ms'] / r[k]['ms']:.2f}x"
+        return f"{r[k]['size'] / r['fp32']['size']:.2f}"
+
+    def cos(r, k):
+        v = r.get(k, {})
+        if v.get("cosine") is None:
+            return "-"
+        top = f", top-1 {v['top1']:.0%}" if v.get("top1") is not None else ""
+        return f"{v['cosine']:.4f}{top}"
+
+    lines = [
+        "| model | style | FP32 ms | FP16 speed | FP16 size | FP16 cosine / gate | INT8 speed | INT8 size | INT8 cosine | INT8 gate (layout, kept FP32, fallback) | INT8 dynamic |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | --- |",
+    ]
+    for r in rows:
+        i8 = r.get("int8", {})
+        dyn = r.get("int8dyn")
+        dyn_s = "-" if not dyn else f"{ratio(r, 'int8dyn', 'ms')}, cos {cos(r, 'int8dyn')}, {dyn['status']}"
+        lines.append(
+            f"| {r['model']} | {r['style']} | {r['fp32']['ms']:.2f} | {ratio(r, 'fp16', 'ms')} | {ratio(r, 'fp16', 'size')} | "
+            f"{cos(r, 'fp16')} {r.get('fp16', {}).get('status', '-')} | {ratio(r, 'int8', 'ms')} | {ratio(r, 'int8', 'size')} | "
+            f"{cos(r, 'int8')} | {i8.get('status', '-')} ({i8.get('layout')}, {i8.get('kept')}, {i8.get('fallback')}) | {dyn_s} |"
+        )
+    return "\n".join(lines)
+
+
+def fp16_converters(models: dict[str, tuple[Path, dict]], work: Path) -> str:
+    """Both converters, raw (no repairs): does the result pass onnx.checker and load in onnxruntime?"""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers import float16 as ortf16
+
+    import tensorsmith
+
+    try:
+        from onnxconverter_common import float16 as occf16
+    except ImportError:
+        occf16 = None
+    lines = ["| model | onnxruntime.transformers.float16 | onnxconverter-common |", "| --- | --- | --- |"]
+    for name, (path, shapes) in models.items():
+        fp32 = work / f"{name}.conv.fp32.onnx"
+        tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
+        cells = []
+        for conv in (ortf16, occf16):
+            if conv is None:
+                cells.append("not installed")
+                continue
+            try:
+                out = conv.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+            except Exception as exc:
+                cells.append(f"convert fails: {one_line(exc, 60)}")
+                continue
+            try:
+                onnx.checker.check_model(out)
+                chk = "checker ok"
+            except Exception:
+                chk = "checker FAILS"
+            try:
+                ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+                load = "loads"
+            except Exception as exc:
+                load = f"does NOT load ({one_line(exc, 70)})"
+            cells.append(f"{chk}, {load}")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join([*SAMPLE_SHAPES, "resnet18", *THIRD_PARTY]))
+    ap.add_argument("--fp16-converters", action="store_true")
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="tensorsmith-precision-") as tmp:
+        work = Path(tmp)
+        models = model_list([m for m in args.models.split(",") if m], work)
+        if args.fp16_converters:
+            text = fp16_converters(models, work)
+        else:
+            rows = []
+            for name, (path, shapes) in models.items():
+                print(f"== {name}", file=sys.stderr, flush=True)
+                try:
+                    rows.append(run_model(name, path, shapes, work))
+                except Exception as exc:
+                    print(f"   {name}: {one_line(exc)}", file=sys.stderr)
+            text = table(rows)
+            by_style: dict[str, list[float]] = {}
+            for r in rows:
+                if "ms" in r.get("int8", {}) and r["int8"]["status"] == "pass":
+                    by_style.setdefault(r["style"], []).append(r["fp32"]["ms"] / r["int8"]["ms"])
+            text += "\n\nINT8 speed-up by style (gate passing): " + ", ".join(
+                f"{k}: mean {np.mean(v):.2f}x over {len(v)}" for k, v in sorted(by_style.items()))
+    text = f"{machine_notes()}\n\n{text}\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
