@@ -18,12 +18,8 @@ import onnx_ir as ir
 from tensorsmith.passes.base import Pass, PassOptions, graphs_of, release_unused_weights
 
 
-def _shape_dims(shape_node: ir.Node) -> list | None:
-    """The dims a Shape node yields (ints, or None where dynamic), honouring start/end."""
-    x = shape_node.inputs[0]
-    if x is None or x.shape is None:
-        return None
-    dims = [d if isinstance(d, int) else None for d in x.shape]
+def _sliced(shape_node: ir.Node, dims: list) -> list:
+    """``dims[start:end]`` as the Shape node's start/end attributes ask (clamped)."""
     rank = len(dims)
     start = shape_node.attributes.get("start")
     end = shape_node.attributes.get("end")
@@ -32,6 +28,15 @@ def _shape_dims(shape_node: ir.Node) -> list | None:
     lo = min(max(lo + rank if lo < 0 else lo, 0), rank)
     hi = min(max(hi + rank if hi < 0 else hi, 0), rank)
     return dims[lo:hi]
+
+
+def _shape_dims(shape_node: ir.Node) -> list | None:
+    """The dims a Shape node yields (ints, or None where dynamic), honouring start/end."""
+    x = shape_node.inputs[0]
+    if x is None or x.shape is None:
+        return None
+    dims = [d if isinstance(d, int) else None for d in x.shape]
+    return _sliced(shape_node, dims)
 
 
 def _const_ints(value: ir.Value | None) -> np.ndarray | None:
@@ -86,14 +91,7 @@ def _shape_dims_named(shape_node: ir.Node) -> list | None:
             dims.append("sym:" + str(d.value))
         else:
             return None
-    rank = len(dims)
-    start = shape_node.attributes.get("start")
-    end = shape_node.attributes.get("end")
-    lo = start.as_int() if start is not None else 0
-    hi = end.as_int() if end is not None else rank
-    lo = min(max(lo + rank if lo < 0 else lo, 0), rank)
-    hi = min(max(hi + rank if hi < 0 else hi, 0), rank)
-    return dims[lo:hi]
+    return _sliced(shape_node, dims)
 
 
 def fold_static_shape_parts(pass_: Pass, model: ir.Model) -> bool:
