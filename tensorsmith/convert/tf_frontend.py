@@ -136,7 +136,9 @@ def _savedmodel_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     graph_def, inputs, outputs = _freeze(tf, sig)
     specs = sig.structured_input_signature[1]
     if tf.nest.flatten(sig.structured_input_signature[0]) or len(specs) != len(inputs):
-        raise ConversionError(f"{path}: signature {key!r} has positional or nested inputs, which are not supported")
+        # the object API shows positional/nested inputs (a Keras-2 SavedModel restored
+        # through tf_keras, say); its signature_def still names every input: use that
+        return _savedmodel_v1_source(path, opts, f"signature {key!r} has positional or nested inputs")
     by_name = {f"{s.name}:0": k for k, s in specs.items() if getattr(s, "name", None)}
     if set(by_name) == set(inputs):
         in_keys = [by_name[t] for t in inputs]
@@ -214,7 +216,7 @@ def _savedmodel_v1_source(path: Path, opts: FrontendOptions, v2_error: str) -> _
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(sess.run(outputs, {t: feeds[t] for t in inputs}))
 
-    note = (f"loaded with the TF1 SavedModel loader (tf.saved_model.load failed: {v2_error}); "
+    note = (f"loaded with the TF1 SavedModel loader (tf.saved_model.load: {v2_error}); "
             f"signature {key!r}")
     return _GraphSource(graph_def, inputs, outputs, dict(zip(inputs, in_keys)) | dict(zip(outputs, out_keys)),
                         shapes, run, f"SavedModel signature {key!r}", [note], close=sess.close)
