@@ -19,6 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tensorsmith.errors import short
+
 TFTRT_MAX_TF = (2, 17)  # TensorFlow 2.18 disabled TensorRT in its builds
 
 
@@ -50,7 +52,7 @@ def onnxruntime_info() -> dict:
 
             info["providers"] = list(ort.get_available_providers())
         except Exception as exc:  # a broken install
-            info["error"] = _short(exc)
+            info["error"] = short(exc, 200)
     return info
 
 
@@ -114,7 +116,7 @@ def torch_info() -> dict:
             info["cuda"] = torch.version.cuda
             info["cuda_available"] = bool(torch.cuda.is_available())
         except Exception as exc:
-            info["error"] = _short(exc)
+            info["error"] = short(exc, 200)
     return info
 
 
@@ -129,7 +131,7 @@ def tensorrt_info() -> dict:
 
         info["version"] = str(trt.__version__)
     except Exception as exc:  # installed but its libraries do not load (no driver, wrong CUDA)
-        info["error"] = _short(exc)
+        info["error"] = short(exc, 200)
     return info
 
 
@@ -162,7 +164,7 @@ def gpus(timeout: float = 10.0) -> dict:
                 capture_output=True, text=True, timeout=timeout,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {_short(exc)}"}
+            return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {short(exc, 200)}"}
         if proc.returncode == 0:
             out = []
             for line in proc.stdout.strip().splitlines():
@@ -178,7 +180,7 @@ def gpus(timeout: float = 10.0) -> dict:
                     "driver": row["driver_version"],
                 })
             return {"source": "nvidia-smi", "gpus": out}
-    return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {_short(proc.stderr or proc.stdout)}"}
+    return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {short(proc.stderr or proc.stdout, 200)}"}
 
 
 def current_gpu() -> dict | None:
@@ -367,10 +369,6 @@ def _num(text: str) -> bool:
     except ValueError:
         return False
 
-
-def _short(exc) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 __all__ = ["collect", "current_gpu", "gpus", "render", "tensorflow_info", "tensorrt_info",

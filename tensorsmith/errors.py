@@ -45,6 +45,12 @@ class VerificationError(TensorsmithError):
         self.report = report
 
 
+def short(exc: BaseException | str, limit: int = 240) -> str:
+    """An exception (or text) as one line of at most ``limit`` characters, for messages."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 EXIT_OK = 0
 EXIT_CODES = {
     0: "success",

@@ -18,7 +18,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from tensorsmith.errors import UsageError
+from tensorsmith.errors import UsageError, short
 
 # The protobuf limit is 2 GiB; leave room for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
@@ -83,7 +83,7 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable ONNX model ({_short(exc)})") from exc
+        raise UsageError(f"{path}: not a readable ONNX model ({short(exc, 200)})") from exc
     except OSError as exc:
         raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if not proto.HasField("graph") or proto.ir_version <= 0:
@@ -101,7 +101,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # a malformed graph the IR refuses
-        raise UsageError(f"{path}: malformed ONNX graph ({_short(exc)})") from exc
+        raise UsageError(f"{path}: malformed ONNX graph ({short(exc, 200)})") from exc
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     model.meta[ANNOTATED_KEY] = _annotated_names(proto.graph)
     model.meta[EXTERNAL_KEY] = any(
@@ -261,7 +261,7 @@ def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | Non
             hint = None
             if "2GB" in str(exc) or "2 GB" in str(exc) or "protobuf" in str(exc).lower():
                 hint = "use --external-data"
-            raise ConversionError(f"cannot write {path}: {_short(exc)}", hint=hint) from exc
+            raise ConversionError(f"cannot write {path}: {short(exc, 200)}", hint=hint) from exc
         raise
     return staged
 
@@ -286,6 +286,3 @@ def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
     return path
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from tensorsmith.errors import ConversionError, UsageError, VerificationError
+from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.shapes import InputSpec, format_shape, resolve_shapes
 
 DEFAULT_RTOL = 1e-4
@@ -384,14 +384,14 @@ def verify_models(
             src_sess = ort_session(source_path)
         except Exception as exc:
             raise UsageError(
-                f"onnxruntime cannot load the source model for verification: {_short(exc)}",
+                f"onnxruntime cannot load the source model for verification: {short(exc, 240)}",
                 hint="skip the check with --no-verify",
             ) from None
         source_runner = lambda feeds: _run(src_sess, feeds)  # noqa: E731
     try:
         res_sess = ort_session(result_path)
     except Exception as exc:
-        raise ConversionError(f"the converted model does not load in onnxruntime: {_short(exc)}") from None
+        raise ConversionError(f"the converted model does not load in onnxruntime: {short(exc, 240)}") from None
 
     merged: list[OutputCheck] | None = None
     for i, feeds in enumerate(samples):
@@ -402,14 +402,14 @@ def verify_models(
         except Exception as exc:
             if verify_data is None:
                 raise UsageError(
-                    f"the source model fails on generated inputs ({_describe(feeds)}): {_short(exc)}",
+                    f"the source model fails on generated inputs ({_describe(feeds)}): {short(exc, 240)}",
                     hint="give real inputs with --verify-data FILE.npz or shapes with --input-shape",
                 ) from None
-            raise UsageError(f"the source model fails on --verify-data sample {i}: {_short(exc)}") from None
+            raise UsageError(f"the source model fails on --verify-data sample {i}: {short(exc, 240)}") from None
         try:
             got = _run(res_sess, feeds)
         except Exception as exc:
-            raise ConversionError(f"the converted model fails in onnxruntime: {_short(exc)}") from None
+            raise ConversionError(f"the converted model fails in onnxruntime: {short(exc, 240)}") from None
         merged = _merge(merged, compare(ref, got, tol))
     outputs = merged or []
     return VerificationReport(
@@ -435,10 +435,6 @@ def raise_if_failed(report: VerificationReport) -> None:
 def _describe(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 240 else text[:237] + "..."
 
 
 def iter_outputs(report: VerificationReport) -> Iterable[OutputCheck]:

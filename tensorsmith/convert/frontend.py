@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tensorsmith.errors import ConversionError, UsageError
+from tensorsmith.errors import ConversionError, UsageError, short
 
 # The ONNX opset written when --opset is not given. 18 is the lowest opset the
 # torch.export (dynamo) exporter writes and the highest tf2onnx 1.17 knows, so one
@@ -160,12 +160,12 @@ def check_convertible(proto, path: str | os.PathLike, *, converter: str) -> None
             f"{converter} could not convert {len(bad)} node(s): {listed}{more} "
             "are not ONNX operators",
         )
-    from tensorsmith.verify import _short, ort_session
+    from tensorsmith.verify import ort_session
 
     try:
         ort_session(path)
     except Exception as exc:
-        raise ConversionError(f"the converted model does not load in onnxruntime: {_short(exc)}") from None
+        raise ConversionError(f"the converted model does not load in onnxruntime: {short(exc, 240)}") from None
 
 
 def name_batch_dims(proto, renames: dict[str, str] | None = None) -> dict[str, str]:
@@ -349,10 +349,6 @@ def quiet_native(fds: tuple[int, ...] = (1, 2)):
                 os.dup2(dup, fd)
                 os.close(dup)
 
-
-def short(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def dir_bytes(path: Path) -> int:

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
-from tensorsmith.errors import ConversionError, UsageError, VerificationError
+from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.shapes import InputSpec
 from tensorsmith.verify import Tolerance, VerificationReport, compare
 
@@ -132,7 +132,7 @@ def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], o
     try:
         loaded = tf.saved_model.load(str(saved_model_dir))
     except Exception as exc:
-        raise UsageError(f"{saved_model_dir}: TensorFlow cannot load this SavedModel ({_short(exc)})") from None
+        raise UsageError(f"{saved_model_dir}: TensorFlow cannot load this SavedModel ({short(exc, 240)})") from None
     sigs = getattr(loaded, "signatures", {}) or {}
     if signature not in sigs:
         raise UsageError(f"{saved_model_dir}: no signature {signature!r}; it has: {', '.join(sigs) or 'none'}")
@@ -249,7 +249,7 @@ def convert_tftrt(
     except (UsageError, ConversionError):
         raise
     except Exception as exc:
-        raise ConversionError(f"TF-TRT conversion of {src} failed: {type(exc).__name__}: {_short(exc)}") from exc
+        raise ConversionError(f"TF-TRT conversion of {src} failed: {type(exc).__name__}: {short(exc, 240)}") from exc
     report.seconds["convert"] = time.perf_counter() - t0
 
     parent = out.parent if str(out.parent) else Path(".")
@@ -260,7 +260,7 @@ def convert_tftrt(
         try:
             converter.save(output_saved_model_dir=str(staged))
         except Exception as exc:
-            raise ConversionError(f"TF-TRT could not save the converted model: {_short(exc)}") from exc
+            raise ConversionError(f"TF-TRT could not save the converted model: {short(exc, 240)}") from exc
         if options.verify:
             step("verify (TF-TRT vs TensorFlow)")
             t0 = time.perf_counter()
@@ -319,7 +319,7 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         try:
             got = {k: np.asarray(v) for k, v in fn(**tf_feeds).items()}
         except Exception as exc:
-            raise ConversionError(f"the TF-TRT model fails on the verification inputs: {_short(exc)}") from exc
+            raise ConversionError(f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}") from exc
         merged = _merge(merged, compare(ref, got, tol))
         refs.append(ref)
         gots.append(got)
@@ -364,10 +364,6 @@ def render(report: TftrtReport, console) -> None:
     for n in report.notes:
         console.print(f"[dim]note:[/dim] {escape(n)}")
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 240 else text[:237] + "..."
 
 
 __all__ = ["PROFILE_STRATEGIES", "TftrtOptions", "TftrtReport", "check_available", "convert_tftrt"]

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from tensorsmith.errors import UsageError
+from tensorsmith.errors import UsageError, short
 from tensorsmith.shapes import InputSpec, format_shape, resolve_shapes
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"}
@@ -133,7 +133,7 @@ def _load_npz(path: Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:
-        raise UsageError(f"{path}: not a readable .npz file ({_short(exc)})") from None
+        raise UsageError(f"{path}: not a readable .npz file ({short(exc, 160)})") from None
     return samples_from_arrays(arrays, specs, str(path))
 
 
@@ -141,7 +141,7 @@ def _load_npy(path: Path, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise UsageError(f"{path}: not a readable .npy file ({_short(exc)})") from None
+        raise UsageError(f"{path}: not a readable .npy file ({short(exc, 160)})") from None
     if len(specs) == 1:
         return samples_from_arrays({specs[0].name: arr}, specs, str(path))
     raise UsageError(
@@ -267,7 +267,7 @@ def load_image(path: Path, spec: InputSpec, channels: int, size: tuple[int, int]
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UsageError(f"{path}: cannot decode image ({_short(exc)})") from None
+        raise UsageError(f"{path}: cannot decode image ({short(exc, 160)})") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if color == "BGR":
@@ -285,10 +285,6 @@ def load_image(path: Path, spec: InputSpec, channels: int, size: tuple[int, int]
 # ---------------------------------------------------------------------------
 # sources
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _shuffled(files: list[Path]) -> list[Path]:
@@ -371,7 +367,7 @@ def load_loader(spec_text: str, specs: list[InputSpec], *, limit: int | None = N
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise UsageError(f"--calib-loader {spec_text}: cannot import {module_name!r} ({_short(exc)})") from None
+            raise UsageError(f"--calib-loader {spec_text}: cannot import {module_name!r} ({short(exc, 160)})") from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -395,7 +391,7 @@ def load_loader(spec_text: str, specs: list[InputSpec], *, limit: int | None = N
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"--calib-loader {spec_text} failed: {type(exc).__name__}: {_short(exc)}") from None
+        raise UsageError(f"--calib-loader {spec_text} failed: {type(exc).__name__}: {short(exc, 160)}") from None
     if not samples:
         raise UsageError(f"--calib-loader {spec_text}: returned no samples")
     return Dataset(samples[:limit] if limit else samples, f"--calib-loader {spec_text}")

@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from tensorsmith.errors import ConversionError
+from tensorsmith.errors import ConversionError, short
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.98e-8  # below this a value rounds to 0 in float16
@@ -176,7 +176,7 @@ def convert(
             node_block_list=[k.name for k in kept],
         )
     except Exception as exc:
-        raise ConversionError(f"float16 conversion failed: {type(exc).__name__}: {_short(exc)}") from exc
+        raise ConversionError(f"float16 conversion failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     repairs = repair(out)
     check(out)
     return Fp16Result(out, kept, repairs)
@@ -326,10 +326,6 @@ def check(proto: onnx.ModelProto) -> None:
         onnx.checker.check_model(proto)
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except Exception as exc:
-        raise ConversionError(f"the float16 model is not valid ONNX: {_short(exc)}") from exc
+        raise ConversionError(f"the float16 model is not valid ONNX: {short(exc, 200)}") from exc
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 

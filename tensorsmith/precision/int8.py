@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorsmith.errors import ConversionError
+from tensorsmith.errors import ConversionError, short
 from tensorsmith.precision.fp16 import ensure_node_names
 
 MIN_OPSET = 13
@@ -75,7 +75,7 @@ def prepare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
             proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
         except Exception as exc:
             raise ConversionError(
-                f"cannot upgrade the model from opset {src} to {MIN_OPSET} for INT8: {_short(exc)}"
+                f"cannot upgrade the model from opset {src} to {MIN_OPSET} for INT8: {short(exc, 200)}"
             ) from exc
         notes.append(f"opset upgraded {src} -> {MIN_OPSET} (per-channel Q/DQ needs it)")
     else:
@@ -259,7 +259,7 @@ def quantize(
     except ConversionError:
         raise
     except Exception as exc:
-        raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {_short(exc)}") from exc
+        raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     return out_path
 
 
@@ -292,10 +292,6 @@ def zero_points(proto: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
                 out.append((n.name, numpy_helper.to_array(inits[n.input[2]])))
     return out
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def file_bytes(path: str | os.PathLike) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from tensorsmith.errors import ConversionError, UsageError, VerificationError
+from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.precision import PrecisionOptions
 from tensorsmith.precision import calibration as cal
 from tensorsmith.precision import fallback as fb
@@ -41,10 +41,6 @@ class LowerResult:
     path: Path  # the lowered model, inside the work folder
     report: dict = field(default_factory=dict)
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -71,8 +67,8 @@ def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, la
                 values = sess.run(names, session_feeds(sess, s))
             except Exception as exc:
                 if what == "source":
-                    raise UsageError(f"the FP32 model fails on validation sample {i}: {_short(exc)}") from None
-                raise ConversionError(f"the {what} model fails in onnxruntime on sample {i}: {_short(exc)}") from None
+                    raise UsageError(f"the FP32 model fails on validation sample {i}: {short(exc, 200)}") from None
+                raise ConversionError(f"the {what} model fails in onnxruntime on sample {i}: {short(exc, 200)}") from None
             out.append(dict(zip(names, values)))
             advance()
     finally:
@@ -155,7 +151,7 @@ def lower(
     try:
         ref_sess = cpu_session(reference_path, threads=0, optimize=False)
     except Exception as exc:
-        raise UsageError(f"onnxruntime cannot load the FP32 model: {_short(exc)}") from None
+        raise UsageError(f"onnxruntime cannot load the FP32 model: {short(exc, 200)}") from None
     refs = _run_all(ref_sess, val.samples, "source", progress, "gate: FP32 reference")
     class_outputs = gt.class_score_outputs(proto)
     defaults = gt.Thresholds.defaults(opts.precision)
@@ -170,7 +166,7 @@ def lower(
         try:
             sess = cpu_session(path, threads=0, optimize=True)
         except Exception as exc:
-            raise ConversionError(f"the {opts.precision} model does not load in onnxruntime: {_short(exc)}") from None
+            raise ConversionError(f"the {opts.precision} model does not load in onnxruntime: {short(exc, 200)}") from None
         gots = _run_all(sess, val.samples, opts.precision, progress, f"gate: {label}")
         return gt.evaluate(refs, gots, thresholds, class_outputs)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tensorsmith.errors import TensorsmithError, UsageError
+from tensorsmith.errors import TensorsmithError, UsageError, short
 from tensorsmith.recipes import cache
 from tensorsmith.recipes.expand import LOCK_NAME, TMP_DIR_NAME, Job, Plan, cli_command
 
@@ -74,10 +74,6 @@ def _install(src: Path, dst: Path, scratch: Path) -> None:
             shutil.rmtree(dst)
         os.replace(src, dst)
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _report_dict(obj: Any) -> dict | None:
@@ -145,7 +141,7 @@ def execute(job: Job) -> dict:
             result["report"] = {"verification": _report_dict(exc.report)}
     except Exception as exc:  # a bug or an unexpected library failure: this job only
         result.update(
-            error=f"internal error: {type(exc).__name__}: {_short(exc)}", error_type="InternalError",
+            error=f"internal error: {type(exc).__name__}: {short(exc, 300)}", error_type="InternalError",
             exit_code=3, traceback=traceback.format_exc(),
         )
     finally:
@@ -258,7 +254,7 @@ def _prepare(plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool,
         try:
             return item, cache.source_digest(*item), None
         except (TensorsmithError, OSError) as exc:
-            return item, None, exc.one_line() if isinstance(exc, TensorsmithError) else _short(exc)
+            return item, None, exc.one_line() if isinstance(exc, TensorsmithError) else short(exc, 300)
 
     def keyed(job: Job):
         source, error = sources[(job.source, job.source_format)]
@@ -268,7 +264,7 @@ def _prepare(plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool,
             key, material = cache.job_key(job, source)
             return job, source, key, material, None
         except (TensorsmithError, OSError) as exc:
-            return job, None, None, None, exc.one_line() if isinstance(exc, TensorsmithError) else _short(exc)
+            return job, None, None, None, exc.one_line() if isinstance(exc, TensorsmithError) else short(exc, 300)
 
     unique = list(dict.fromkeys((j.source, j.source_format) for j in jobs))
     with ThreadPoolExecutor(max_workers=max(1, min(8, workers, len(jobs)))) as pool:
@@ -463,7 +459,7 @@ def _schedule(to_run: list[Job], workers: int, finished: Callable[[Job, dict], N
                     continue
                 except Exception as exc:  # pickling trouble and the like: this job only
                     res = {"name": job.name, "status": STATUS_FAILED, "exit_code": 3, "error_type": "InternalError",
-                           "error": f"internal error: {type(exc).__name__}: {_short(exc)}"}
+                           "error": f"internal error: {type(exc).__name__}: {short(exc, 300)}"}
                 finished(job, res)
             if broken or pool_broken:
                 broken.extend(inflight.values())  # in flight when the pool broke: suspects too
