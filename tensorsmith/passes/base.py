@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import onnx_ir as ir
 from pydantic import BaseModel, ConfigDict
 
@@ -62,14 +63,50 @@ def release_unused_weights(model: ir.Model) -> None:
     """
     for graph in [model.graph, *model.graph.subgraphs()]:
         for value in graph.initializers.values():
-            if value.uses() or value.is_graph_output():
-                continue
-            release = getattr(value.const_value, "release", None)
-            if release is not None:
-                try:
-                    release()
-                except BufferError:  # a numpy view is still alive; the GC will do it
-                    pass
+            if not value.uses() and not value.is_graph_output():
+                release_tensor(value)
+
+
+def release_tensor(value: ir.Value) -> None:
+    """Unmap ``value``'s external data if it is memory-mapped (a no-op otherwise)."""
+    release = getattr(value.const_value, "release", None)
+    if release is not None:
+        try:
+            release()
+        except BufferError:  # a numpy view is still alive; the GC will do it
+            pass
+
+
+def replace_value(old: ir.Value, new: ir.Value) -> None:
+    """Rewire every use of ``old`` to ``new``, keeping the model's interface.
+
+    When ``old`` is a graph output, ``new`` takes its place there with ``old``'s
+    name, type and declared shape (the caller checks that ``new`` may be renamed:
+    not a graph input, initializer or other output).
+    """
+    if old.is_graph_output():
+        name, type_, shape = old.name, old.type, old.shape
+        ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        old.name = None
+        new.name = name
+        if type_ is not None:
+            new.type = type_
+        new.shape = shape
+    else:
+        ir.convenience.replace_all_uses_with(old, new)
+
+
+def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
+    """Register ``array`` as a new initializer named ``base`` (or ``base_N`` if taken)."""
+    name, i = base, 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{base}_{i}"
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    value.shape = ir.Shape(array.shape)
+    graph.register_initializer(value)
+    return value
 
 
 def graphs_of(model: ir.Model):

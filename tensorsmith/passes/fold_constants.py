@@ -15,7 +15,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, PassOptions, graphs_of, release_unused_weights
+from tensorsmith.passes.base import Pass, PassOptions, graphs_of, release_tensor, release_unused_weights
 
 
 def _sliced(shape_node: ir.Node, dims: list) -> list:
@@ -174,12 +174,7 @@ class FoldConstants(Pass):
         folding a Transpose of a 1 GB weight must not keep the old 1 GB mapped too."""
         for value in self._pending:
             if not value.uses() and not value.is_graph_output():
-                release = getattr(value.const_value, "release", None)
-                if release is not None:
-                    try:
-                        release()
-                    except BufferError:
-                        pass
+                release_tensor(value)
         self._pending = []
 
     def _should_fold(self, node: ir.Node) -> bool | None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of
-from tensorsmith.passes.fuse_conv_bn import _const, _drop_weight, _Namer
+from tensorsmith.passes.base import Pass, graphs_of, new_initializer, replace_value
+from tensorsmith.passes.fuse_conv_bn import _const, _drop_weight
 
 
 def _per_channel(c: np.ndarray, out_channels: int, out_rank: int | None) -> np.ndarray | None:
@@ -48,14 +48,13 @@ class FuseConvAffine(Pass):
         for graph in list(graphs_of(model)):
             if not isinstance(graph, ir.Graph):
                 continue
-            namer = _Namer(graph)
             for node in list(graph):
                 if node.op_type in ("Mul", "Add") and node.domain in ("", "ai.onnx") and node.graph is graph:
-                    if self._try(graph, node, namer):
+                    if self._try(graph, node):
                         modified = True
         return ir.passes.PassResult(model, modified=modified)
 
-    def _try(self, graph: ir.Graph, node: ir.Node, namer: _Namer) -> bool:
+    def _try(self, graph: ir.Graph, node: ir.Node) -> bool:
         if len(node.inputs) != 2 or any(v is None for v in node.inputs):
             return False
         conv_out = const_in = None
@@ -98,33 +97,17 @@ class FuseConvAffine(Pass):
         old_w_value = conv.inputs[1]
         old_b_value = conv.inputs[2] if has_bias else None
         if new_w is not None:
-            conv.replace_input_with(1, self._initializer(graph, namer, (old_w_value.name or "W") + "_affine", new_w))
-        bias_value = self._initializer(graph, namer, (old_w_value.name or "W") + "_affine_bias", new_b)
+            conv.replace_input_with(1, new_initializer(graph, (old_w_value.name or "W") + "_affine", new_w))
+        bias_value = new_initializer(graph, (old_w_value.name or "W") + "_affine_bias", new_b)
         if has_bias:
             conv.replace_input_with(2, bias_value)
         else:
             conv.resize_inputs(3)
             conv.replace_input_with(2, bias_value)
-        out = node.outputs[0]
-        if out.is_graph_output():
-            name, dtype, shape = out.name, out.type, out.shape
-            ir.convenience.replace_all_uses_with(out, conv_out, replace_graph_outputs=True)
-            out.name = None
-            conv_out.name, conv_out.type, conv_out.shape = name, dtype, shape
-        else:
-            ir.convenience.replace_all_uses_with(out, conv_out)
+        replace_value(node.outputs[0], conv_out)
         graph.remove(node, safe=True)
         for v in (old_w_value, old_b_value):
             if v is not None and not v.uses():
                 _drop_weight(graph, v)
         self.count(f"{node.op_type}->Conv")
         return True
-
-    @staticmethod
-    def _initializer(graph: ir.Graph, namer: _Namer, base: str, arr: np.ndarray) -> ir.Value:
-        name = namer(base)
-        value = ir.Value(name=name, const_value=ir.tensor(arr, name=name))
-        value.type = ir.TensorType(ir.DataType.from_numpy(arr.dtype))
-        value.shape = ir.Shape(arr.shape)
-        graph.register_initializer(value)
-        return value

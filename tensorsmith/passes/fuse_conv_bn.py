@@ -18,7 +18,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of, release_unused_weights
+from tensorsmith.passes.base import (
+    Pass,
+    graphs_of,
+    new_initializer,
+    release_tensor,
+    release_unused_weights,
+    replace_value,
+)
 
 _LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -51,28 +58,8 @@ def _drop_weight(graph: ir.Graph, value: ir.Value) -> None:
         return
     if value.name in graph.initializers and graph.initializers[value.name] is value:
         del graph.initializers[value.name]
-    tensor = value.const_value
-    release = getattr(tensor, "release", None)
-    if release is not None:
-        try:
-            release()
-        except BufferError:
-            pass
+    release_tensor(value)
     value.const_value = None
-
-
-class _Namer:
-    def __init__(self, graph: ir.Graph):
-        self.graph = graph
-
-    def __call__(self, base: str) -> str:
-        taken = self.graph.initializers
-        name = base
-        i = 0
-        while name in taken:
-            i += 1
-            name = f"{base}_{i}"
-        return name
 
 
 class FuseConvBatchNorm(Pass):
@@ -82,12 +69,11 @@ class FuseConvBatchNorm(Pass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         for graph in list(graphs_of(model)):
-            namer = _Namer(graph) if isinstance(graph, ir.Graph) else None
-            if namer is None:
+            if not isinstance(graph, ir.Graph):
                 continue  # functions have no initializers to hold folded weights
             for node in list(graph):
                 if node.op_type == "BatchNormalization" and node.domain in ("", "ai.onnx"):
-                    if self._try_fuse(graph, node, namer):
+                    if self._try_fuse(graph, node):
                         modified = True
         if modified:
             release_unused_weights(model)
@@ -117,7 +103,7 @@ class FuseConvBatchNorm(Pass):
         shift = beta - mean * scale
         return scale, shift
 
-    def _try_fuse(self, graph: ir.Graph, bn: ir.Node, namer: _Namer) -> bool:
+    def _try_fuse(self, graph: ir.Graph, bn: ir.Node) -> bool:
         x = bn.inputs[0]
         producer = x.producer() if x is not None else None
         bias_add = None
@@ -212,18 +198,8 @@ class FuseConvBatchNorm(Pass):
             new_b = b * scale64 + shift
 
         dtype = weight.dtype
-        w_name = namer((weight_value.name or "W") + "_bnfused")
-        new_w = new_w.astype(dtype, copy=False)
-        new_w_value = ir.Value(name=w_name, const_value=ir.tensor(new_w, name=w_name))
-        new_w_value.type = ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
-        new_w_value.shape = ir.Shape(new_w.shape)
-        graph.register_initializer(new_w_value)
-        b_name = namer((weight_value.name or "W") + "_bnfused_bias")
-        new_b_arr = new_b.astype(dtype)
-        new_b_value = ir.Value(name=b_name, const_value=ir.tensor(new_b_arr, name=b_name))
-        new_b_value.type = ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
-        new_b_value.shape = ir.Shape(new_b_arr.shape)
-        graph.register_initializer(new_b_value)
+        new_w_value = new_initializer(graph, (weight_value.name or "W") + "_bnfused", new_w.astype(dtype, copy=False))
+        new_b_value = new_initializer(graph, (weight_value.name or "W") + "_bnfused_bias", new_b.astype(dtype))
 
         layer.replace_input_with(1, new_w_value)
         bn_out = bn.outputs[0]
@@ -245,14 +221,7 @@ class FuseConvBatchNorm(Pass):
             graph.insert_after(layer, add)
             result = add.outputs[0]
         result.type = bn_out.type or result.type
-        if bn_out.is_graph_output():
-            name, shape = bn_out.name, bn_out.shape
-            ir.convenience.replace_all_uses_with(bn_out, result, replace_graph_outputs=True)
-            bn_out.name = None
-            result.name = name
-            result.shape = shape
-        else:
-            ir.convenience.replace_all_uses_with(bn_out, result)
+        replace_value(bn_out, result)
         graph.remove(bn, safe=True)
         self.count(f"BatchNormalization->{op}")
         # The old weight is now unused (dead-code removal drops it). Unmap it so a

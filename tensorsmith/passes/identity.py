@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of
+from tensorsmith.passes.base import Pass, graphs_of, replace_value
 
 
 def bypass(node: ir.Node, source: ir.Value, pass_: Pass) -> bool:
@@ -28,14 +28,7 @@ def bypass(node: ir.Node, source: ir.Value, pass_: Pass) -> bool:
         ):
             pass_.explain(node, "output is a graph output fed directly by an input/initializer/output")
             return False
-        name, dtype, shape = out.name, out.type, out.shape
-        ir.convenience.replace_all_uses_with(out, source, replace_graph_outputs=True)
-        out.name = None
-        source.name = name
-        source.type = dtype
-        source.shape = shape
-    else:
-        ir.convenience.replace_all_uses_with(out, source)
+    replace_value(out, source)
     graph.remove(node, safe=True)
     return True
 
