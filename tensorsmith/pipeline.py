@@ -133,6 +133,40 @@ def file_size(path: str | os.PathLike) -> int:
     return total
 
 
+def load_and_optimize(
+    path: str | os.PathLike,
+    report: JobReport,
+    *,
+    run_passes: bool = True,
+    passes: list[str] | None = None,
+    skip: list[str] | None = None,
+    pass_options: dict[str, dict] | None = None,
+    max_iterations: int = 8,
+    step: Callable[[str], None] = lambda _msg: None,
+) -> ir.Model:
+    """Load ``path`` and run the passes on it, recording sizes, op counts and times in ``report``."""
+    t0 = time.perf_counter()
+    step("load")
+    model = model_io.load(path)
+    report.size_before = file_size(path)
+    report.seconds["load"] = time.perf_counter() - t0
+    if not run_passes:
+        report.ops_before = report.ops_after = dict(op_histogram(model))
+        report.notes.append("passes skipped (--no-optimize)")
+        return model
+    t0 = time.perf_counter()
+    result = optimize(
+        model, passes, skip=skip, options=pass_options, max_iterations=max_iterations,
+        on_step=lambda name, it: step(f"pass {name} (iteration {it + 1})"),
+    )
+    report.seconds["passes"] = time.perf_counter() - t0
+    report.passes = result.passes
+    report.iterations = result.iterations
+    report.ops_before = dict(result.ops_before)
+    report.ops_after = dict(result.ops_after)
+    return model
+
+
 def optimize_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -169,22 +203,8 @@ def optimize_file(
         from tensorsmith.verify import input_specs_from_proto
 
         resolve_shapes(input_specs_from_proto(model_io.load_proto(input_path)), input_shapes)
-    t0 = time.perf_counter()
-    step("load")
-    model = model_io.load(input_path)
-    report.size_before = file_size(input_path)
-    report.seconds["load"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    result = optimize(
-        model, passes, skip=skip, options=pass_options, max_iterations=max_iterations,
-        on_step=lambda name, it: step(f"pass {name} (iteration {it + 1})"),
-    )
-    report.seconds["passes"] = time.perf_counter() - t0
-    report.passes = result.passes
-    report.iterations = result.iterations
-    report.ops_before = dict(result.ops_before)
-    report.ops_after = dict(result.ops_after)
+    model = load_and_optimize(input_path, report, passes=passes, skip=skip, pass_options=pass_options,
+                              max_iterations=max_iterations, step=step)
 
     if precision is not None and precision.lowered:
         return _lower_precision(model, input_path, output_path, report, precision, input_shapes=input_shapes,

@@ -27,7 +27,7 @@ import numpy as np
 
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError, VerificationError
-from tensorsmith.pipeline import JobReport, file_size, op_histogram, optimize, optimize_file
+from tensorsmith.pipeline import JobReport, load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,
@@ -191,22 +191,8 @@ def _optimize_verify_commit(report: ConvertReport, imported, output_path, input_
         from tensorsmith.shapes import resolve_shapes
 
         resolve_shapes(specs, input_shapes)  # names and ranks refer to the converted model's inputs
-    t0 = time.perf_counter()
-    model = model_io.load(converted)
-    report.size_before = file_size(converted)
-    report.seconds["load"] = time.perf_counter() - t0
-    if run_passes:
-        t0 = time.perf_counter()
-        result = optimize(model, passes, skip=skip, options=pass_options, max_iterations=max_iterations,
-                          on_step=lambda name, it: step(f"pass {name} (iteration {it + 1})"))
-        report.seconds["passes"] = time.perf_counter() - t0
-        report.passes = result.passes
-        report.iterations = result.iterations
-        report.ops_before = dict(result.ops_before)
-        report.ops_after = dict(result.ops_after)
-    else:
-        report.ops_before = report.ops_after = dict(op_histogram(model))
-        report.notes.append("passes skipped (--no-optimize)")
+    model = load_and_optimize(converted, report, run_passes=run_passes, passes=passes, skip=skip,
+                              pass_options=pass_options, max_iterations=max_iterations, step=step)
 
     t0 = time.perf_counter()
     step("write")
