@@ -126,7 +126,7 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
         prec = "int8" if label.startswith("int8") else label
         if prec == "fp16":
             kw = {"val": str(val)}
-        opts = options_from_cli(prec, **kw).model_copy(update={"measure_latency": False})
+        opts = options_from_cli(prec, **kw)
         out = work / f"{name}.{label}.onnx"
         try:
             rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision

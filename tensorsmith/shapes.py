@@ -27,17 +27,19 @@ class InputSpec:
 
 
 def parse_shape_text(text: str, *, what: str = "--input-shape") -> list[int]:
-    text = text.strip().lower().replace(",", "x")
+    given = text.strip()
+    text = given.lower().replace(",", "x")
     if not text:
         return []
     try:
         dims = [int(d) for d in text.split("x")]
     except ValueError:
+        named = " (name the input with '=': NAME=1x3x224x224)" if ":" in given else ""
         raise UsageError(
-            f"{what}: bad shape {text!r}; expected dimensions joined by 'x', e.g. 1x3x224x224"
+            f"{what}: bad shape {given!r}; expected dimensions joined by 'x', e.g. 1x3x224x224{named}"
         ) from None
     if any(d < 0 for d in dims):
-        raise UsageError(f"{what}: dimensions must be >= 0 in {text!r}")
+        raise UsageError(f"{what}: dimensions must be >= 0 in {given!r}")
     return dims
 
 

@@ -38,6 +38,8 @@ def test_overrides_fill_symbols_everywhere():
         (["x=1x3xabc"], "bad shape"),
         (["=1x3"], "missing input name"),
         (["x=1x3", "x=1x4"], "given twice"),
+        # the user's own text is quoted back, and a ':' separator gets a hint
+        (["x:1,3,48,192"], r"bad shape 'x:1,3,48,192'.*NAME=1x3x224x224"),
     ],
 )
 def test_bad_shape_syntax(items, words):

@@ -56,6 +56,8 @@ __all__ = [
     "available",
     "cache_root",
     "fetch",
+    "image_split",
+    "images",
     "get",
     "names",
     "random_feeds",
@@ -504,6 +506,51 @@ def available(cache_dir: Optional[os.PathLike] = None, download: bool = True) ->
             continue
         out.append(entry["name"])
     return out
+
+
+# Real photographs and scans (no data set can be downloaded here, but scikit-image's
+# wheel carries its classic sample images: astronaut, coffee, chelsea, camera, a
+# scanned page, text, ...). Used as calibration and validation images for INT8.
+IMAGES_PACKAGE = "scikit-image==0.25.2"
+IMAGES_PREFIX = "skimage/data/"
+IMAGES_MIN_BYTES = 10_000  # leave out the tiny synthetic ones (chessboards, phantom)
+
+
+def images(cache_dir: Optional[os.PathLike] = None, timeout: float = 900.0) -> List[pathlib.Path]:
+    """Paths of real images (PNG/JPEG) from scikit-image's wheel, sorted by name."""
+    root = cache_root(cache_dir)
+    target = root / "models" / _pkg_dirname(IMAGES_PACKAGE) / "images"
+    done = target / ".complete"
+    if not done.is_file():
+        whl = _wheel(IMAGES_PACKAGE, root, timeout)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=".x-", dir=target.parent))
+        try:
+            with zipfile.ZipFile(whl) as zf:
+                for info in zf.infolist():
+                    name = info.filename
+                    if (name.startswith(IMAGES_PREFIX) and name.lower().endswith((".png", ".jpg", ".jpeg"))
+                            and "/" not in name[len(IMAGES_PREFIX):] and info.file_size >= IMAGES_MIN_BYTES):
+                        with zf.open(info) as src, open(tmp / pathlib.Path(name).name, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+            (tmp / ".complete").write_text(whl.name)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(p for p in target.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def image_split(dest: os.PathLike, every: int = 4, cache_dir: Optional[os.PathLike] = None) -> tuple:
+    """Copy the real images into ``dest/calib`` and ``dest/val`` (every ``every``-th one)."""
+    dest = pathlib.Path(dest)
+    calib, val = dest / "calib", dest / "val"
+    calib.mkdir(parents=True, exist_ok=True)
+    val.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(images(cache_dir)):
+        shutil.copy(path, (val if i % every == every - 1 else calib) / path.name)
+    return calib, val
 
 
 _NP_DTYPES = {

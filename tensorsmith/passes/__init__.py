@@ -14,6 +14,7 @@ from tensorsmith.passes.dropout import RemoveDropout
 from tensorsmith.passes.fold_constants import FoldConstants
 from tensorsmith.passes.fuse_conv_affine import FuseConvAffine
 from tensorsmith.passes.fuse_conv_bn import FuseConvBatchNorm
+from tensorsmith.passes.fuse_hardswish import FuseHardSwish
 from tensorsmith.passes.identity import RemoveIdentity
 from tensorsmith.passes.manager import PassManager, PassRecord
 
@@ -26,6 +27,7 @@ PASSES: dict[str, type[Pass]] = {
         FoldConstants,
         FuseConvBatchNorm,
         FuseConvAffine,
+        FuseHardSwish,
         EliminateCommonSubexpressions,
         RemoveDeadCode,
     )

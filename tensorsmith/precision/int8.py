@@ -48,6 +48,7 @@ CORE_OPS = [
     "Slice", "Pad",
 ]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 
 @contextlib.contextmanager
@@ -101,6 +102,7 @@ class Config:
     name: str
     op_types: list[str] | None = None  # None: onnxruntime's default set
     exclude: dict[str, str] = field(default_factory=dict)  # node -> reason
+    only: list[str] | None = None  # quantize just these nodes (the fallback's one-node-at-a-time models)
 
 
 def _shapes(proto: onnx.ModelProto) -> dict[str, list]:
@@ -118,12 +120,16 @@ def speed_exclusions(proto: onnx.ModelProto) -> dict[str, str]:
     """Nodes whose Q/DQ costs more than it saves on onnxruntime's CPU provider (measured, README)."""
     shapes = _shapes(proto)
     inits = {t.name: t for t in proto.graph.initializer}
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
     out: dict[str, str] = {}
     for node in proto.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
             w = shapes[node.input[1]]
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            if len(w) >= 3 and group > 1 and w[1] == 1:
+            x = shapes.get(node.input[0])
+            if producer.get(node.input[0]) in POOLED or (x and len(x) >= 3 and all(d == 1 for d in x[2:])):
+                out[node.name] = "convolution on a 1x1 map (squeeze-excite): int8 saves nothing, costs accuracy"
+            elif len(w) >= 3 and group > 1 and w[1] == 1:
                 out[node.name] = "depthwise convolution: Q/DQ costs more than int8 saves"
             elif len(w) >= 3 and w[1] * group <= 4:
                 out[node.name] = f"convolution with {w[1] * group} input channels: int8 is slower here"
@@ -138,13 +144,42 @@ def speed_exclusions(proto: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def activation_matmuls(proto: onnx.ModelProto) -> dict[str, str]:
+    """MatMuls of two activations (attention scores and context): int8 costs them accuracy."""
+    consts = {t.name for t in proto.graph.initializer} | {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return {
+        n.name: "MatMul of two activations (attention): int8 costs accuracy, little time"
+        for n in proto.graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and not any(i in consts for i in n.input)
+    }
+
+
 def candidate_configs(proto: onnx.ModelProto, user_exclude: dict[str, str]) -> list[Config]:
+    """The layouts timed against each other (and FP32); the fastest one that passes the gate wins.
+
+    * ``all-ops``: onnxruntime's default op set, nothing excluded;
+    * ``lean``: minus the nodes whose Q/DQ costs more than int8 saves (``speed_exclusions``);
+    * ``core``: ``lean`` restricted to ops onnxruntime runs without leaving int8;
+    * ``compute-only``: only the convolutions and matrix products with a weight, every
+      activation, elementwise op and attention MatMul in float (mobile nets and
+      transformers, where the glue between layers costs more in int8 than it saves).
+    """
     lean = {**speed_exclusions(proto), **user_exclude}
-    return [
+    present = {n.op_type for n in proto.graph.node}
+    configs = [
         Config("all-ops", None, dict(user_exclude)),
         Config("lean", None, lean),
         Config("core", CORE_OPS, lean),
     ]
+    heavy = [op for op in COMPUTE_OPS if op in present]
+    if heavy:
+        ops = {n.name: n.op_type for n in proto.graph.node}
+        keep = {k: v for k, v in {**lean, **activation_matmuls(proto)}.items() if ops.get(k) in heavy}
+        configs.append(Config("compute-only", heavy, {**keep, **user_exclude}))
+    return configs
 
 
 # ---------------------------------------------------------------------------
@@ -235,7 +270,7 @@ def quantize(
             if settings.mode == "dynamic":
                 quantize_dynamic(
                     str(prepared_path), str(out_path), op_types_to_quantize=["MatMul"], per_channel=settings.per_channel,
-                    weight_type=wt, nodes_to_exclude=list(config.exclude),
+                    weight_type=wt, nodes_to_exclude=list(config.exclude), nodes_to_quantize=config.only,
                     extra_options={"MatMulConstBOnly": True},
                 )
             else:
@@ -252,6 +287,7 @@ def quantize(
                     per_channel=settings.per_channel,
                     activation_type=act, weight_type=wt,
                     nodes_to_exclude=list(config.exclude),
+                    nodes_to_quantize=config.only,
                     calibrate_method=_method(settings.method),
                     extra_options=settings.extra_options(),
                     calibration_cache_path=str(cache_path),

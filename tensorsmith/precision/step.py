@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,21 +286,22 @@ def _step_size(round_no: int, left: int) -> int:
     return max(1, min(left, 2 ** max(0, round_no - 2)))
 
 
-def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeError], history: list[dict], opts) -> None:
+def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeError], history: list[dict], opts,
+                 hint: str | None = None) -> None:
     report["gate"] = result.to_dict()
     report["fallback"] = {
         "budget": opts.fallback_budget,
         "nodes": [r.to_dict() for r in fb_nodes],
         "rounds": history,
         "error_before": history[0]["error"],
-        "error_after": history[-1]["error"],
+        "error_after": result.error,
     }
     if not result.passed:
         what = f"after keeping {len(fb_nodes)} node(s) in FP32 (--fallback-budget {opts.fallback_budget})" if fb_nodes else (
             "and the fallback found no node to keep in FP32" if opts.fallback_budget else "(fallback disabled: --fallback-budget 0)")
         exc = VerificationError(
             f"{report['precision']} accuracy gate failed {what}: {result.summary()}",
-            hint="better calibration data, a larger --fallback-budget, or looser --min-cosine/--min-top1",
+            hint=hint or "better calibration data, a larger --fallback-budget, or looser --min-cosine/--min-top1",
         )
         exc.precision_report = report
         raise exc
@@ -347,9 +349,19 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
 
     # candidate layouts: quantize each, gate each, time them all round-robin against FP32
     built = []
-    for cfg in configs:
+
+    def add_layout(cfg: i8.Config) -> None:
         path = build(cfg, work / f"int8_{cfg.name}.onnx")
-        built.append((cfg, path, gate(path, f"int8 {cfg.name}")))
+        if not built or i8.quantized_nodes(onnx.load(str(path), load_external_data=False)):
+            built.append((cfg, path, gate(path, f"int8 {cfg.name}")))
+        else:  # a layout that quantizes nothing is FP32 with extra steps, not a candidate
+            report["notes"].append(f"layout {cfg.name} quantizes no node: not a candidate")
+
+    for cfg in configs:
+        add_layout(cfg)
+    if opts.measure_latency and len(built) > 1 and rank_samples:  # onnxruntime CPU, static: measured layouts
+        for cfg in _profiled_configs(prepared, prep_path, built[0][1], configs, rank_samples[0], progress):
+            add_layout(cfg)
     chosen = 0
     tried = []
     if len(built) > 1 or opts.measure_latency:
@@ -369,30 +381,40 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     cfg, path, result = built[chosen]
     report["layout"] = cfg.name
 
-    # fallback: keep the worst nodes in FP32 until the gate passes
+    # fallback: keep the worst nodes in FP32 until the gate passes. A round that makes
+    # the error worse (re-quantizing moves Q/DQ around the kept nodes) is undone and its
+    # nodes are not tried again: the result is never worse than what the search started from.
     fb_nodes: list[fb.NodeError] = []
     history = [{"kept": 0, "error": result.error, "passed": result.passed}]
     exclude = dict(cfg.exclude)
-    while not result.passed and len(fb_nodes) < opts.fallback_budget:
+    tried: set[str] = set()
+    ranking: list[fb.NodeError] | None = None
+    rounds = 0
+    while not result.passed and len(fb_nodes) < opts.fallback_budget and rounds < opts.fallback_budget + 4:
+        rounds += 1
         low = onnx.load(str(path))
         candidates = i8.quantized_nodes(low) - set(exclude)
-        if not candidates:
+        if not candidates - tried:
             break
-        progress.step("fallback: ranking nodes by added error")
-        advance = progress.track("fallback: matching activations", len(rank_samples))
-        ranked = fb.rank_nodes(prepared, low, rank_samples, candidates, on_sample=advance)
-        progress.done("fallback: matching activations")
+        if ranking is None:  # once: a node's effect alone hardly depends on which others are kept
+            ranking = _int8_sensitivity(prepared, prep_path, low, cfg, candidates, rank_samples, build, work, progress)
+        ranked = [r for r in ranking if r.name in candidates and r.name not in tried]
         take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
         if not take or len(take) >= len(candidates):
             # keeping every quantized node FP32 is not a rescue: it is FP32 with extra steps
             report["notes"].append("fallback stopped: the gate would pass only with no node quantized")
             break
-        fb_nodes.extend(take)
-        exclude.update({r.name: f"fallback: adds error {r.added:.3g}" for r in take})
-        cfg = i8.Config(cfg.name, cfg.op_types, dict(exclude))
-        path = build(cfg, work / f"int8_fallback_{len(history)}.onnx")
-        result = gate(path, f"int8 with {len(fb_nodes)} node(s) kept FP32")
-        history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
+        tried.update(r.name for r in take)
+        trial = {**exclude, **{r.name: f"fallback: adds error {r.added:.3g}" for r in take}}
+        trial_cfg = i8.Config(cfg.name, cfg.op_types, trial)
+        trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
+        trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
+        accepted = trial_result.passed or trial_result.error < result.error
+        history.append({"kept": len(fb_nodes) + len(take), "error": trial_result.error, "passed": trial_result.passed,
+                        "accepted": accepted, "nodes": [r.name for r in take]})
+        if accepted:
+            fb_nodes.extend(take)
+            exclude, cfg, path, result = trial, trial_cfg, trial_path, trial_result
 
     low = onnx.load(str(path))
     low = _stamp(low, opts)
@@ -406,7 +428,12 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     ]
     report["quantized_nodes"] = len(quantized)
     report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
-    _finish_gate(report, result, fb_nodes, history, opts)
+    hint = None
+    counts = Counter(n.op_type for n in prepared.graph.node)
+    if opts.int8_mode == "static" and opts.target == "ort" and counts["MatMul"] + counts["Gemm"] > counts["Conv"]:
+        hint = ("static int8 quantizes activations per tensor, which transformers' outlier channels do not survive; "
+                "try --int8-mode dynamic (MatMul weights only, activations quantized per run), or better calibration data")
+    _finish_gate(report, result, fb_nodes, history, opts, hint)
     if not quantized:
         exc = ConversionError("INT8: no node is left quantized (every candidate kept FP32); use --precision fp32 or fp16")
         exc.precision_report = report
@@ -427,6 +454,65 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
             exc.precision_report = report
             raise exc
     return path
+
+
+SENSITIVITY_MAX = 64
+
+
+def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates: set[str], samples, build, work: Path,
+                      progress) -> list[fb.NodeError]:
+    """Candidates worst first: each quantized alone, its error at the outputs (``fallback.sensitivity``).
+
+    Past ``SENSITIVITY_MAX`` candidates, the ones measured are the worst by the local
+    (activation-matching) ranking, so that the search stays minutes on big models.
+    """
+    ops = {n.name: n.op_type for n in prepared.graph.node}
+    order = [n.name for n in prepared.graph.node if n.name in candidates]
+    if len(order) > SENSITIVITY_MAX:
+        progress.step("fallback: ranking nodes by added error (activation matching)")
+        local = fb.rank_nodes(prepared, low, samples, candidates)
+        order = [r.name for r in local[:SENSITIVITY_MAX]]
+    ref_sess = fb._session(str(prep_path))
+    names = [o.name for o in ref_sess.get_outputs()]
+    refs = [dict(zip(names, ref_sess.run(names, fb._feeds(ref_sess, s)))) for s in samples]
+    one = work / "int8_one_node.onnx"
+    label = f"fallback: quantizing {len(order)} node(s) one at a time"
+    advance = progress.track(label, len(order))
+    try:
+        return fb.sensitivity(
+            [(name, ops.get(name, "?")) for name in order],
+            lambda name: build(i8.Config(cfg.name, cfg.op_types, dict(cfg.exclude), only=[name]), one),
+            refs, samples, on_node=advance,
+        )
+    finally:
+        progress.done(label)
+
+
+def _profiled_configs(prepared, prep_path: Path, widest: Path, configs: list[i8.Config], feeds, progress) -> list[i8.Config]:
+    """Layouts that also keep FP32 every node measured slower in int8 (onnxruntime's profiler).
+
+    ``widest`` is the layout that quantizes the most nodes: its profile gives the
+    int8 time of every candidate, the FP32 model's profile the float time.
+    """
+    from tensorsmith.precision import profile as pf
+
+    progress.step("int8: profiling FP32 and INT8 kernels (onnxruntime CPU, 1 thread)")
+    try:
+        fp32 = pf.Attribution(prepared.graph, pf.kernel_times(prep_path, feeds))
+        low = onnx.load(str(widest))
+        int8 = pf.Attribution(prepared.graph, pf.kernel_times(widest, feeds))
+    except Exception:  # profiling is an optimization: without it the plain layouts still compete
+        return []
+    slower = pf.slower_in_int8(prepared, fp32, int8, i8.quantized_nodes(low))
+    if not slower:
+        return []
+    out = []
+    for base in configs:
+        if base.name in ("all-ops", "compute-only"):
+            extra = {k: v for k, v in slower.items() if k not in base.exclude}
+            if extra:
+                out.append(i8.Config(f"{base.name}+profiled", base.op_types, {**base.exclude, **extra}))
+    return out
 
 
 def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,0 +1,106 @@
+"""INT8 layouts for onnxruntime CPU: per-node profiles mapped back to the source graph,
+the measured-slower rule, and the candidate layouts (compute-only, +profiled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tensorsmith.precision import int8 as i8
+from tensorsmith.precision import profile as pf
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
+
+
+@pytest.fixture(scope="module")
+def mobile(tmp_path_factory):
+    """The sample mobilenet block, prepared for INT8, and its all-ops INT8 model."""
+    import tensorsmith
+
+    d = tmp_path_factory.mktemp("profile")
+    optimized = d / "fp32.onnx"  # what the precision step sees: BatchNormalization folded
+    tensorsmith.optimize_file(SAMPLES / "mobilenet_block.onnx", optimized)
+    prepared, _ = i8.prepare(onnx.load(str(optimized)))
+    prep = d / "prep.onnx"
+    onnx.save(prepared, str(prep))
+    rng = np.random.default_rng(0)
+    samples = [{"input": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)} for _ in range(8)]
+    low = d / "int8.onnx"
+    i8.quantize(prep, low, i8.Settings(), i8.Config("all-ops"), cache_path=d / "cal.json", calib_samples=samples)
+    return prepared, prep, low, samples[0]
+
+
+def test_profiles_map_every_conv_back_to_its_node(mobile):
+    prepared, prep, low, feeds = mobile
+    convs = [n.name for n in prepared.graph.node if n.op_type == "Conv"]
+    assert convs
+    fp32 = pf.Attribution(prepared.graph, pf.kernel_times(prep, feeds, runs=3))
+    int8 = pf.Attribution(prepared.graph, pf.kernel_times(low, feeds, runs=3))
+    # FP32: NCHWc kernels are named after the last fused output; INT8: QLinearConv keeps the name
+    assert all(fp32.node_us.get(c, 0) > 0 for c in convs), (convs, dict(fp32.node_us))
+    quantized = i8.quantized_nodes(onnx.load(str(low)))
+    assert all(int8.node_us.get(c, 0) > 0 for c in convs if c in quantized)
+    # the quantizer's Q/DQ nodes are attributed to the tensors they quantize
+    tensors = {o for n in prepared.graph.node for o in n.output} | {i.name for i in prepared.graph.input}
+    assert int8.q_us and set(int8.q_us) <= tensors
+    assert int8.dq_us and set(int8.dq_us) <= tensors
+
+
+def _attr(graph, node_us, q=None, dq=None):
+    a = pf.Attribution(graph, {})
+    a.node_us.update(node_us)
+    a.q_us.update(q or {})
+    a.dq_us.update(dq or {})
+    return a
+
+
+def test_slower_in_int8_counts_the_q_dq_around_a_node(mobile):
+    prepared = mobile[0]
+    convs = [n for n in prepared.graph.node if n.op_type == "Conv"][:3]
+    a, b, c = (n.name for n in convs)
+    fp32 = _attr(prepared.graph, {a: 10.0, b: 10.0, c: 10.0})
+    # a: faster kernel, but its input Q makes it slower; b: faster even with Q/DQ; c: slower kernel
+    int8 = _attr(prepared.graph, {a: 6.0, b: 4.0, c: 12.0}, q={convs[0].input[0]: 5.0, convs[1].input[0]: 2.0},
+                 dq={convs[1].output[0]: 1.0})
+    slower = pf.slower_in_int8(prepared, fp32, int8, {a, b, c})
+    assert set(slower) == {a, c}
+    assert "Q/DQ 5 us" in slower[a]
+    # a node that is not quantized, or that has no FP32 time, is never judged
+    assert pf.slower_in_int8(prepared, fp32, int8, {b}) == {}
+    assert pf.slower_in_int8(prepared, _attr(prepared.graph, {}), int8, {a, b, c}) == {}
+
+
+def test_compute_only_layout_keeps_attention_matmuls_float():
+    prepared, _ = i8.prepare(onnx.load(str(SAMPLES / "transformer.onnx")))
+    configs = {c.name: c for c in i8.candidate_configs(prepared, {})}
+    assert list(configs) == ["all-ops", "lean", "core", "compute-only"]
+    compute = configs["compute-only"]
+    assert set(compute.op_types) <= set(i8.COMPUTE_OPS)
+    attention = i8.activation_matmuls(prepared)
+    assert attention and set(attention) <= set(compute.exclude)
+    # MatMuls with a weight stay candidates
+    weights = {t.name for t in prepared.graph.initializer}
+    weight_mm = [n.name for n in prepared.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    assert weight_mm and not set(weight_mm) & set(compute.exclude)
+
+
+def test_profiled_layouts_add_only_measured_nodes(mobile, monkeypatch):
+    from tensorsmith.precision import step
+    from tensorsmith.precision.progress import NullProgress
+
+    prepared, prep, low, feeds = mobile
+    configs = i8.candidate_configs(prepared, {"user-node": "--keep-fp32"})
+    target = next(n.name for n in prepared.graph.node if n.op_type == "Conv")
+    monkeypatch.setattr(pf, "slower_in_int8", lambda *a, **k: {target: "measured"})
+    out = step._profiled_configs(prepared, prep, low, configs, feeds, NullProgress())
+    names = {c.name for c in out}
+    assert names <= {"all-ops+profiled", "compute-only+profiled"} and "all-ops+profiled" in names
+    for cfg in out:
+        base = next(c for c in configs if cfg.name.startswith(c.name + "+"))
+        assert set(cfg.exclude) == set(base.exclude) | {target}
+        assert cfg.exclude["user-node"] == "--keep-fp32" and cfg.op_types == base.op_types
+    monkeypatch.setattr(pf, "slower_in_int8", lambda *a, **k: {})
+    assert step._profiled_configs(prepared, prep, low, configs, feeds, NullProgress()) == []
