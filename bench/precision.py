@@ -7,9 +7,13 @@
 
 Each model goes through ``tensorsmith.optimize_file`` three times (fp32, fp16, int8;
 plus int8 dynamic for MatMul models), calibrated on 40 samples and gated on 8 others.
-The inputs are random (N(0,1) for images; the third-party table's hints otherwise):
-no real data set can be downloaded here, so the accuracy numbers say how far the
-lowered model is from FP32 on that distribution, not task accuracy. The three
+Image models are calibrated and gated on real images: scikit-image's sample photos
+and scans (from its PyPI wheel, ``tests/thirdparty.image_sets``) and crops of them,
+calibration and validation from different source images (OCR models: a scanned page
+for calibration, a photographed sign for validation), preprocessed as each model
+expects (``IMAGES``). Other models get random inputs (the third-party table's hints).
+The accuracy numbers say how far the lowered model is from FP32 on that data, not
+task accuracy (no labels). The three
 results are then timed round-robin in one process (onnxruntime CPU, 1 thread,
 batch 1, all graph optimizations, median). INT8 is built with ``--min-speedup 0`` so
 that a slow result is reported (the CLI refuses it by default).
@@ -30,11 +34,23 @@ from _common import ROOT, machine_notes, one_line
 
 SAMPLE_SHAPES = {"cnn": {"input": [1, 3, 32, 32]}, "resblock": {"input": [1, 3, 32, 32]},
                  "transformer": {"x": [1, 16, 64]}, "mobilenet_block": {"input": [1, 3, 64, 64]}}
-THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "minilm_l3_paraphrase"]
+THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "ppocr_rec_v4", "minilm_l3_paraphrase"]
 MATMUL_MODELS = {"transformer", "minilm_l3_paraphrase"}
 STYLE = {"cnn": "conv", "resblock": "resnet", "resnet18": "resnet", "mobilenet_block": "mobile",
-         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
+         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "ppocr_rec_v4": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
          "minilm_l3_paraphrase": "transformer"}
+
+
+IMAGENET = "mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW"
+# image models: real images (tests/thirdparty.image_sets) and the model's own preprocessing
+IMAGES = {
+    "cnn": ("photo", f"resize=32,{IMAGENET}"), "resblock": ("photo", f"resize=32,{IMAGENET}"),
+    "mobilenet_block": ("photo", f"resize=64,{IMAGENET}"), "resnet18": ("photo", f"resize=224,{IMAGENET}"),
+    "nudenet_320n": ("photo", "resize=320,mean=0,std=1,layout=NCHW"),
+    "ppocr_cls_v2": ("text", "resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
+    "ppocr_rec_v4": ("text", "resize=48x320,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
+    "ppocr_det_v4": ("text", f"resize=640,{IMAGENET},color=BGR"),
+}
 
 
 def build_resnet18(path: Path) -> bool:
@@ -111,21 +127,30 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
     from tensorsmith.precision import options_from_cli
     from tensorsmith.precision.latency import measure
 
-    calib = save_npz(work / f"{name}_calib.npz", samples(name, path, shapes, 40, 0))
-    val = save_npz(work / f"{name}_val.npz", samples(name, path, shapes, 8, 1000))
-    row: dict = {"model": name, "style": STYLE.get(name, "?")}
+    data: dict = {}
+    if name in IMAGES:  # real images, calibration and validation from different source images
+        from tests import thirdparty as tp
+
+        domain, prep = IMAGES[name]
+        calib_dir, val_dir = tp.image_sets(work / "images", domain)
+        calib, val = calib_dir, val_dir
+        data = {"calib_preprocess": prep}
+    else:
+        calib = save_npz(work / f"{name}_calib.npz", samples(name, path, shapes, 40, 0))
+        val = save_npz(work / f"{name}_val.npz", samples(name, path, shapes, 8, 1000))
+    row: dict = {"model": name, "style": STYLE.get(name, "?"), "data": "real images" if data else "random"}
     outs = {}
     t0 = time.perf_counter()
     fp32 = work / f"{name}.fp32.onnx"
     tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
     outs["fp32"] = fp32
-    variants = [("fp16", {}), ("int8", {"calib": str(calib), "val": str(val), "min_speedup": 0.0})]
+    variants = [("fp16", {}), ("int8", {"calib": str(calib), "val": str(val), "min_speedup": 0.0, **data})]
     if name in MATMUL_MODELS:
         variants.append(("int8dyn", {"int8_mode": "dynamic", "val": str(val), "min_speedup": 0.0}))
     for label, kw in variants:
         prec = "int8" if label.startswith("int8") else label
         if prec == "fp16":
-            kw = {"val": str(val)}
+            kw = {"val": str(val), **data}
         opts = options_from_cli(prec, **kw)
         out = work / f"{name}.{label}.onnx"
         try:
@@ -169,15 +194,15 @@ def table(rows: list[dict]) -> str:
         return f"{v['cosine']:.4f}{top}"
 
     lines = [
-        "| model | style | FP32 ms | FP16 speed | FP16 size | FP16 cosine / gate | INT8 speed | INT8 size | INT8 cosine | INT8 gate (layout, kept FP32, fallback) | INT8 dynamic |",
-        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | --- |",
+        "| model | style | data | FP32 ms | FP16 speed | FP16 size | FP16 cosine / gate | INT8 speed | INT8 size | INT8 cosine | INT8 gate (layout, kept FP32, fallback) | INT8 dynamic |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | --- |",
     ]
     for r in rows:
         i8 = r.get("int8", {})
         dyn = r.get("int8dyn")
         dyn_s = "-" if not dyn else f"{ratio(r, 'int8dyn', 'ms')}, cos {cos(r, 'int8dyn')}, {dyn['status']}"
         lines.append(
-            f"| {r['model']} | {r['style']} | {r['fp32']['ms']:.2f} | {ratio(r, 'fp16', 'ms')} | {ratio(r, 'fp16', 'size')} | "
+            f"| {r['model']} | {r['style']} | {r.get('data', '-')} | {r['fp32']['ms']:.2f} | {ratio(r, 'fp16', 'ms')} | {ratio(r, 'fp16', 'size')} | "
             f"{cos(r, 'fp16')} {r.get('fp16', {}).get('status', '-')} | {ratio(r, 'int8', 'ms')} | {ratio(r, 'int8', 'size')} | "
             f"{cos(r, 'int8')} | {i8.get('status', '-')} ({i8.get('layout')}, {i8.get('kept')}, {i8.get('fallback')}) | {dyn_s} |"
         )

@@ -104,3 +104,32 @@ def test_profiled_layouts_add_only_measured_nodes(mobile, monkeypatch):
         assert cfg.exclude["user-node"] == "--keep-fp32" and cfg.op_types == base.op_types
     monkeypatch.setattr(pf, "slower_in_int8", lambda *a, **k: {})
     assert step._profiled_configs(prepared, prep, low, configs, feeds, NullProgress()) == []
+
+
+def _const_model(value: float):
+    """A model whose output is its input plus a constant (a stand-in for one quantized node)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    c = helper.make_tensor("c", TensorProto.FLOAT, [1], [value])
+    g = helper.make_graph([helper.make_node("Add", ["x", "c"], ["y"])], "g", [x], [y], [c])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def test_sensitivity_ranks_by_error_at_the_outputs():
+    from tensorsmith.precision import fallback as fb
+
+    samples = [{"x": np.arange(4, dtype=np.float32) + 1}, {"x": np.full(4, 2.0, np.float32)}]
+    refs = [{"y": s["x"]} for s in samples]
+    offsets = {"small": 0.01, "big": 1.0, "none": 0.0, "mid": 0.1}
+    seen = []
+    ranked = fb.sensitivity([(n, "Conv") for n in offsets], lambda n: _const_model(offsets[n]), refs, samples,
+                            on_node=lambda: seen.append(1))
+    assert [r.name for r in ranked] == ["big", "mid", "small", "none"]
+    assert len(seen) == 4
+    # the error is relative L2 over every sample: offset * sqrt(n) / ||ref||
+    norm = np.sqrt(sum(float(np.sum(s["x"].astype(np.float64) ** 2)) for s in samples))
+    assert ranked[0].added == pytest.approx(1.0 * np.sqrt(8) / norm, rel=1e-5)
+    assert ranked[-1].added == 0.0
+    assert fb.output_error(refs, refs) == 0.0

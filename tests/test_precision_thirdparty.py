@@ -49,3 +49,33 @@ def test_int8_nudenet_is_faster_and_passes(tmp_path):
     p = rep.precision
     assert p["gate"]["passed"] and p["latency"]["speedup"] >= 1.0
     assert out.is_file()
+
+
+def test_int8_mobile_net_on_real_images_is_never_shipped_slower(tmp_path):
+    """MobileNetV3-small (PP-OCR direction classifier), calibrated on a real scanned page
+    and gated on a real photographed sign (scikit-image's sample images, cropped).
+    With the default --min-speedup 1.0 the tool either writes a model that passed the
+    gate and measured at least as fast as FP32, or refuses (exit 3) and writes nothing."""
+    name = "ppocr_cls_v2"
+    model = _fetch(name)
+    try:
+        calib, val = tp.image_sets(tmp_path / "images", "text")
+    except tp.ThirdPartyUnavailable as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "m.onnx"
+    opts = options_from_cli("int8", calib=str(calib), val=str(val),
+                            calib_preprocess="resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR")
+    try:
+        rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=opts)
+    except tensorsmith.TensorsmithError as exc:
+        assert exc.exit_code == 3 and "speed of FP32" in str(exc), exc
+        assert not out.exists()
+        p = exc.job.precision
+    else:
+        p = rep.precision
+        assert out.is_file() and p["gate"]["passed"] and p["latency"]["speedup"] >= 1.0
+    assert p["calibration"]["samples"] == 10 and p["validation"]["samples"] == 10 and not p["calibration"]["random"]
+    names = [layout["layout"] for layout in p["layouts"]]
+    assert {"all-ops", "lean", "core", "compute-only"} <= set(names)
+    # every layout was timed against FP32 in the same run
+    assert all(layout["speedup"] > 0 for layout in p["layouts"])

@@ -56,7 +56,8 @@ __all__ = [
     "available",
     "cache_root",
     "fetch",
-    "image_split",
+    "image_crops",
+    "image_sets",
     "images",
     "get",
     "names",
@@ -542,15 +543,49 @@ def images(cache_dir: Optional[os.PathLike] = None, timeout: float = 900.0) -> L
     return sorted(p for p in target.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
 
-def image_split(dest: os.PathLike, every: int = 4, cache_dir: Optional[os.PathLike] = None) -> tuple:
-    """Copy the real images into ``dest/calib`` and ``dest/val`` (every ``every``-th one)."""
+TEXT_IMAGES = ("page.png", "text.png")  # a scanned page and a photographed sign: OCR models
+VAL_PHOTOS = ("coffee.png", "horse.png", "moon.png", "retina.jpg", "rocket.jpg")  # held out for validation
+
+
+def image_crops(dest: os.PathLike, sources: List[str], grid: int = 3, cache_dir: Optional[os.PathLike] = None) -> pathlib.Path:
+    """Write each source image and its ``grid`` x ``grid`` overlapping half-size crops into ``dest``.
+
+    Real images are few (scikit-image ships about 20); crops of them are more
+    calibration and validation samples that are still real pixels.
+    """
+    from PIL import Image
+
     dest = pathlib.Path(dest)
-    calib, val = dest / "calib", dest / "val"
-    calib.mkdir(parents=True, exist_ok=True)
-    val.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(images(cache_dir)):
-        shutil.copy(path, (val if i % every == every - 1 else calib) / path.name)
-    return calib, val
+    dest.mkdir(parents=True, exist_ok=True)
+    by_name = {p.name: p for p in images(cache_dir)}
+    for name in sources:
+        with Image.open(by_name[name]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            im.save(dest / f"{pathlib.Path(name).stem}_full.png")
+            cw, ch = w // 2, h // 2
+            for i in range(grid):
+                for j in range(grid):
+                    x0, y0 = (w - cw) * i // max(1, grid - 1), (h - ch) * j // max(1, grid - 1)
+                    im.crop((x0, y0, x0 + cw, y0 + ch)).save(dest / f"{pathlib.Path(name).stem}_{i}{j}.png")
+    return dest
+
+
+def image_sets(dest: os.PathLike, domain: str = "photo", cache_dir: Optional[os.PathLike] = None) -> tuple:
+    """(calibration folder, validation folder) of real images, disjoint by source image.
+
+    ``photo``: calibration from every photo but ``VAL_PHOTOS``, validation from those;
+    ``text``: calibration from the scanned page, validation from the photographed sign.
+    """
+    dest = pathlib.Path(dest)
+    names = [p.name for p in images(cache_dir)]
+    if domain == "text":
+        calib, val = [TEXT_IMAGES[0]], [TEXT_IMAGES[1]]
+    else:
+        val = [n for n in names if n in VAL_PHOTOS]
+        calib = [n for n in names if n not in VAL_PHOTOS and n not in TEXT_IMAGES]
+    return (image_crops(dest / f"{domain}_calib", calib, cache_dir=cache_dir),
+            image_crops(dest / f"{domain}_val", val, cache_dir=cache_dir))
 
 
 _NP_DTYPES = {

@@ -405,7 +405,7 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
             report["notes"].append("fallback stopped: the gate would pass only with no node quantized")
             break
         tried.update(r.name for r in take)
-        trial = {**exclude, **{r.name: f"fallback: adds error {r.added:.3g}" for r in take}}
+        trial = {**exclude, **{r.name: f"fallback: quantized alone, output error {r.added:.3g}" for r in take}}
         trial_cfg = i8.Config(cfg.name, cfg.op_types, trial)
         trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
         trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
