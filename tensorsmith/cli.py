@@ -475,24 +475,16 @@ def run_recipe(
 
 def _trt_options(shapes, max_batch, workspace, timing_cache, builder_opt_level, hardware_compat, version_compat,
                  precision, no_verify, verify_data, rtol, atol):
-    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
-    from tensorsmith.convert.trt_backend import TrtOptions, parse_workspace
-    from tensorsmith.errors import UsageError
-    from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+    """``tensorsmith build``'s flags -> the same ``TrtOptions`` a ``convert --to trt`` job builds."""
+    from tensorsmith import jobs
 
-    tol = None
-    if rtol is not None or atol is not None:
-        tol = Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
-        if tol.rtol < 0 or tol.atol < 0:
-            raise UsageError("--rtol and --atol must be >= 0")
-    opts = TrtOptions(
-        shapes=parse_profile_specs(shapes), max_batch=max_batch or DEFAULT_MAX_BATCH,
-        workspace=parse_workspace(workspace), timing_cache=timing_cache, builder_opt_level=builder_opt_level,
-        hardware_compat=hardware_compat, version_compat=version_compat, precision=precision,
-        verify=not no_verify, verify_data=verify_data, tolerance=tol,
-    )
-    opts.validate()
-    return opts
+    values = {
+        "shapes": shapes, "max_batch": max_batch, "workspace": workspace, "timing_cache": timing_cache,
+        "builder_opt_level": builder_opt_level, "hardware_compat": hardware_compat, "version_compat": version_compat,
+        "verify": not no_verify, "verify_data": verify_data, "rtol": rtol, "atol": atol,
+    }
+    tolerance = jobs._tolerance(values) if rtol is not None or atol is not None else None
+    return jobs.trt_options(values, precision=precision, tolerance=tolerance)
 
 
 @app.command()

@@ -182,7 +182,12 @@ def _precision_options(opts: dict, to: str):
     return popts if popts.lowered else None
 
 
-def _trt_options(opts: dict):
+def trt_options(opts: dict, *, precision: str | None = None, tolerance=None):
+    """TensorRT build options from job options (``convert --to trt``, recipes, ``tensorsmith build``).
+
+    ``precision`` is the engine's (``build --precision``; ``convert`` puts it in the
+    graph instead), ``tolerance`` the engine check's (``build --rtol/--atol``).
+    """
     from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
     from tensorsmith.convert.trt_backend import TrtOptions, parse_workspace
 
@@ -193,8 +198,8 @@ def _trt_options(opts: dict):
         shapes=shapes, max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH, workspace=workspace,
         timing_cache=Path(timing) if timing else None, builder_opt_level=opts.get("builder_opt_level"),
         hardware_compat=opts.get("hardware_compat"), version_compat=bool(opts.get("version_compat")),
-        precision=None, verify=opts.get("verify", True) is not False,
-        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None, tolerance=None,
+        precision=precision, verify=opts.get("verify", True) is not False,
+        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None, tolerance=tolerance,
     )
     key = "hardware_compat" if opts.get("hardware_compat") else "builder_opt_level"
     _guard(key, trt.validate)
@@ -277,7 +282,7 @@ def build(opts: dict, source_format: str | None, to: str, explicit: set[str]) ->
         if not _takes(fn, kwarg):
             raise OptionError(kwarg, f"{CONVERT if framework else OPTIMIZE} takes no {kwarg!r} in this tensorsmith")
     if to == "trt":
-        kwargs["trt"] = _trt_options(opts)
+        kwargs["trt"] = trt_options(opts)
         kwargs["prepare_only"] = bool(opts.get("prepare_only"))
         kwargs["lint"] = {"trt_version": opts["trt_version"]} if opts.get("trt_version") else None
     return describe(source_format, to, popts is not None), kwargs
