@@ -143,11 +143,18 @@ def load_and_optimize(
     pass_options: dict[str, dict] | None = None,
     max_iterations: int = 8,
     step: Callable[[str], None] = lambda _msg: None,
+    check: Callable[[ir.Model], None] | None = None,
 ) -> ir.Model:
-    """Load ``path`` and run the passes on it, recording sizes, op counts and times in ``report``."""
+    """Load ``path`` and run the passes on it, recording sizes, op counts and times in ``report``.
+
+    ``check(model)`` runs between the load and the passes (validating flags against
+    the model's inputs before any work).
+    """
     t0 = time.perf_counter()
     step("load")
     model = model_io.load(path)
+    if check is not None:
+        check(model)
     report.size_before = file_size(path)
     report.seconds["load"] = time.perf_counter() - t0
     if not run_passes:
@@ -197,14 +204,16 @@ def optimize_file(
     step = on_step or (lambda _msg: None)
     report = JobReport(input=str(input_path), output=str(output_path))
     model_io.check_output_path(output_path)
-    if input_shapes:
-        # validate names/ranks before any work
+    check = None
+    if input_shapes:  # validate names/ranks before the passes, on the model as loaded
         from tensorsmith.shapes import resolve_shapes
-        from tensorsmith.verify import input_specs_from_proto
+        from tensorsmith.verify import input_specs_from_ir
 
-        resolve_shapes(input_specs_from_proto(model_io.load_proto(input_path)), input_shapes)
+        def check(model: ir.Model) -> None:
+            resolve_shapes(input_specs_from_ir(model), input_shapes)
+
     model = load_and_optimize(input_path, report, passes=passes, skip=skip, pass_options=pass_options,
-                              max_iterations=max_iterations, step=step)
+                              max_iterations=max_iterations, step=step, check=check)
 
     if precision is not None and precision.lowered:
         return _lower_precision(model, input_path, output_path, report, precision, input_shapes=input_shapes,

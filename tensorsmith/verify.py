@@ -123,6 +123,30 @@ def input_specs_from_proto(proto) -> list[InputSpec]:
     return specs
 
 
+def input_specs_from_ir(model) -> list[InputSpec]:
+    """``input_specs_from_proto`` for an ``onnx_ir`` model (one already loaded: no second parse)."""
+    import onnx_ir as ir
+
+    specs = []
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        if value.type is not None and not isinstance(value.type, ir.TensorType):
+            raise UsageError(f"input {value.name!r} is not a tensor (sequence/map inputs are not supported)")
+        try:
+            dtype = np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(object)
+        except Exception:
+            dtype = np.dtype(object)
+        shape: list[int | str | None] = []
+        for d in value.shape or []:
+            if isinstance(d, int):
+                shape.append(int(d) if d >= 0 else None)
+            else:
+                shape.append(d.value)
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
 def integer_bounds(proto) -> dict[str, int]:
     """Upper bounds for integer inputs that index a constant table.
 

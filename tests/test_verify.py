@@ -102,3 +102,41 @@ def test_verify_data_samples(tmp_path):
     f.write_bytes(b"junk")
     with pytest.raises(UsageError, match="not a readable"):
         load_verify_data(f, specs)
+
+
+def _specs_model(tmp_path):
+    """Inputs of every kind: symbolic, unknown and fixed dims, an int input, no shape, and an
+    initializer that is also listed as an input (not a real input)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", None, 8])
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [2, "seq"])
+    free = helper.make_tensor_value_info("free", TensorProto.FLOAT16, None)
+    w_in = helper.make_tensor_value_info("w", TensorProto.FLOAT, [8])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8], [0.5] * 8)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Mul", ["x", "w"], ["y"]), helper.make_node("Identity", ["ids"], ["i2"]),
+             helper.make_node("Identity", ["free"], ["f2"])]
+    g = helper.make_graph(nodes, "g", [x, ids, free, w_in], [y, helper.make_tensor_value_info("i2", TensorProto.INT64, None),
+                                                              helper.make_tensor_value_info("f2", TensorProto.FLOAT16, None)], [w])
+    path = tmp_path / "specs.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_input_specs_from_ir_match_the_proto_reading(tmp_path):
+    """optimize_file checks --input-shape on the loaded onnx_ir model (no second parse of the file):
+    both readers must agree on every input."""
+    from pathlib import Path
+
+    from tensorsmith import model_io
+    from tensorsmith.verify import input_specs_from_ir, input_specs_from_proto
+
+    samples = sorted((Path(__file__).resolve().parents[1] / "sample_models").glob("*.onnx"))
+    for path in [_specs_model(tmp_path), *samples]:
+        a = input_specs_from_proto(model_io.load_proto(path))
+        b = input_specs_from_ir(model_io.load(path))
+        assert [(s.name, s.dtype, s.shape) for s in a] == [(s.name, s.dtype, s.shape) for s in b], path
+    specs = input_specs_from_ir(model_io.load(_specs_model(tmp_path)))
+    assert [(s.name, s.shape) for s in specs] == [("x", ["N", None, 8]), ("ids", [2, "seq"]), ("free", [])]
