@@ -6,6 +6,8 @@ one line and exits with its code (see README, "Exit codes").
 
 from __future__ import annotations
 
+import re
+
 
 class TensorsmithError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
@@ -45,9 +47,28 @@ class VerificationError(TensorsmithError):
         self.report = report
 
 
+# onnxruntime's messages carry its C++ source location, function signature and the
+# failed check before the part a user can act on:
+#   [ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node.
+#   Name:'r' Status Message: /onnxruntime_src/.../reshape_helper.h:91 onnxruntime::ReshapeHelper::
+#   ReshapeHelper(const onnxruntime::TensorShape&, ...) input_shape_size == requested_shape_size
+#   was false. The input tensor cannot be reshaped to the requested shape. ...
+_ORT_PREFIX = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ (?:[\w:~<>,*& ]+\((?:[^()]|\([^()]*\))*\)(?: const)? )?")
+_ORT_CHECK = re.compile(r"^[^.]*? was false\. ")
+
+
 def short(exc: BaseException | str, limit: int = 240) -> str:
-    """An exception (or text) as one line of at most ``limit`` characters, for messages."""
+    """An exception (or text) as one line of at most ``limit`` characters, for messages.
+
+    onnxruntime's source locations, C++ signatures and failed-check expressions are
+    dropped, keeping its own words (what failed, and the shapes or types involved).
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if "onnxruntime" in text or "ONNXRuntimeError" in text:
+        text = _ORT_PREFIX.sub("", text)
+        parts = _ORT_SOURCE.split(text)
+        text = parts[0] + "".join(_ORT_CHECK.sub("", p) for p in parts[1:])
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -272,17 +272,37 @@ def load_verify_data(path: str | os.PathLike, specs: list[InputSpec]) -> list[di
 # running
 
 
-def ort_session(model_path: str | os.PathLike, *, optimize: bool = False, threads: int = 0):
+def ort_session(
+    model: str | os.PathLike | bytes,
+    *,
+    optimize: bool = False,
+    threads: int = 0,
+    sequential: bool = False,
+    profile_prefix: str | None = None,
+):
+    """An onnxruntime CPU session: the one place tensorsmith makes them.
+
+    ``threads`` 0 lets onnxruntime choose; ``sequential`` also pins inter-op work to
+    one thread (latency measurements). onnxruntime's own logger is set to FATAL: a
+    model that fails comes back as an exception, which the caller turns into its
+    one-line error, instead of also printing onnxruntime's multi-line log to stderr.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     if threads:
         so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    if sequential:
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=["CPUExecutionProvider"])
 
 
 def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

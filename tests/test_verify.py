@@ -140,3 +140,46 @@ def test_input_specs_from_ir_match_the_proto_reading(tmp_path):
         assert [(s.name, s.dtype, s.shape) for s in a] == [(s.name, s.dtype, s.shape) for s in b], path
     specs = input_specs_from_ir(model_io.load(_specs_model(tmp_path)))
     assert [(s.name, s.shape) for s in specs] == [("x", ["N", None, 8]), ("ids", [2, "seq"]), ("free", [])]
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node. Name:'r' "
+     "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 "
+     "onnxruntime::ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) "
+     "input_shape_size == requested_shape_size was false. The input tensor cannot be reshaped to the requested shape. "
+     "Input shape:{1,112,120}, requested shape:{1,1,28,120}",
+     "Non-zero status code returned while running Reshape node. Name:'r' Status Message: The input tensor cannot be "
+     "reshaped to the requested shape. Input shape:{1,112,120}, requested shape:{1,1,28,120}"),
+    ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x for the following indices\n"
+     " index: 2 Got: 5 Expected: 4\n Please fix either the inputs/outputs or the model.",
+     "Got invalid dimensions for input: x for the following indices index: 2 Got: 5 Expected: 4 Please fix either "
+     "the inputs/outputs or the model."),
+    ("shape mismatch in layer 'conv1'", "shape mismatch in layer 'conv1'"),  # not onnxruntime's: unchanged
+])
+def test_short_keeps_onnxruntime_messages_to_what_a_user_can_act_on(raw, want):
+    from tensorsmith.errors import short
+
+    assert short(RuntimeError(raw), 400) == want
+
+
+def test_a_failing_source_model_is_one_line_without_onnxruntime_logs(tmp_path, capfd):
+    """onnxruntime's own logger is silenced: the CLI prints one line (exit 2), nothing else."""
+    import onnx
+    from onnx import TensorProto, helper
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [5, 5])
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g", [x], [y], [shape])
+    src = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
+    result = CliRunner().invoke(app, ["optimize", str(src), "-o", str(tmp_path / "o.onnx")])
+    captured = capfd.readouterr()
+    assert result.exit_code == 2, result.output
+    lines = [line for line in (result.output + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot be reshaped" in lines[0], lines
+    assert "onnxruntime_src" not in lines[0] and "[E:onnxruntime" not in captured.err
+    assert not (tmp_path / "o.onnx").exists()

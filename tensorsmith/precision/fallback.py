@@ -68,15 +68,10 @@ def with_outputs(proto: onnx.ModelProto, names: Iterable[str], types: dict[str, 
     return aug.SerializeToString()
 
 
-def _session(model_bytes: bytes, optimize: bool = False):
-    import onnxruntime as ort
+def _session(model: bytes | str, optimize: bool = False):
+    from tensorsmith.verify import ort_session
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return ort_session(model, optimize=optimize)
 
 
 def activation_peaks(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> dict[str, float]:

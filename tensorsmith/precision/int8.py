@@ -53,14 +53,20 @@ POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 @contextlib.contextmanager
 def quiet():
-    """onnxruntime.quantization logs warnings through the root logger; keep them off the console."""
+    """onnxruntime.quantization logs warnings through the root logger, and its calibration
+    sessions through onnxruntime's default logger; keep both off the console (a failure
+    comes back as an exception, reported in one line)."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(4)
     try:
         yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
 
 
 def opset(proto: onnx.ModelProto) -> int:

@@ -27,17 +27,10 @@ class Latency:
 
 
 def cpu_session(path: str | os.PathLike, *, threads: int = 1, optimize: bool = True):
-    import onnxruntime as ort
+    """A session as latency is measured: ``threads`` intra-op threads, sequential, all optimizations."""
+    from tensorsmith.verify import ort_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, optimize=optimize, threads=threads, sequential=True)
 
 
 def measure(

@@ -35,19 +35,11 @@ _TOKEN = re.compile(r"(_token_\d+)+$")
 
 def kernel_times(path: str | os.PathLike, feeds: dict[str, np.ndarray], *, runs: int = 20) -> dict[str, tuple[str, float]]:
     """``{kernel name: (op type, microseconds per run)}``, onnxruntime CPU, 1 thread, all optimizations."""
-    import onnxruntime as ort
-
     from tensorsmith.precision.step import session_feeds
+    from tensorsmith.verify import ort_session
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-profile-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, optimize=True, threads=1, sequential=True, profile_prefix=str(Path(tmp) / "profile"))
         f = session_feeds(sess, feeds)
         for _ in range(runs + 1):
             sess.run(None, f)
