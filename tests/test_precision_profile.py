@@ -133,3 +133,25 @@ def test_sensitivity_ranks_by_error_at_the_outputs():
     assert ranked[0].added == pytest.approx(1.0 * np.sqrt(8) / norm, rel=1e-5)
     assert ranked[-1].added == 0.0
     assert fb.output_error(refs, refs) == 0.0
+
+
+def test_slower_in_int8_charges_the_fusions_a_quantized_conv_breaks(mobile):
+    """A Conv whose activation onnxruntime fuses in FP32 (no time of its own there) but
+    runs as its own kernel after the QLinearConv: that kernel's time counts against int8."""
+    prepared = mobile[0]
+    consumers = {}
+    for n in prepared.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    conv = next(n for n in prepared.graph.node if n.op_type == "Conv"
+                and any(c.op_type in pf.FUSED_AFTER_CONV for c in consumers.get(n.output[0], [])))
+    act = next(c for c in consumers[conv.output[0]] if c.op_type in pf.FUSED_AFTER_CONV)
+    fp32 = _attr(prepared.graph, {conv.name: 10.0})  # the activation is fused: no time of its own
+    fast = _attr(prepared.graph, {conv.name: 6.0, act.name: 1.0})
+    assert pf.slower_in_int8(prepared, fp32, fast, {conv.name}) == {}
+    broken = _attr(prepared.graph, {conv.name: 6.0, act.name: 5.0})
+    why = pf.slower_in_int8(prepared, fp32, broken, {conv.name})
+    assert set(why) == {conv.name} and "broken fusions 5 us" in why[conv.name]
+    # an activation that costs the same in FP32 (not fused there) is not charged
+    same = _attr(prepared.graph, {conv.name: 10.0, act.name: 5.0})
+    assert pf.slower_in_int8(prepared, same, broken, {conv.name}) == {}
