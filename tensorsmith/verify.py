@@ -191,7 +191,9 @@ def random_inputs(
     int_bounds: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded inputs: floats ~ N(0, 1); integers in [0, 10), or [0, K) when the
-    input indexes a K-row constant table (see ``integer_bounds``); bools uniform."""
+    input indexes a K-row constant table (see ``integer_bounds``), or {0, 1} when its
+    name says it is a mask (``attention_mask``: other values are not a mask, and drive
+    transformers' softmax to NaN); bools uniform."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
@@ -201,6 +203,8 @@ def random_inputs(
             arr = rng.standard_normal(shape).astype(np.float32).astype(dt)
         elif dt.kind in "iu":
             high = min(10, (int_bounds or {}).get(spec.name, 10))
+            if "mask" in spec.name.lower():
+                high = min(high, 2)
             arr = rng.integers(0, max(high, 1), size=shape).astype(dt)
         elif dt.kind == "b":
             arr = rng.integers(0, 2, size=shape).astype(bool)

@@ -197,3 +197,29 @@ def test_cli_fp16_table(tmp_path):
     assert result.exit_code == 0, result.output
     assert "precision: fp16" in result.output and "accuracy gate" in result.output
     assert "random inputs" in result.output  # no --val: said so
+
+
+def test_model_that_computes_nan_on_the_calibration_data_is_exit_2(tmp_path):
+    """Finite data the model turns into NaN (Log of negatives): onnxruntime's quantizer only
+    says 'scale issue'; tensorsmith names the activation and the cause, exit 2, no output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["logx"]), helper.make_node("Conv", ["logx", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [w])
+    src = tmp_path / "log.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=-np.abs(rng.standard_normal((12, 1, 1, 8, 8))).astype(np.float32) - 0.1)  # Log: all NaN
+    val = tmp_path / "v.npz"
+    np.savez(val, x=np.abs(rng.standard_normal((4, 1, 1, 8, 8))).astype(np.float32) + 0.1)
+    out = tmp_path / "o.onnx"
+    result = runner.invoke(app, ["optimize", str(src), "-o", str(out), "--precision", "int8", "--calib", str(calib),
+                                 "--val", str(val), "--min-speedup", "0"])
+    assert result.exit_code == 2, result.output
+    assert "NaN/Inf on the calibration data" in result.output and "'logx'" in result.output
+    assert not out.exists()

@@ -178,3 +178,28 @@ def test_int8_slower_than_fp32_is_refused(data, tmp_path):
         tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out, precision=_opts(
             calib=str(data["cnn"]["calib"]), min_speedup=1000.0, measure_latency=True))
     assert not out.exists()
+
+
+def test_an_already_quantized_model_is_refused(data, tmp_path):
+    """Q/DQ nodes, or int8 weights cast to float at run time: onnxruntime's quantizer writes
+    invalid models from these (measured on a real int8 MiniLM), so INT8 refuses them (exit 2)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tensorsmith.errors import UsageError
+
+    first, _ = _run("cnn", tmp_path, calib=str(data["cnn"]["calib"]), val=str(data["cnn"]["val"]))
+    again = tmp_path / "again.onnx"
+    with pytest.raises(UsageError, match=r"already quantized \(it has DequantizeLinear, QuantizeLinear"):
+        tensorsmith.optimize_file(first, again, precision=_opts(calib=str(data["cnn"]["calib"])))
+    assert not again.exists()
+    # the weight-only form: Cast(int8 initializer) * scale feeding a MatMul
+    w = numpy_helper.from_array(np.ones((4, 4), np.int8), "w8")
+    scale = numpy_helper.from_array(np.full((4,), 0.1, np.float32), "s")
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["w8"], ["wf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["wf", "s"], ["w"]),
+         helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w, scale])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert i8.already_quantized(model) == "1 int8 weight(s) are cast to float at run time"
+    assert i8.already_quantized(onnx.load(str(SAMPLES / "cnn.onnx"))) == ""

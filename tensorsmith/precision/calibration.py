@@ -398,13 +398,15 @@ def load_loader(spec_text: str, specs: list[InputSpec], *, limit: int | None = N
 
 
 def random_dataset(
-    specs: list[InputSpec], input_shapes: dict[str, list[int]] | None, n: int, *, seed: int = RANDOM_SEED
+    specs: list[InputSpec], input_shapes: dict[str, list[int]] | None, n: int, *, seed: int = RANDOM_SEED,
+    int_bounds: dict[str, int] | None = None,
 ) -> Dataset:
-    """Seeded random samples (N(0,1) floats, integers in [0, 10)); smoke tests only."""
+    """Seeded random samples (N(0,1) floats; integers in [0, 10), or below the size of the
+    table they index, ``verify.integer_bounds``); smoke tests only."""
     from tensorsmith.verify import random_inputs
 
     shapes, notes = resolve_shapes(specs, input_shapes)
-    samples = [random_inputs(specs, shapes, seed=seed + i) for i in range(n)]
+    samples = [random_inputs(specs, shapes, seed=seed + i, int_bounds=int_bounds) for i in range(n)]
     return Dataset(samples, "random", random=True, notes=notes)
 
 

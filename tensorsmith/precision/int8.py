@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorsmith.errors import ConversionError, short
+from tensorsmith.errors import ConversionError, UsageError, short
 from tensorsmith.precision.fp16 import ensure_node_names
 
 MIN_OPSET = 13
@@ -301,12 +301,60 @@ def quantize(
     except ConversionError:
         raise
     except Exception as exc:
+        bad = non_finite_ranges(cache_path)
+        if bad:
+            proto = onnx.load(str(prepared_path), load_external_data=False)
+            order = {o: i for i, n in enumerate(proto.graph.node) for o in n.output}
+            first = min(bad, key=lambda t: order.get(t, -1))
+            raise UsageError(
+                f"the model computes NaN/Inf on the calibration data (first at {first!r}, {len(bad)} tensor(s)): "
+                "no int8 scale for them",
+                hint="check the calibration data: values the model accepts (masks of 0/1, ids within the vocabulary)",
+            ) from exc
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     return out_path
 
 
 # ---------------------------------------------------------------------------
 # what the quantized model looks like
+
+
+def non_finite_ranges(cache_path: Path) -> list[str]:
+    """Tensors whose calibrated range (onnxruntime's calibration cache) is NaN or infinite."""
+    import json
+
+    try:
+        data = json.loads(Path(cache_path).read_text()).get("data", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    bad = []
+    for name, entry in data.items():
+        try:
+            values = [float(v) for key in ("lowest", "highest") for v in entry[key]["data"]]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not np.isfinite(values).all():
+            bad.append(name)
+    return bad
+
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QLinearAdd", "QLinearMul", "MatMulNBits"}
+
+
+def already_quantized(proto: onnx.ModelProto) -> str:
+    """Why ``proto`` already carries int8 (quantization nodes, or int weights cast to float), or ``""``."""
+    ops = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
+    if ops:
+        return f"it has {', '.join(ops)} nodes"
+    int_weights = {t.name for t in proto.graph.initializer
+                   if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4,
+                                      onnx.TensorProto.UINT4)}
+    casts = [n for n in proto.graph.node if n.op_type == "Cast" and n.input and n.input[0] in int_weights
+             and any(a.name == "to" and a.i in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) for a in n.attribute)]
+    if casts:
+        return f"{len(casts)} int8 weight(s) are cast to float at run time"
+    return ""
 
 
 def quantized_nodes(proto: onnx.ModelProto) -> set[str]:

@@ -81,8 +81,9 @@ def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, la
 # data
 
 
-def load_data(opts: PrecisionOptions, specs, input_shapes, progress) -> tuple[cal.Dataset | None, cal.Dataset, list[str]]:
-    """(calibration set or None, validation set, warnings)."""
+def load_data(opts: PrecisionOptions, specs, input_shapes, progress, int_bounds: dict[str, int] | None = None,
+              ) -> tuple[cal.Dataset | None, cal.Dataset, list[str]]:
+    """(calibration set or None, validation set, warnings). ``int_bounds``: for random samples."""
     warnings: list[str] = []
     need_calib = opts.precision == "int8" and opts.int8_mode == "static"
     val: cal.Dataset | None = None
@@ -92,9 +93,9 @@ def load_data(opts: PrecisionOptions, specs, input_shapes, progress) -> tuple[ca
     calib: cal.Dataset | None = None
     if opts.calib == "random":
         warnings.append("--calib random: calibrating on random inputs, for smoke tests only; the result is not meaningful")
-        calib = cal.random_dataset(specs, input_shapes, min(opts.calib_samples, RANDOM_CALIB))
+        calib = cal.random_dataset(specs, input_shapes, min(opts.calib_samples, RANDOM_CALIB), int_bounds=int_bounds)
         if val is None:
-            val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000)
+            val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000, int_bounds=int_bounds)
             val.source = "random (held apart from calibration)"
     elif opts.calib or opts.calib_loader:
         progress.step("loading calibration data")
@@ -109,7 +110,7 @@ def load_data(opts: PrecisionOptions, specs, input_shapes, progress) -> tuple[ca
             calib = cal.Dataset(data.samples[: opts.calib_samples], data.source, data.random, data.files)
     if val is None:
         warnings.append("no --val or --calib data: the accuracy gate runs on random inputs")
-        val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000)
+        val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000, int_bounds=int_bounds)
     if need_calib and calib is None:  # pragma: no cover - PrecisionOptions.check() refuses this
         raise UsageError("--precision int8 needs --calib")
     return calib, val, warnings
@@ -134,7 +135,7 @@ def lower(
     input; the optimized model computes the same function to fp32 tolerance).
     """
     from tensorsmith import model_io
-    from tensorsmith.verify import input_specs_from_proto
+    from tensorsmith.verify import input_specs_from_proto, integer_bounds
 
     progress = progress or NullProgress()
     work = Path(work_dir)
@@ -143,7 +144,7 @@ def lower(
     proto = model_io.load_proto(fp32_path)
     onnx.external_data_helper.load_external_data_for_model(proto, str(fp32_path.parent))
     specs = input_specs_from_proto(proto)
-    calib, val, warnings = load_data(opts, specs, input_shapes, progress)
+    calib, val, warnings = load_data(opts, specs, input_shapes, progress, int_bounds=integer_bounds(proto))
     for w in warnings:
         progress.warn(w)
 
@@ -312,6 +313,12 @@ def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeErro
 
 
 def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -> Path:
+    already = i8.already_quantized(proto)
+    if already:
+        raise UsageError(
+            f"the model is already quantized ({already}); onnxruntime's quantizer cannot quantize it again",
+            hint="use it as it is, or start from its FP32 model",
+        )
     progress.step("int8: preparing the FP32 graph")
     prepared, notes = i8.prepare(proto)
     report["notes"].extend(notes)
@@ -349,16 +356,34 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
 
     # candidate layouts: quantize each, gate each, time them all round-robin against FP32
     built = []
+    failed: list[ConversionError] = []
 
     def add_layout(cfg: i8.Config) -> None:
-        path = build(cfg, work / f"int8_{cfg.name}.onnx")
-        if not built or i8.quantized_nodes(onnx.load(str(path), load_external_data=False)):
+        try:
+            path = build(cfg, work / f"int8_{cfg.name}.onnx")
+            if not i8.quantized_nodes(onnx.load(str(path), load_external_data=False)):
+                if cfg.name == "all-ops" and not user:
+                    raise ConversionError(_nothing_to_quantize(prepared))
+                # a layout that quantizes nothing is FP32 with extra steps, not a candidate
+                report["notes"].append(f"layout {cfg.name} quantizes no node: not a candidate")
+                return
             built.append((cfg, path, gate(path, f"int8 {cfg.name}")))
-        else:  # a layout that quantizes nothing is FP32 with extra steps, not a candidate
-            report["notes"].append(f"layout {cfg.name} quantizes no node: not a candidate")
+        except ConversionError as exc:
+            if len(configs) == 1 or "finds nothing" in str(exc):
+                raise
+            # onnxruntime's quantizer writes an invalid model for some graphs and some op
+            # sets (a QLinearMul with a per-channel scale, a Transpose with the wrong perm):
+            # that layout is out, the others still compete
+            failed.append(exc)
+            report["notes"].append(f"layout {cfg.name} failed: {short(exc, 200)}")
 
     for cfg in configs:
         add_layout(cfg)
+    if not built:
+        exc = failed[0] if failed else ConversionError(
+            "INT8: no layout quantizes any node (every candidate kept FP32); use --precision fp32 or fp16")
+        exc.precision_report = report
+        raise exc
     if opts.measure_latency and len(built) > 1 and rank_samples:  # onnxruntime CPU, static: measured layouts
         for cfg in _profiled_configs(prepared, prep_path, built[0][1], configs, rank_samples[0], progress):
             add_layout(cfg)
@@ -407,8 +432,13 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         tried.update(r.name for r in take)
         trial = {**exclude, **{r.name: f"fallback: quantized alone, output error {r.added:.3g}" for r in take}}
         trial_cfg = i8.Config(cfg.name, cfg.op_types, trial)
-        trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
-        trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
+        try:
+            trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
+            trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
+        except ConversionError as exc:  # the quantizer wrote a model that does not load: undo
+            history.append({"kept": len(fb_nodes) + len(take), "error": None, "passed": False, "accepted": False,
+                            "nodes": [r.name for r in take], "failed": short(exc, 200)})
+            continue
         accepted = trial_result.passed or trial_result.error < result.error
         history.append({"kept": len(fb_nodes) + len(take), "error": trial_result.error, "passed": trial_result.passed,
                         "accepted": accepted, "nodes": [r.name for r in take]})
@@ -486,6 +516,13 @@ def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates
         )
     finally:
         progress.done(label)
+
+
+def _nothing_to_quantize(prepared) -> str:
+    sub = sorted({n.op_type for n in prepared.graph.node if n.op_type in ("If", "Loop", "Scan")})
+    where = (f"; its compute is inside {'/'.join(sub)} bodies, which onnxruntime's quantizer does not enter"
+             if sub else "")
+    return f"INT8: onnxruntime's quantizer finds nothing to quantize in this model's main graph{where}; use --precision fp32 or fp16"
 
 
 def _profiled_configs(prepared, prep_path: Path, widest: Path, configs: list[i8.Config], feeds, progress) -> list[i8.Config]:
