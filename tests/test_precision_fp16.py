@@ -150,3 +150,33 @@ def test_convert_torchscript_to_fp16(tmp_path):
     assert [_elem(v) for v in proto.graph.input] == [FLOAT]
     assert any(t.data_type == FLOAT16 for t in proto.graph.initializer)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left
+
+
+def test_casts_for_a_kept_node_inside_an_if_branch_are_moved_into_it():
+    """onnxruntime's converter writes the Casts around an FP32-kept node that sits in an If
+    branch into the *main* graph, reading a value that only exists in the branch (invalid;
+    measured on silero-vad op18). The repair moves them into the branch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    two = numpy_helper.from_array(np.array([2.0], np.float32), "two")
+    then = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["m"], name="mul"), helper.make_node("Relu", ["m"], ["r"], name="relu"),
+         helper.make_node("Pow", ["r", "two"], ["p"], name="pow"), helper.make_node("Relu", ["p"], ["t"], name="relu2")],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Relu", ["x"], ["e"], name="relu3")], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [4])])
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [two])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    res = f16.convert(proto)
+    assert res.repairs["casts_moved_into_subgraphs"] >= 1
+    onnx.checker.check_model(res.model, full_check=True)
+    assert not any(n.op_type == "Cast" and "r" in n.input for n in res.model.graph.node)  # none left outside
+    sess = ort.InferenceSession(res.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.array([0.5, -1.0, 2.0, 3.0], np.float32)
+    for c in (True, False):
+        (y,) = sess.run(None, {"x": x, "c": np.array(c)})
+        want = np.maximum(np.maximum(2 * x, 0) ** 2, 0) if c else np.maximum(x, 0)
+        np.testing.assert_allclose(y, want, rtol=2e-3)

@@ -185,6 +185,9 @@ def convert(
 def repair(proto: onnx.ModelProto) -> dict[str, int]:
     """Fix the converter's known defects in place (see module doc)."""
     graph = proto.graph
+    # 0. Casts the converter wrote into the main graph for a kept node inside an If/Loop
+    #    body, reading a value that only exists in that body: moved into it
+    homed = _home_misplaced(graph)
     # 1. duplicate Cast nodes (same output) -> keep one
     seen_out: dict[str, onnx.NodeProto] = {}
     keep_nodes = []
@@ -234,10 +237,15 @@ def repair(proto: onnx.ModelProto) -> dict[str, int]:
                 break
             keep_nodes = [n for n in keep_nodes if n not in dead]
             used = {i for n in keep_nodes for i in n.input} | outputs
-    # 3. topological order
+    # 3. topological order, in the main graph and in every If/Loop/Scan body (the converter
+    #    appends its Casts at the end of a body too: silero-vad's If branches)
     ordered = _topo_sort(graph, keep_nodes)
     del graph.node[:]
     graph.node.extend(ordered)
+    for sub in _subgraphs(graph):
+        resorted = _topo_sort(sub, list(sub.node))
+        del sub.node[:]
+        sub.node.extend(resorted)
     # 4. value_info: one entry per name
     vi_seen: dict[str, int] = {}
     vis = []
@@ -261,7 +269,8 @@ def repair(proto: onnx.ModelProto) -> dict[str, int]:
             if attr.name == "to" and want in floats and attr.i in floats and attr.i != want:
                 attr.i = want
                 fixed_casts += 1
-    return {"merged_casts": merged, "renamed_nodes": renamed, "round_trips_removed": len(rename),
+    return {"casts_moved_into_subgraphs": homed, "merged_casts": merged, "renamed_nodes": renamed,
+            "round_trips_removed": len(rename),
             "value_info_dropped": dropped_vi, "cast_to_fixed": fixed_casts}
 
 
@@ -303,6 +312,41 @@ def _topo_sort(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> list[onnx
     if len(order) != len(nodes):
         raise ConversionError("float16 conversion produced a graph with a cycle")
     return [nodes[i] for i in order]
+
+
+def _home_misplaced(graph: onnx.GraphProto) -> int:
+    """Move main-graph nodes whose inputs are produced only inside one subgraph into it."""
+    moved = 0
+    while True:
+        available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+        available |= {o for n in graph.node for o in n.output}
+        inner: dict[str, onnx.GraphProto] = {}
+        for sub in _subgraphs(graph):
+            for n in sub.node:
+                for o in n.output:
+                    inner.setdefault(o, sub)
+        move = None
+        for node in graph.node:
+            missing = [i for i in node.input if i not in available]
+            homes = {id(inner[i]): inner[i] for i in missing if i in inner}
+            if missing and len(homes) == 1 and all(i in inner for i in missing):
+                move = (node, next(iter(homes.values())))
+                break
+        if move is None:
+            return moved
+        node, home = move
+        graph.node.remove(node)
+        home.node.append(node)  # re-sorted with its new graph below
+        moved += 1
+
+
+def _subgraphs(graph: onnx.GraphProto):
+    """Every subgraph below ``graph`` (If branches, Loop/Scan bodies), depth first."""
+    for node in graph.node:
+        for attr in node.attribute:
+            for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield g
+                yield from _subgraphs(g)
 
 
 def _subgraph_inputs(node: onnx.NodeProto) -> list[str]:

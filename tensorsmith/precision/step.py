@@ -58,7 +58,8 @@ def session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str) -> list[dict[str, np.ndarray]]:
+def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str,
+             hint: str | None = None) -> list[dict[str, np.ndarray]]:
     names = [o.name for o in sess.get_outputs()]
     out = []
     advance = progress.track(label, len(samples))
@@ -68,7 +69,8 @@ def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, la
                 values = sess.run(names, session_feeds(sess, s))
             except Exception as exc:
                 if what == "source":
-                    raise UsageError(f"the FP32 model fails on validation sample {i}: {short(exc, 200)}") from None
+                    raise UsageError(f"the FP32 model fails on validation sample {i}: {short(exc, 200)}",
+                                     hint=hint) from None
                 raise ConversionError(f"the {what} model fails in onnxruntime on sample {i}: {short(exc, 200)}") from None
             out.append(dict(zip(names, values)))
             advance()
@@ -154,7 +156,9 @@ def lower(
         ref_sess = cpu_session(reference_path, threads=0, optimize=False)
     except Exception as exc:
         raise UsageError(f"onnxruntime cannot load the FP32 model: {short(exc, 200)}") from None
-    refs = _run_all(ref_sess, val.samples, "source", progress, "gate: FP32 reference")
+    refs = _run_all(ref_sess, val.samples, "source", progress, "gate: FP32 reference",
+                    hint="the validation samples are random: give inputs the model accepts with --val PATH"
+                    if val.random else None)
     class_outputs = gt.class_score_outputs(proto)
     defaults = gt.Thresholds.defaults(opts.precision)
     thresholds = gt.Thresholds(
