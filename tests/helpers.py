@@ -84,3 +84,27 @@ def check_idempotent(proto: onnx.ModelProto, name: str) -> None:
     once, _, _ = apply(proto, name)
     _, _, modified = apply(once, name)
     assert not modified, f"second run of {name} reported a change"
+
+
+def optimize_thirdparty(name: str, tmp_path):
+    """Fetch third-party model ``name`` (skip when offline), optimize it with verification on
+    seeded inputs from the table's hints, and check the verification passed.
+
+    Returns ``(source path, output path, JobReport, feeds)``.
+    """
+    import pytest
+
+    import tensorsmith
+    import thirdparty
+
+    try:
+        src = thirdparty.fetch(name)
+    except thirdparty.ThirdPartyUnavailable as exc:
+        pytest.skip(f"third-party model unavailable (offline?): {exc}")
+    feeds = thirdparty.random_feeds(name, src, seed=0)
+    data = tmp_path / "verify.npz"
+    np.savez(data, **feeds)
+    out = tmp_path / "out.onnx"
+    report = tensorsmith.optimize_file(src, out, verify_data=data)
+    assert report.verification.passed, report.verification.to_dict()
+    return src, out, report, feeds

@@ -17,7 +17,7 @@ import pytest
 
 import tensorsmith
 import thirdparty
-from helpers import assert_interface_kept
+from helpers import assert_interface_kept, optimize_thirdparty
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
@@ -82,16 +82,7 @@ THIRDPARTY_ONNX = [m["name"] for m in thirdparty.MODELS if m["format"] == "onnx"
 @pytest.mark.thirdparty
 @pytest.mark.parametrize("name", THIRDPARTY_ONNX)
 def test_thirdparty_models(name, tmp_path):
-    try:
-        src = thirdparty.fetch(name)
-    except thirdparty.ThirdPartyUnavailable as exc:
-        pytest.skip(f"third-party model unavailable (offline?): {exc}")
-    feeds = thirdparty.random_feeds(name, src, seed=0)
-    data = tmp_path / "verify.npz"
-    np.savez(data, **feeds)
-    out = tmp_path / "out.onnx"
-    report = tensorsmith.optimize_file(src, out, verify_data=data)
-    assert report.verification.passed, report.verification.to_dict()
+    src, out, report, feeds = optimize_thirdparty(name, tmp_path)
     feeds_list = [feeds]
     # a second batch size where every input's first dim is symbolic (a real batch)
     sess = _session(src)

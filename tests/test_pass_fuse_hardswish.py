@@ -7,9 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import tensorsmith
-import thirdparty
-from helpers import apply, assert_interface_kept, check_idempotent, run
+from helpers import apply, assert_interface_kept, check_idempotent, optimize_thirdparty, run
 from tensorsmith import passes as passes_mod
 
 PASS = "fuse-hardswish"
@@ -367,17 +365,7 @@ def test_registered_after_fuse_conv_affine():
 
 @pytest.mark.thirdparty
 def test_ppocr_cls_v2(tmp_path):
-    name = "ppocr_cls_v2"
-    try:
-        src = thirdparty.fetch(name)
-    except thirdparty.ThirdPartyUnavailable as exc:
-        pytest.skip(f"third-party model unavailable (offline?): {exc}")
-    x = thirdparty.random_feeds(name, src, seed=0)
-    data = tmp_path / "verify.npz"
-    np.savez(data, **x)
-    out = tmp_path / "out.onnx"
-    report = tensorsmith.optimize_file(src, out, verify_data=data)
-    assert report.verification.passed, report.verification.to_dict()
+    src, out, report, x = optimize_thirdparty("ppocr_cls_v2", tmp_path)
     before, after = report.ops_before, report.ops_after
     # 18 decomposed hard-swishes (Add, Clip, Mul, Div each) at opset 11 -> Mul(x, HardSigmoid(x))
     rec = next(r for r in report.passes if r.name == PASS)
