@@ -79,3 +79,31 @@ def test_int8_mobile_net_on_real_images_is_never_shipped_slower(tmp_path):
     assert {"all-ops", "lean", "core", "compute-only"} <= set(names)
     # every layout was timed against FP32 in the same run
     assert all(layout["speedup"] > 0 for layout in p["layouts"])
+
+
+def test_int8_skips_a_layout_the_quantizer_breaks(tmp_path):
+    """basic-pitch (Spotify, TF -> ONNX): onnxruntime's quantizer writes an invalid model for
+    the all-ops layout (a Transpose with a rank-4 perm on a Conv1D); that layout is dropped
+    with a note, the others compete, and a working model is written."""
+    name = "basic_pitch_onnx"
+    model = _fetch(name)
+    out = tmp_path / "m.onnx"
+    opts = options_from_cli("int8", calib=_npz(tmp_path / "c.npz", name, model, 8, 0),
+                            val=_npz(tmp_path / "v.npz", name, model, 3, 100), min_speedup=0.0)
+    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"],
+                                    precision=opts.model_copy(update={"measure_latency": False}))
+    p = rep.precision
+    assert any(n.startswith("layout all-ops failed: the int8 model does not load") for n in p["notes"]), p["notes"]
+    assert p["layout"] != "all-ops" and p["gate"]["passed"] and p["quantized_nodes"] > 0
+    import onnxruntime as ort
+
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # it loads
+
+
+def test_int8_model_with_all_compute_inside_if_says_so(tmp_path):
+    name = "silero_vad_op18_ifless"
+    model = _fetch(name)
+    opts = options_from_cli("int8", calib="random", min_speedup=0.0)
+    with pytest.raises(tensorsmith.TensorsmithError, match="inside If bodies") as info:
+        tensorsmith.optimize_file(model, tmp_path / "m.onnx", input_shapes={"input": [1, 512]}, precision=opts)
+    assert info.value.exit_code == 3 and not (tmp_path / "m.onnx").exists()

@@ -362,27 +362,30 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     built = []
     failed: list[ConversionError] = []
 
-    def add_layout(cfg: i8.Config) -> None:
+    def add_layout(cfg: i8.Config) -> bool:
+        """Build, check and gate one layout; False when the model has nothing to quantize."""
         try:
             path = build(cfg, work / f"int8_{cfg.name}.onnx")
             if not i8.quantized_nodes(onnx.load(str(path), load_external_data=False)):
                 if cfg.name == "all-ops" and not user:
-                    raise ConversionError(_nothing_to_quantize(prepared))
+                    return False
                 # a layout that quantizes nothing is FP32 with extra steps, not a candidate
                 report["notes"].append(f"layout {cfg.name} quantizes no node: not a candidate")
-                return
+                return True
             built.append((cfg, path, gate(path, f"int8 {cfg.name}")))
         except ConversionError as exc:
-            if len(configs) == 1 or "finds nothing" in str(exc):
+            if len(configs) == 1:
                 raise
             # onnxruntime's quantizer writes an invalid model for some graphs and some op
             # sets (a QLinearMul with a per-channel scale, a Transpose with the wrong perm):
             # that layout is out, the others still compete
             failed.append(exc)
             report["notes"].append(f"layout {cfg.name} failed: {short(exc, 200)}")
+        return True
 
     for cfg in configs:
-        add_layout(cfg)
+        if not add_layout(cfg):
+            raise ConversionError(_nothing_to_quantize(prepared))
     if not built:
         exc = failed[0] if failed else ConversionError(
             "INT8: no layout quantizes any node (every candidate kept FP32); use --precision fp32 or fp16")
@@ -392,12 +395,12 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         for cfg in _profiled_configs(prepared, prep_path, built[0][1], configs, rank_samples[0], progress):
             add_layout(cfg)
     chosen = 0
-    tried = []
+    timed = []
     if len(built) > 1 or opts.measure_latency:
         progress.step(f"timing FP32 and {len(built)} INT8 layout(s) (onnxruntime CPU, 1 thread, round-robin)")
         lat = measure([prep_path] + [p for _, p, _ in built], rank_samples[0] if rank_samples else {})
         for (cfg, path, g), l in zip(built, lat[1:]):
-            tried.append({"layout": cfg.name, "latency_ms": round(l.median_ms, 4),
+            timed.append({"layout": cfg.name, "latency_ms": round(l.median_ms, 4),
                           "speedup": round(lat[0].median_ms / l.median_ms, 3), "gate_passed": g.passed,
                           "cosine": g.worst_cosine, "kept_fp32": len(cfg.exclude)})
         passing = [i for i, (_, _, g) in enumerate(built) if g.passed]
@@ -406,7 +409,7 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         else:  # none passes: the fallback starts from the most accurate one
             chosen = min(range(len(built)), key=lambda i: built[i][2].error)
         report["latency"] = _latency_dict(lat[0], lat[1 + chosen])
-    report["layouts"] = tried
+    report["layouts"] = timed
     cfg, path, result = built[chosen]
     report["layout"] = cfg.name
 
@@ -526,7 +529,8 @@ def _nothing_to_quantize(prepared) -> str:
     sub = sorted({n.op_type for n in prepared.graph.node if n.op_type in ("If", "Loop", "Scan")})
     where = (f"; its compute is inside {'/'.join(sub)} bodies, which onnxruntime's quantizer does not enter"
              if sub else "")
-    return f"INT8: onnxruntime's quantizer finds nothing to quantize in this model's main graph{where}; use --precision fp32 or fp16"
+    return (f"INT8: onnxruntime's quantizer finds nothing to quantize in this model's main graph{where}; "
+            "use --precision fp32 or fp16")
 
 
 def _profiled_configs(prepared, prep_path: Path, widest: Path, configs: list[i8.Config], feeds, progress) -> list[i8.Config]:
