@@ -155,3 +155,19 @@ def test_slower_in_int8_charges_the_fusions_a_quantized_conv_breaks(mobile):
     # an activation that costs the same in FP32 (not fused there) is not charged
     same = _attr(prepared.graph, {conv.name: 10.0, act.name: 5.0})
     assert pf.slower_in_int8(prepared, same, broken, {conv.name}) == {}
+
+
+def test_kept_table_groups_long_lists_by_op_and_reason():
+    from tensorsmith.precision.render import GROUP_OVER, kept_rows
+
+    few = [{"name": f"c{i}", "op": "Conv", "reason": "depthwise"} for i in range(3)]
+    assert kept_rows(few) == [(f"c{i}", "Conv", None, "depthwise") for i in range(3)]
+    many = [{"name": f"d{i}", "op": "Conv", "reason": "depthwise"} for i in range(GROUP_OVER)]
+    many += [{"name": f"m{i}", "op": "Conv", "reason": f"measured: int8 {i} us + Q/DQ 1 us >= fp32 3 us per run"}
+             for i in range(4)]
+    many += [{"name": "fb", "op": "Mul", "reason": "fallback: quantized alone, output error 0.2", "error": 0.2}]
+    rows = kept_rows(many)
+    assert rows[0] == ("fb", "Mul", 0.2, "fallback: quantized alone, output error 0.2")  # fallback nodes one each
+    assert rows[1] == (f"{GROUP_OVER} nodes: d0, d1, d2, ...", "Conv", None, "depthwise")
+    assert rows[2][0] == "4 nodes: m0, m1, m2, ..." and rows[2][3].startswith("measured slower in int8")
+    assert len(rows) == 3

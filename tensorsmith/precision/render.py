@@ -45,15 +45,26 @@ def render_precision(p: dict, console) -> None:
                       f"{o['max_rel']:.3g}", _fmt(o.get("top1"), ".1%"),
                       "[green]pass[/green]" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}")
         console.print(g)
+    layouts = p.get("layouts") or []
+    if len(layouts) > 1:
+        lt = Table(title="INT8 layouts timed against FP32 (the fastest that passes the gate is kept)",
+                   title_justify="left", header_style="bold")
+        for col in ("layout", "speed-up", "cosine", "gate", "kept FP32"):
+            lt.add_column(col, justify="left" if col in ("layout", "gate") else "right")
+        for row in layouts:
+            mark = " *" if row["layout"] == p.get("layout") else ""
+            lt.add_row(escape(row["layout"]) + mark, _fmt(row.get("speedup"), ".2f") + "x", _fmt(row.get("cosine"), ".5f"),
+                       "pass" if row.get("gate_passed") else "fail", _fmt(row.get("kept_fp32"), "d"))
+        console.print(lt)
     kept = p.get("kept") or []
     if kept:
-        k = Table(title="nodes kept in FP32", title_justify="left", header_style="bold")
+        k = Table(title=f"nodes kept in FP32 ({len(kept)})", title_justify="left", header_style="bold")
         k.add_column("node")
         k.add_column("op")
         k.add_column("added error", justify="right")
         k.add_column("why")
-        for n in kept:
-            k.add_row(escape(n["name"]), n.get("op", "?"), _fmt(n.get("error"), ".3g"), escape(n.get("reason", "")))
+        for name, op, err, why in kept_rows(kept):
+            k.add_row(escape(name), op, _fmt(err, ".3g"), escape(why))
         console.print(k)
     cal = p.get("calibration")
     if cal:
@@ -67,3 +78,26 @@ def render_precision(p: dict, console) -> None:
         console.print(f"  [yellow]warning: {escape(w)}[/yellow]")
     for n in p.get("notes", []):
         console.print(f"  [dim]{escape(n)}[/dim]")
+
+
+GROUP_OVER = 12  # more kept nodes than this: one row per (op, reason), the fallback's nodes one each
+
+
+def kept_rows(kept: list[dict]) -> list[tuple[str, str, float | None, str]]:
+    """Rows of the kept-FP32 table: ``(node(s), op, error, why)``."""
+    if len(kept) <= GROUP_OVER:
+        return [(n["name"], n.get("op", "?"), n.get("error"), n.get("reason", "")) for n in kept]
+    rows: list[tuple[str, str, float | None, str]] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for n in kept:
+        if n.get("error") is not None:  # the fallback's nodes, with their own error
+            rows.append((n["name"], n.get("op", "?"), n["error"], n.get("reason", "")))
+            continue
+        why = n.get("reason", "")
+        if why.startswith("measured:"):
+            why = "measured slower in int8 here (kernel + Q/DQ + broken fusions >= FP32 kernel)"
+        groups.setdefault((n.get("op", "?"), why), []).append(n["name"])
+    for (op, why), names in groups.items():
+        label = names[0] if len(names) == 1 else f"{len(names)} nodes: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        rows.append((label, op, None, why))
+    return rows
