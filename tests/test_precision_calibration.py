@@ -223,3 +223,17 @@ def test_model_that_computes_nan_on_the_calibration_data_is_exit_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert "NaN/Inf on the calibration data" in result.output and "'logx'" in result.output
     assert not out.exists()
+
+
+def test_entropy_calibration_keeps_stdout_to_the_json(tmp_path):
+    """onnxruntime's entropy calibrator print()s its progress; with --json stdout must hold
+    exactly one JSON object."""
+    calib = tmp_path / "c.npz"
+    np.savez(calib, input=_x(12))
+    out = tmp_path / "o.onnx"
+    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8",
+                                 "--calib", str(calib), "--calib-method", "entropy", "--min-speedup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)  # the whole of stdout
+    assert payload["precision"]["calibration"]["method"] == "entropy"
+    assert "Finding optimal threshold" not in result.stdout

@@ -53,9 +53,10 @@ POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
 @contextlib.contextmanager
 def quiet():
-    """onnxruntime.quantization logs warnings through the root logger, and its calibration
-    sessions through onnxruntime's default logger; keep both off the console (a failure
-    comes back as an exception, reported in one line)."""
+    """onnxruntime.quantization logs warnings through the root logger, its calibration
+    sessions through onnxruntime's default logger, and its entropy/percentile calibrators
+    print to stdout; keep all three off the console (a failure comes back as an
+    exception, reported in one line)."""
     import onnxruntime as ort
 
     root = logging.getLogger()
@@ -63,7 +64,9 @@ def quiet():
     root.setLevel(logging.ERROR)
     ort.set_default_logger_severity(4)
     try:
-        yield
+        # the entropy/percentile calibrators print() their progress: stdout is --json's
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            yield
     finally:
         root.setLevel(level)
         ort.set_default_logger_severity(2)  # onnxruntime's default: warnings
@@ -330,7 +333,8 @@ def non_finite_ranges(cache_path: Path) -> list[str]:
     bad = []
     for name, entry in data.items():
         try:
-            values = [float(v) for key in ("lowest", "highest") for v in entry[key]["data"]]
+            # minmax writes lists, the entropy/percentile calibrators plain numbers
+            values = [float(v) for key in ("lowest", "highest") for v in np.atleast_1d(entry[key]["data"])]
         except (KeyError, TypeError, ValueError):
             continue
         if not np.isfinite(values).all():
