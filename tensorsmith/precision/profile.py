@@ -47,7 +47,7 @@ def kernel_times(path: str | os.PathLike, feeds: dict[str, np.ndarray], *, runs:
     # the first run is a warm-up: skip every kernel that ran before it ended
     run_ends = sorted(e["ts"] + e.get("dur", 0) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     warm_end = run_ends[0] if len(run_ends) > 1 else -1
-    counted = max(1, len(run_ends) - 1) if len(run_ends) > 1 else max(1, len(run_ends))
+    counted = len(run_ends) - 1 if len(run_ends) > 1 else 1
     total: dict[str, float] = defaultdict(float)
     ops: dict[str, str] = {}
     for e in events:
