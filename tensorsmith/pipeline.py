@@ -19,7 +19,7 @@ from tensorsmith import model_io
 from tensorsmith import passes as passes_mod
 from tensorsmith.errors import VerificationError
 from tensorsmith.passes.manager import PassManager, PassRecord
-from tensorsmith.verify import Tolerance, VerificationReport, raise_if_failed, verify_models
+from tensorsmith.verify import Tolerance, VerificationReport, failure_summary, job_failed, verify_models
 
 
 def op_histogram(model: ir.Model) -> collections.Counter:
@@ -174,6 +174,17 @@ def load_and_optimize(
     return model
 
 
+def _input_shape_check(input_shapes: dict[str, list[int]]) -> Callable[[ir.Model], None]:
+    """Validate ``--input-shape`` names and ranks on the model as loaded, before the passes."""
+    from tensorsmith.shapes import resolve_shapes
+    from tensorsmith.verify import input_specs_from_ir
+
+    def check(model: ir.Model) -> None:
+        resolve_shapes(input_specs_from_ir(model), input_shapes)
+
+    return check
+
+
 def optimize_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -204,16 +215,9 @@ def optimize_file(
     step = on_step or (lambda _msg: None)
     report = JobReport(input=str(input_path), output=str(output_path))
     model_io.check_output_path(output_path)
-    check = None
-    if input_shapes:  # validate names/ranks before the passes, on the model as loaded
-        from tensorsmith.shapes import resolve_shapes
-        from tensorsmith.verify import input_specs_from_ir
-
-        def check(model: ir.Model) -> None:
-            resolve_shapes(input_specs_from_ir(model), input_shapes)
-
     model = load_and_optimize(input_path, report, passes=passes, skip=skip, pass_options=pass_options,
-                              max_iterations=max_iterations, step=step, check=check)
+                              max_iterations=max_iterations, step=step,
+                              check=_input_shape_check(input_shapes) if input_shapes else None)
 
     if precision is not None and precision.lowered:
         return _lower_precision(model, input_path, output_path, report, precision, input_shapes=input_shapes,
@@ -234,13 +238,7 @@ def optimize_file(
             report.seconds["verify"] = time.perf_counter() - t0
             report.verification = vr
             if not vr.passed:
-                report.status = "verification-failed"
-                report.output = None
-                try:
-                    raise_if_failed(vr)
-                except VerificationError as exc:
-                    exc.job = report
-                    raise
+                raise job_failed(report, vr, f"verification failed: {failure_summary(vr)}")
         report.files = [str(p) for p in staged.commit()]
     return report
 

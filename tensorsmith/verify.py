@@ -471,13 +471,20 @@ def verify_models(
     )
 
 
-def raise_if_failed(report: VerificationReport) -> None:
-    if report.passed:
-        return
+def failure_summary(report: VerificationReport, *, more: bool = True) -> str:
+    """The first three failing outputs with their reasons (and ``(+N more)``)."""
     worst = report.failures()
     text = "; ".join(f"{o.name}: {o.reason}" for o in worst[:3])
-    more = f" (+{len(worst) - 3} more)" if len(worst) > 3 else ""
-    raise VerificationError(f"verification failed: {text}{more}", report=report)
+    return text + (f" (+{len(worst) - 3} more)" if more and len(worst) > 3 else "")
+
+
+def job_failed(job, report: VerificationReport, message: str, *, hint: str | None = None) -> VerificationError:
+    """Mark ``job`` (a job report) verification-failed with no output; the error to raise for it."""
+    job.status = "verification-failed"
+    job.output = None
+    err = VerificationError(message, report=report, hint=hint)
+    err.job = job
+    return err
 
 
 def _describe(feeds: dict[str, np.ndarray]) -> str:

@@ -26,13 +26,14 @@ from typing import Any, Callable
 import numpy as np
 
 from tensorsmith import model_io
-from tensorsmith.errors import UsageError, VerificationError
+from tensorsmith.errors import UsageError
 from tensorsmith.pipeline import JobReport, load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,
+    failure_summary,
     input_specs_from_proto,
-    raise_if_failed,
+    job_failed,
     verify_models,
 )
 
@@ -90,15 +91,7 @@ def _summary(vr: VerificationReport) -> str:
 
 
 def _raise(report: ConvertReport, vr: VerificationReport, what: str, hint: str | None = None) -> None:
-    report.status = "verification-failed"
-    report.output = None
-    try:
-        raise_if_failed(vr)
-    except VerificationError as exc:
-        text = str(exc).removeprefix("verification failed: ")
-        err = VerificationError(f"verification failed: {what}: {text}", report=vr, hint=hint)
-        err.job = report
-        raise err from None
+    raise job_failed(report, vr, f"verification failed: {what}: {failure_summary(vr)}", hint=hint)
 
 
 def convert_file(

@@ -32,9 +32,9 @@ from typing import Callable
 import numpy as np
 
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
-from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
+from tensorsmith.errors import ConversionError, UsageError, short
 from tensorsmith.shapes import InputSpec
-from tensorsmith.verify import Tolerance, VerificationReport, compare
+from tensorsmith.verify import Tolerance, VerificationReport, compare, failure_summary, job_failed
 
 PROFILE_STRATEGIES = ("Range", "Optimal", "Range+Optimal")
 PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
@@ -267,14 +267,9 @@ def convert_tftrt(
             report.verification = _verify(specs, src_fn, staged, options, res.profiles)
             report.seconds["verify"] = time.perf_counter() - t0
             if not report.verification.passed:
-                report.status = "verification-failed"
-                report.output = None
-                bad = report.verification.failures()
-                err = VerificationError("the TF-TRT model differs from the original: "
-                                        + "; ".join(f"{o.name}: {o.reason}" for o in bad[:3]),
-                                        report=report.verification)
-                err.job = report
-                raise err
+                vr = report.verification
+                raise job_failed(report, vr, "the TF-TRT model differs from the original: "
+                                 + failure_summary(vr, more=False))
         _replace_dir(staged, out)
         report.files = [str(out)]
     finally:

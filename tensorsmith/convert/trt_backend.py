@@ -62,8 +62,8 @@ from typing import Callable
 import numpy as np
 
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
-from tensorsmith.errors import ConversionError, UsageError, VerificationError
-from tensorsmith.verify import Tolerance, VerificationReport, compare
+from tensorsmith.errors import ConversionError, UsageError
+from tensorsmith.verify import Tolerance, VerificationReport, compare, failure_summary, job_failed
 
 MIN_MAJOR = 10
 HARDWARE_COMPAT = {
@@ -485,13 +485,9 @@ def build_engine(
             )
             report.seconds["verify"] = time.perf_counter() - t0
             if not report.verification.passed:
-                report.status = "verification-failed"
-                report.output = None
-                worst = report.verification.failures()
-                text = "; ".join(f"{o.name}: {o.reason}" for o in worst[:3])
-                err = VerificationError(f"the TensorRT engine differs from onnxruntime: {text}",
-                                        report=report.verification)
-                raise _with_job(err, report)
+                vr = report.verification
+                raise _with_job(job_failed(report, vr, "the TensorRT engine differs from onnxruntime: "
+                                           + failure_summary(vr, more=False)), report)
         sidecar = sidecar_contents(report, onnx_path, options)
         (tmp / sidecar_path(plan_path).name).write_text(json.dumps(sidecar, indent=2) + "\n")
         os.replace(staged_plan, plan_path)
