@@ -276,6 +276,20 @@ def load_verify_data(path: str | os.PathLike, specs: list[InputSpec]) -> list[di
 # running
 
 
+_ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` for the inputs ``sess`` has, float arrays cast to its input types (--fp16-io)."""
+    out = {}
+    for i in sess.get_inputs():
+        if i.name in feeds:
+            v = feeds[i.name]
+            want = _ORT_FLOATS.get(i.type)
+            out[i.name] = v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
+    return out
+
+
 def ort_session(
     model: str | os.PathLike | bytes,
     *,

@@ -28,6 +28,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from tensorsmith.verify import ort_session, session_feeds
+
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 PASS_THROUGH = {"Relu", "Clip"}  # activations the Q/DQ quantizer may fold away
 
@@ -68,22 +70,16 @@ def with_outputs(proto: onnx.ModelProto, names: Iterable[str], types: dict[str, 
     return aug.SerializeToString()
 
 
-def _session(model: bytes | str, optimize: bool = False):
-    from tensorsmith.verify import ort_session
-
-    return ort_session(model, optimize=optimize)
-
-
 def activation_peaks(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Largest |value| of every float tensor of ``proto`` over ``samples``."""
     types = tensor_types(proto)
     inits = {t.name for t in proto.graph.initializer}
     names = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_TYPES and o not in inits]
-    sess = _session(with_outputs(proto, names, types))
+    sess = ort_session(with_outputs(proto, names, types))
     out_names = [o.name for o in sess.get_outputs()]
     peaks: dict[str, float] = {}
     for feeds in samples:
-        values = sess.run(out_names, _feeds(sess, feeds))
+        values = sess.run(out_names, session_feeds(sess, feeds))
         for name, v in zip(out_names, values):
             v = np.asarray(v)
             if v.dtype.kind == "f" and v.size:
@@ -93,11 +89,6 @@ def activation_peaks(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]
                     peak = math.inf
                 peaks[name] = max(peaks.get(name, 0.0), peak)
     return peaks
-
-
-def _feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    wanted = {i.name for i in sess.get_inputs()}
-    return {k: v for k, v in feeds.items() if k in wanted}
 
 
 def rank_nodes(
@@ -117,16 +108,16 @@ def rank_nodes(
         if o and o not in inits and t32.get(o) in FLOAT_TYPES and tlow.get(o) in FLOAT_TYPES
     ]
     common += [i.name for i in fp32.graph.input if t32.get(i.name) in FLOAT_TYPES]
-    s32 = _session(with_outputs(fp32, common, t32))
-    slow = _session(with_outputs(lowered, common, tlow))
+    s32 = ort_session(with_outputs(fp32, common, t32))
+    slow = ort_session(with_outputs(lowered, common, tlow))
     names32 = [o.name for o in s32.get_outputs()]
     nameslow = {o.name for o in slow.get_outputs()}
     shared = [n for n in names32 if n in nameslow]
     num: dict[str, float] = dict.fromkeys(shared, 0.0)
     den: dict[str, float] = dict.fromkeys(shared, 0.0)
     for feeds in samples:
-        ref = dict(zip(names32, s32.run(names32, _feeds(s32, feeds))))
-        got = dict(zip(shared, slow.run(shared, _feeds(slow, feeds))))
+        ref = dict(zip(names32, s32.run(names32, session_feeds(s32, feeds))))
+        got = dict(zip(shared, slow.run(shared, session_feeds(slow, feeds))))
         for n in shared:
             r = np.asarray(ref[n], dtype=np.float64)
             g = np.asarray(got[n], dtype=np.float64)
@@ -202,9 +193,9 @@ def sensitivity(
     for name, op in candidates:
         try:
             model = build_one(name)
-            sess = _session(model if isinstance(model, bytes) else str(model))
+            sess = ort_session(model)
             names = [o.name for o in sess.get_outputs()]
-            gots = [dict(zip(names, sess.run(names, _feeds(sess, s)))) for s in samples]
+            gots = [dict(zip(names, sess.run(names, session_feeds(sess, s)))) for s in samples]
         except Exception:  # the quantizer cannot quantize this node alone: it is not ranked
             gots = None
         if gots is not None:

@@ -45,7 +45,7 @@ def measure(
 ) -> list[Latency]:
     """Median latency of each model on ``feeds``, timed round-robin in this process."""
     sessions = sessions or [cpu_session(p, threads=threads) for p in paths]
-    from tensorsmith.precision.step import session_feeds
+    from tensorsmith.verify import session_feeds
 
     per = [session_feeds(s, feeds) for s in sessions]
     # warm-up, and a first estimate of the cost of one round

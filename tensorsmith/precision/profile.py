@@ -35,7 +35,7 @@ _TOKEN = re.compile(r"(_token_\d+)+$")
 
 def kernel_times(path: str | os.PathLike, feeds: dict[str, np.ndarray], *, runs: int = 20) -> dict[str, tuple[str, float]]:
     """``{kernel name: (op type, microseconds per run)}``, onnxruntime CPU, 1 thread, all optimizations."""
-    from tensorsmith.precision.step import session_feeds
+    from tensorsmith.verify import session_feeds
     from tensorsmith.verify import ort_session
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-profile-") as tmp:

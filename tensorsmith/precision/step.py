@@ -31,6 +31,7 @@ from tensorsmith.precision import gate as gt
 from tensorsmith.precision import int8 as i8
 from tensorsmith.precision.latency import cpu_session, measure
 from tensorsmith.precision.progress import NullProgress
+from tensorsmith.verify import ort_session, session_feeds
 
 MAX_VAL = 32
 RANK_SAMPLES = 4
@@ -42,20 +43,6 @@ class LowerResult:
     path: Path  # the lowered model, inside the work folder
     report: dict = field(default_factory=dict)
 
-
-
-_ORT_FLOATS = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(double)": np.float64}
-
-
-def session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``feeds`` for the inputs ``sess`` has, float arrays cast to its input types (--fp16-io)."""
-    out = {}
-    for i in sess.get_inputs():
-        if i.name in feeds:
-            v = feeds[i.name]
-            want = _ORT_FLOATS.get(i.type)
-            out[i.name] = v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
-    return out
 
 
 def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str,
@@ -509,9 +496,9 @@ def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates
         progress.step("fallback: ranking nodes by added error (activation matching)")
         local = fb.rank_nodes(prepared, low, samples, candidates)
         order = [r.name for r in local[:SENSITIVITY_MAX]]
-    ref_sess = fb._session(str(prep_path))
+    ref_sess = ort_session(prep_path)
     names = [o.name for o in ref_sess.get_outputs()]
-    refs = [dict(zip(names, ref_sess.run(names, fb._feeds(ref_sess, s)))) for s in samples]
+    refs = [dict(zip(names, ref_sess.run(names, session_feeds(ref_sess, s)))) for s in samples]
     one = work / "int8_one_node.onnx"
     label = f"fallback: quantizing {len(order)} node(s) one at a time"
     advance = progress.track(label, len(order))
