@@ -26,8 +26,17 @@ def one_line(exc: BaseException | str, limit: int = 160) -> str:
 
 def versions() -> dict[str, str]:
     out = {}
-    for mod in ("tensorsmith", "onnx", "onnx_ir", "onnxscript", "onnxruntime", "onnxsim", "onnxslim",
-                "onnxoptimizer", "numpy"):
+    for mod in (
+        "tensorsmith",
+        "onnx",
+        "onnx_ir",
+        "onnxscript",
+        "onnxruntime",
+        "onnxsim",
+        "onnxslim",
+        "onnxoptimizer",
+        "numpy",
+    ):
         try:
             m = __import__(mod)
             out[mod] = str(getattr(m, "__version__", "?"))
@@ -51,15 +60,17 @@ def machine_notes() -> str:
     except OSError:
         load = "?"
     try:
-        mem = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
         mem = f"{int(mem.split()[1]) / 1024**2:.1f} GiB"
     except Exception:
         mem = "?"
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     v = versions()
     vtxt = ", ".join(f"{k} {val}" for k, val in v.items())
-    return (f"{now}; {cpu}; {os.cpu_count()} cores; {mem} RAM; load average {load} (1/5/15 min); "
-            f"Python {platform.python_version()}; {vtxt}")
+    return (
+        f"{now}; {cpu}; {os.cpu_count()} cores; {mem} RAM; load average {load} (1/5/15 min); "
+        f"Python {platform.python_version()}; {vtxt}"
+    )
 
 
 def loadavg() -> str:
@@ -70,5 +81,6 @@ def loadavg() -> str:
 
 
 def run_python(args: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=str(ROOT))
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=str(ROOT)
+    )

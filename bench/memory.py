@@ -81,7 +81,9 @@ def build_model(folder: Path, gb: float, k: int, seed: int = 0) -> dict:
             wname = f"l{i}.w"
             if transposed:
                 external(wname + "_t", np.ascontiguousarray(w.T), fh)
-                nodes.append(helper.make_node("Transpose", [wname + "_t"], [wname], name=f"l{i}.T", perm=[1, 0]))
+                nodes.append(
+                    helper.make_node("Transpose", [wname + "_t"], [wname], name=f"l{i}.T", perm=[1, 0])
+                )
             else:
                 external(wname, w, fh)
             weight_bytes += w.nbytes
@@ -96,8 +98,15 @@ def build_model(folder: Path, gb: float, k: int, seed: int = 0) -> dict:
                 external(f"l{i}.{key}", arr, fh)
                 weight_bytes += arr.nbytes
             nodes.append(helper.make_node("MatMul", [cur, wname], [f"l{i}.mm"], name=f"l{i}.MatMul"))
-            nodes.append(helper.make_node("BatchNormalization", [f"l{i}.mm"] + [f"l{i}.{x}" for x in bn],
-                                          [f"l{i}.bn"], name=f"l{i}.BN", epsilon=1e-5))
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization",
+                    [f"l{i}.mm"] + [f"l{i}.{x}" for x in bn],
+                    [f"l{i}.bn"],
+                    name=f"l{i}.BN",
+                    epsilon=1e-5,
+                )
+            )
             nodes.append(helper.make_node("Relu", [f"l{i}.bn"], [f"l{i}.relu"], name=f"l{i}.Relu"))
             cur = f"l{i}.relu"
             if i % 4 == 2:
@@ -108,17 +117,25 @@ def build_model(folder: Path, gb: float, k: int, seed: int = 0) -> dict:
                 cur = f"l{i}.id"
     nodes.append(helper.make_node("Identity", [cur], ["output"], name="out.Identity"))
     graph = helper.make_graph(
-        nodes, "big_chain",
+        nodes,
+        "big_chain",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", k])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", k])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tensorsmith-bench")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tensorsmith-bench"
+    )
     model.ir_version = 8
     with open(folder / "model.onnx", "wb") as fh:
         fh.write(model.SerializeToString())
-    return {"layers": n_layers, "k": k, "nodes": len(nodes), "weight_bytes": weight_bytes,
-            "data_bytes": (folder / data_name).stat().st_size}
+    return {
+        "layers": n_layers,
+        "k": k,
+        "nodes": len(nodes),
+        "weight_bytes": weight_bytes,
+        "data_bytes": (folder / data_name).stat().st_size,
+    }
 
 
 def _status_kb(pid: int) -> dict[str, int]:
@@ -185,9 +202,20 @@ def measure(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
 
 def last_error_line(res: dict) -> str:
     text = (res["stderr"] or "") + "\n" + (res["stdout"] or "")
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    keys = ("error", "Error", "exceed", "2GB", "2 GB", "protobuf", "Killed", "MemoryError", "failed", "Exception")
-    hits = [l for l in lines if any(k in l for k in keys)]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    keys = (
+        "error",
+        "Error",
+        "exceed",
+        "2GB",
+        "2 GB",
+        "protobuf",
+        "Killed",
+        "MemoryError",
+        "failed",
+        "Exception",
+    )
+    hits = [ln for ln in lines if any(k in ln for k in keys)]
     pick = hits[-1] if hits else (lines[-1] if lines else "")
     return _common.one_line(pick, 220)
 
@@ -206,10 +234,14 @@ print(json.dumps({{"passed": c.passed, "max_abs": c.max_abs_diff, "scale": c.sca
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(_common.ROOT))
     if proc.returncode != 0:
-        return "check failed to run: " + _common.one_line((proc.stderr or "").strip().splitlines()[-1:] or [""])
+        return "check failed to run: " + _common.one_line(
+            (proc.stderr or "").strip().splitlines()[-1:] or [""]
+        )
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return (f"{'equal' if r['passed'] else 'DIFFERENT'}: max abs diff {r['max_abs']:.2e} (output scale "
-            f"{r['scale']:.2e}) {r['reason']}").strip()
+    return (
+        f"{'equal' if r['passed'] else 'DIFFERENT'}: max abs diff {r['max_abs']:.2e} (output scale "
+        f"{r['scale']:.2e}) {r['reason']}"
+    ).strip()
 
 
 def gb(n: float) -> str:
@@ -223,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="where to generate (needs ~3x GB free)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool")
     ap.add_argument("--tools", default="tensorsmith,onnxsim,onnxslim")
-    ap.add_argument("--no-check", dest="check", action="store_false", help="skip the onnxruntime output check")
+    ap.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip the onnxruntime output check"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--markdown", metavar="OUT.md")
     args = ap.parse_args(argv)
@@ -242,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         src_dir.mkdir()
         t0 = time.perf_counter()
         info = build_model(src_dir, args.gb, args.k)
-        log(f"built {info['layers']} layers, {info['nodes']} nodes, weights {gb(info['weight_bytes'])} "
-            f"in {time.perf_counter() - t0:.0f} s")
+        log(
+            f"built {info['layers']} layers, {info['nodes']} nodes, weights {gb(info['weight_bytes'])} "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
         src = src_dir / "model.onnx"
         wb = info["weight_bytes"]
         # interpreter + imports alone, for reference
@@ -254,7 +290,15 @@ def main(argv: list[str] | None = None) -> int:
             out_dir.mkdir()
             dst = out_dir / "model.onnx"
             if tool == "tensorsmith":
-                cmd = [str(bindir / "tensorsmith"), "optimize", str(src), "-o", str(dst), "--no-verify", "--json"]
+                cmd = [
+                    str(bindir / "tensorsmith"),
+                    "optimize",
+                    str(src),
+                    "-o",
+                    str(dst),
+                    "--no-verify",
+                    "--json",
+                ]
             elif tool == "onnxsim":
                 cmd = [str(bindir / "onnxsim"), str(src), str(dst)]
             elif tool == "onnxslim":
@@ -265,57 +309,82 @@ def main(argv: list[str] | None = None) -> int:
             res = measure(cmd, args.timeout)
             written = [p for p in out_dir.rglob("*") if p.is_file()]
             res["written"] = sum(p.stat().st_size for p in written)
-            res["written_files"] = sorted(f"{p.relative_to(out_dir)} ({gb(p.stat().st_size)})" for p in written)
+            res["written_files"] = sorted(
+                f"{p.relative_to(out_dir)} ({gb(p.stat().st_size)})" for p in written
+            )
             res["tool"] = tool
             res["ok"] = res["rc"] == 0 and dst.is_file()
-            res["error"] = "" if res["ok"] else (
-                f"timed out after {args.timeout:.0f} s" if res["timed_out"] else f"exit {res['rc']}: {last_error_line(res)}")
+            res["error"] = (
+                ""
+                if res["ok"]
+                else (
+                    f"timed out after {args.timeout:.0f} s"
+                    if res["timed_out"]
+                    else f"exit {res['rc']}: {last_error_line(res)}"
+                )
+            )
             if tool == "tensorsmith" and res["ok"]:
                 try:
                     rep = json.loads(res["stdout"])
                     res["nodes"] = f"{rep.get('nodes_before')} -> {rep.get('nodes_after')}"
-                    res["passes"] = ", ".join(f"{p['name']} {p['seconds']:.1f}s" for p in rep.get("passes", []))
+                    res["passes"] = ", ".join(
+                        f"{p['name']} {p['seconds']:.1f}s" for p in rep.get("passes", [])
+                    )
                     res["files"] = [Path(f).name for f in rep.get("files", [])]
                 except Exception:
                     pass
             if res["ok"] and args.check:
                 res["check"] = check_outputs(src, dst, args.k)
-            log(f"  {tool}: rc {res['rc']}, {res['wall']:.0f} s, peak RSS {gb(res['maxrss'])} "
-                f"({res['maxrss'] / wb:.2f}x weights) {res['error']}")
+            log(
+                f"  {tool}: rc {res['rc']}, {res['wall']:.0f} s, peak RSS {gb(res['maxrss'])} "
+                f"({res['maxrss'] / wb:.2f}x weights) {res['error']}"
+            )
             rows.append(res)
             shutil.rmtree(out_dir, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
-    L = [f"## Memory: {gb(wb)} of weights in external data ({info['layers']} x MatMul[{args.k}x{args.k}]+BN+Relu, "
-         f"{info['nodes']} nodes)", "",
-         f"Machine: {_common.machine_notes()}", "",
-         f"Peak RSS = ru_maxrss of the tool's process (wait4); anon/file = peaks of RssAnon/RssFile polled every "
-         f"50 ms (file-backed = memory-mapped weights). Baseline (`tensorsmith passes`: interpreter + imports): "
-         f"{base['maxrss'] / 1024**2:.0f} MiB.", "",
-         "| tool | result | wall s | peak RSS | x weights | peak anon | peak file-backed | written | notes |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    L = [
+        f"## Memory: {gb(wb)} of weights in external data ({info['layers']} x MatMul[{args.k}x{args.k}]+BN+Relu, "
+        f"{info['nodes']} nodes)",
+        "",
+        f"Machine: {_common.machine_notes()}",
+        "",
+        f"Peak RSS = ru_maxrss of the tool's process (wait4); anon/file = peaks of RssAnon/RssFile polled every "
+        f"50 ms (file-backed = memory-mapped weights). Baseline (`tensorsmith passes`: interpreter + imports): "
+        f"{base['maxrss'] / 1024**2:.0f} MiB.",
+        "",
+        "| tool | result | wall s | peak RSS | x weights | peak anon | peak file-backed | written | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         notes = []
         if r.get("nodes"):
             notes.append(f"nodes {r['nodes']}")
         if r.get("written_files"):
-            notes.append("wrote " + ", ".join(r["written_files"][:4])
-                         + (f" (+{len(r['written_files']) - 4} files)" if len(r["written_files"]) > 4 else ""))
+            notes.append(
+                "wrote "
+                + ", ".join(r["written_files"][:4])
+                + (f" (+{len(r['written_files']) - 4} files)" if len(r["written_files"]) > 4 else "")
+            )
         if r.get("check"):
             notes.append(r["check"])
         if r.get("passes"):
             notes.append(r["passes"])
         result = "ok" if r["ok"] else f"FAILED ({r['error']})"
-        L.append(f"| {r['tool']} | {result} | {r['wall']:.0f} | {gb(r['maxrss'])} | {r['maxrss'] / wb:.2f} | "
-                 f"{gb(r['peak_anon'])} | {gb(r['peak_file'])} | {gb(r['written'])} | {'; '.join(notes)} |")
+        L.append(
+            f"| {r['tool']} | {result} | {r['wall']:.0f} | {gb(r['maxrss'])} | {r['maxrss'] / wb:.2f} | "
+            f"{gb(r['peak_anon'])} | {gb(r['peak_file'])} | {gb(r['written'])} | {'; '.join(notes)} |"
+        )
     L.append("")
     ts = next((r for r in rows if r["tool"] == "tensorsmith"), None)
     if ts is not None:
         verdict = "meets" if ts["ok"] and ts["maxrss"] <= 1.3 * wb else "MISSES"
-        L.append(f"tensorsmith {verdict} the target (peak RSS <= 1.3 x weights = {gb(1.3 * wb)}): "
-                 f"{gb(ts['maxrss'])} = {ts['maxrss'] / wb:.2f}x.")
+        L.append(
+            f"tensorsmith {verdict} the target (peak RSS <= 1.3 x weights = {gb(1.3 * wb)}): "
+            f"{gb(ts['maxrss'])} = {ts['maxrss'] / wb:.2f}x."
+        )
         L.append("")
     text = "\n".join(L)
     print(text)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import random
 import shutil
 import statistics
@@ -181,7 +180,9 @@ class Variant:
         return self.error is None and bool(self.check) and all(c["ok"] for c in self.check.values())
 
 
-def collect_cases(models_dir: str | None, also_thirdparty: bool, only: list[str] | None) -> tuple[list[Case], list[str]]:
+def collect_cases(
+    models_dir: str | None, also_thirdparty: bool, only: list[str] | None
+) -> tuple[list[Case], list[str]]:
     cases: list[Case] = []
     notes: list[str] = []
     if models_dir:
@@ -291,7 +292,9 @@ def op_counts(path: Path) -> collections.Counter:
 
     def walk(nodes) -> None:
         for node in nodes:
-            counts[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+            counts[
+                f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+            ] += 1
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     walk(attr.g.node)
@@ -336,7 +339,7 @@ def session(path: Path, optimize: bool):
 def run(sess, feeds: dict) -> dict:
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
-    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted})))
+    return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=False))
 
 
 def check_outputs(ref: dict, got: dict) -> dict:
@@ -355,8 +358,9 @@ def check_outputs(ref: dict, got: dict) -> dict:
     return {"ok": True, "max_abs": worst, "text": f"{worst:.1e}"}
 
 
-def time_round_robin(sessions: dict, feeds: dict, budget: float, min_reps: int, max_reps: int,
-                     seed: int = 0) -> tuple[dict, dict, int]:
+def time_round_robin(
+    sessions: dict, feeds: dict, budget: float, min_reps: int, max_reps: int, seed: int = 0
+) -> tuple[dict, dict, int]:
     """Per session key, the wall and thread-CPU seconds of every run; each repetition
     runs every session once, in shuffled order.
 
@@ -366,8 +370,9 @@ def time_round_robin(sessions: dict, feeds: dict, budget: float, min_reps: int, 
     """
     rng = random.Random(seed)
     keys = list(sessions)
-    filtered = {k: {n: v for n, v in feeds.items() if n in {i.name for i in sessions[k].get_inputs()}}
-                for k in keys}
+    filtered = {
+        k: {n: v for n, v in feeds.items() if n in {i.name for i in sessions[k].get_inputs()}} for k in keys
+    }
     est = {}
     for key in keys:
         sess, f = sessions[key], filtered[key]
@@ -395,7 +400,7 @@ def time_round_robin(sessions: dict, feeds: dict, budget: float, min_reps: int, 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of a[r] / b[r] (both timed in the same round)."""
-    return statistics.median(x / y for x, y in zip(a, b) if y > 0)
+    return statistics.median(x / y for x, y in zip(a, b, strict=False) if y > 0)
 
 
 def iqr_rel(xs: list[float]) -> float:
@@ -425,8 +430,10 @@ def bench_case(case: Case, args, work: Path, log) -> dict:
             rfile.unlink(missing_ok=True)
             t0 = time.perf_counter()
             try:
-                proc = _common.run_python([__file__, "--worker", tool, str(case.path), str(dst), str(rfile)],
-                                          timeout=args.tool_timeout)
+                proc = _common.run_python(
+                    [__file__, "--worker", tool, str(case.path), str(dst), str(rfile)],
+                    timeout=args.tool_timeout,
+                )
                 wall = time.perf_counter() - t0
                 if rfile.is_file():
                     res = json.loads(rfile.read_text())
@@ -485,11 +492,15 @@ def bench_case(case: Case, args, work: Path, log) -> dict:
             try:
                 v.check[label] = check_outputs(ref, run(s, feeds))
             except Exception as exc:
-                v.check[label] = {"ok": False, "max_abs": float("inf"), "text": f"run fails: {_common.one_line(exc, 100)}"}
+                v.check[label] = {
+                    "ok": False,
+                    "max_abs": float("inf"),
+                    "text": f"run fails: {_common.one_line(exc, 100)}",
+                }
         decl = declared_outputs(v.path)
         if [d[0] for d in decl] != [d[0] for d in decl_orig]:
             v.decl_changes.append(f"output names {[d[0] for d in decl_orig]} -> {[d[0] for d in decl]}")
-        for (n0, t0, s0), (n1, t1, s1) in zip(decl_orig, decl):
+        for (n0, t0, s0), (_n1, t1, s1) in zip(decl_orig, decl, strict=False):
             if t0 != t1:
                 v.decl_changes.append(f"{n0}: dtype {t0} -> {t1}")
             if s0 != s1:
@@ -520,19 +531,23 @@ def bench_case(case: Case, args, work: Path, log) -> dict:
             log(f"   {tool}/{level}: session fails: {_common.one_line(exc)}")
     sessions = {key: s for key, s in sessions.items() if key[:2] not in failed}
     load0 = _common.loadavg()
-    wall_k, cpu_k, reps = time_round_robin(sessions, feeds1, args.latency_budget, args.min_reps, args.max_reps)
+    wall_k, cpu_k, reps = time_round_robin(
+        sessions, feeds1, args.latency_budget, args.min_reps, args.max_reps
+    )
     # several sessions per variant (--sessions): a round's time is their mean, which
     # averages out the per-session speed bias (memory placement) seen on tiny models
     wall, cpu = {}, {}
-    for (tool, level, k) in wall_k:
+    for tool, level, k in wall_k:
         if k == 0:
             ws = [wall_k[(tool, level, j)] for j in range(args.sessions)]
             cs = [cpu_k[(tool, level, j)] for j in range(args.sessions)]
-            wall[(tool, level)] = [statistics.fmean(x) for x in zip(*ws)]
-            cpu[(tool, level)] = [statistics.fmean(x) for x in zip(*cs)]
+            wall[(tool, level)] = [statistics.fmean(x) for x in zip(*ws, strict=False)]
+            cpu[(tool, level)] = [statistics.fmean(x) for x in zip(*cs, strict=False)]
     lat = {k: statistics.median(t) for k, t in cpu.items()}
     lat_wall = {k: statistics.median(t) for k, t in wall.items()}
-    wall_ratio = {k: paired_ratio(t, wall[("original", k[1])]) for k, t in wall.items() if ("original", k[1]) in wall}
+    wall_ratio = {
+        k: paired_ratio(t, wall[("original", k[1])]) for k, t in wall.items() if ("original", k[1]) in wall
+    }
     noise = {k: iqr_rel(t) for k, t in cpu.items()}
     for (tool, level), sec in lat.items():
         if tool in variants:
@@ -553,8 +568,10 @@ def bench_case(case: Case, args, work: Path, log) -> dict:
         "b2": feeds2 is not None,
         "shapes": {k: list(v.shape) for k, v in feeds1.items()},
     }
-    log(f"   nodes {', '.join(f'{k}={v.nodes}' for k, v in variants.items())}; "
-        f"latency reps {reps}; A/A off {lat[('A/A', 'off')] / lat[('original', 'off')]:.3f}")
+    log(
+        f"   nodes {', '.join(f'{k}={v.nodes}' for k, v in variants.items())}; "
+        f"latency reps {reps}; A/A off {lat[('A/A', 'off')] / lat[('original', 'off')]:.3f}"
+    )
     return out
 
 
@@ -581,13 +598,15 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
     L = []
     L.append(header)
     L.append("")
-    L.append(f"Settings: tool runs per model {args.tool_reps} (median, interleaved); latency: onnxruntime CPU, "
-             f"intra_op_num_threads=1, batch 1, median of N round-robin repetitions (each runs every "
-             f"(variant, level) session once, shuffled), budget {args.latency_budget:.0f} s per model, "
-             f"N in [{args.min_reps}, {args.max_reps}], {args.sessions} session(s) per variant and level "
-             f"(a round's time is their mean). Equality: ORT optimizations off, per output "
-             f"max|a-b| <= {ATOL:g} + {RTOL:g} x max|ref|, same dtype and runtime shape, at batch 1 and "
-             "(dynamic batch) batch 2. A peer counts as 'best' only if its outputs are equal.")
+    L.append(
+        f"Settings: tool runs per model {args.tool_reps} (median, interleaved); latency: onnxruntime CPU, "
+        f"intra_op_num_threads=1, batch 1, median of N round-robin repetitions (each runs every "
+        f"(variant, level) session once, shuffled), budget {args.latency_budget:.0f} s per model, "
+        f"N in [{args.min_reps}, {args.max_reps}], {args.sessions} session(s) per variant and level "
+        f"(a round's time is their mean). Equality: ORT optimizations off, per output "
+        f"max|a-b| <= {ATOL:g} + {RTOL:g} x max|ref|, same dtype and runtime shape, at batch 1 and "
+        "(dynamic batch) batch 2. A peer counts as 'best' only if its outputs are equal."
+    )
     L.append("")
 
     # 1. nodes
@@ -602,7 +621,9 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
         cells = []
         for t in tools:
             v = vs[t]
-            cells.append(f"error: {v.error}" if v.error else f"{v.nodes} ({v.nodes / n0:.2f}) [{v.compute_nodes}]")
+            cells.append(
+                f"error: {v.error}" if v.error else f"{v.nodes} ({v.nodes / n0:.2f}) [{v.compute_nodes}]"
+            )
         peer, best = _best_peer(res, lambda v: v.nodes)
         cpeer, cbest = _best_peer(res, lambda v: v.compute_nodes)
         ts = vs.get("tensorsmith")
@@ -614,8 +635,11 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
                 diff.subtract(vs[cpeer].ops)
                 more = ", ".join(f"{k} {n:+d}" for k, n in sorted(diff.items()) if n and k != "Constant")
                 op_notes.append(f"{res['case'].name}: tensorsmith minus {cpeer}: {more}")
-        L.append(f"| {res['case'].name} | {n0} [{vs['original'].compute_nodes}] | " + " | ".join(cells)
-                 + f" | {ratio} |")
+        L.append(
+            f"| {res['case'].name} | {n0} [{vs['original'].compute_nodes}] | "
+            + " | ".join(cells)
+            + f" | {ratio} |"
+        )
     L.append("")
     if op_notes:
         L.append("Where tensorsmith keeps more non-Constant nodes than the best peer (op count differences):")
@@ -625,7 +649,9 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
         L.append("")
 
     # 2. tool time
-    L.append("### Tool wall time, s (load + optimize + save, in-process median; process wall incl. imports in brackets)")
+    L.append(
+        "### Tool wall time, s (load + optimize + save, in-process median; process wall incl. imports in brackets)"
+    )
     L.append("")
     L.append("| model | " + " | ".join(tools) + " | tensorsmith / onnxsim, wall (CPU) |")
     L.append("|---|" + "---:|" * len(tools) + "---:|")
@@ -639,8 +665,11 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
             else:
                 cells.append(f"{v.seconds:.3f} [{statistics.median(v.process_times):.1f}]")
         ts, sim = vs.get("tensorsmith"), vs.get("onnxsim")
-        ratio = (f"{ts.seconds / sim.seconds:.2f} ({statistics.median(ts.cpu_times) / statistics.median(sim.cpu_times):.2f})"
-                 if ts and sim and ts.seconds and sim.seconds else "—")
+        ratio = (
+            f"{ts.seconds / sim.seconds:.2f} ({statistics.median(ts.cpu_times) / statistics.median(sim.cpu_times):.2f})"
+            if ts and sim and ts.seconds and sim.seconds
+            else "—"
+        )
         L.append(f"| {res['case'].name} | " + " | ".join(cells) + f" | {ratio} |")
     L.append("")
 
@@ -667,8 +696,11 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
             cell = "; ".join(parts)
             if v.decl_changes:
                 cell += " †"
-                decl_notes.append(f"{res['case'].name} / {t}: " + "; ".join(v.decl_changes[:4])
-                                  + (f" (+{len(v.decl_changes) - 4} more)" if len(v.decl_changes) > 4 else ""))
+                decl_notes.append(
+                    f"{res['case'].name} / {t}: "
+                    + "; ".join(v.decl_changes[:4])
+                    + (f" (+{len(v.decl_changes) - 4} more)" if len(v.decl_changes) > 4 else "")
+                )
             cells.append(cell)
         L.append(f"| {res['case'].name} | " + " | ".join(cells) + " |")
     L.append("")
@@ -681,10 +713,16 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
 
     # 4/5. latency
     for level, title in (("off", "graph optimizations OFF"), ("all", "graph optimizations ALL")):
-        L.append(f"### onnxruntime latency, {title}: inference thread CPU time (original in ms; others: ratio vs "
-                 "original, < 1 is faster)")
+        L.append(
+            f"### onnxruntime latency, {title}: inference thread CPU time (original in ms; others: ratio vs "
+            "original, < 1 is faster)"
+        )
         L.append("")
-        L.append("| model | original ms | A/A | " + " | ".join(tools) + " | tensorsmith / best peer | reps | IQR/median |")
+        L.append(
+            "| model | original ms | A/A | "
+            + " | ".join(tools)
+            + " | tensorsmith / best peer | reps | IQR/median |"
+        )
         L.append("|---|---:|---:|" + "---:|" * len(tools) + "---:|---:|---:|")
         for res in results:
             vs, lat = res["variants"], res["latency"]
@@ -707,17 +745,29 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
             ratio = f"{ts / best:.3f} ({peer})" if ts and best else "—"
             aa = lat[("A/A", level)] / base
             noise = max(res["noise"][(k, lv)] for (k, lv) in res["noise"] if lv == level)
-            L.append(f"| {res['case'].name} | {base * 1e3:.2f} | {aa:.3f} | " + " | ".join(cells)
-                     + f" | {ratio} | {res['reps']} | ≤{noise:.0%} |")
+            L.append(
+                f"| {res['case'].name} | {base * 1e3:.2f} | {aa:.3f} | "
+                + " | ".join(cells)
+                + f" | {ratio} | {res['reps']} | ≤{noise:.0%} |"
+            )
         L.append("")
-    L.append("✗ = outputs not equal to the original (see the equality table). A/A = a second session of the "
-             "original model timed in the same rounds: its distance from 1.000 is the noise floor. IQR/median: "
-             "the widest interquartile range of any session's CPU times, relative to its median.")
+    L.append(
+        "✗ = outputs not equal to the original (see the equality table). A/A = a second session of the "
+        "original model timed in the same rounds: its distance from 1.000 is the noise floor. IQR/median: "
+        "the widest interquartile range of any session's CPU times, relative to its median."
+    )
     L.append("")
-    L.append("### Wall-clock cross-check: median over rounds of (variant / original) wall time in the same round")
+    L.append(
+        "### Wall-clock cross-check: median over rounds of (variant / original) wall time in the same round"
+    )
     L.append("")
-    L.append("| model | OFF: original ms | OFF: A/A | " + " | ".join(f"OFF: {t}" for t in tools)
-             + " | ALL: original ms | ALL: A/A | " + " | ".join(f"ALL: {t}" for t in tools) + " |")
+    L.append(
+        "| model | OFF: original ms | OFF: A/A | "
+        + " | ".join(f"OFF: {t}" for t in tools)
+        + " | ALL: original ms | ALL: A/A | "
+        + " | ".join(f"ALL: {t}" for t in tools)
+        + " |"
+    )
     L.append("|---|" + "---:|" * (2 * len(tools) + 4))
     for res in results:
         wr, lw, vs = res["wall_ratio"], res["latency_wall"], res["variants"]
@@ -726,7 +776,9 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
             cells.append(f"{lw[('original', level)] * 1e3:.2f}")
             cells.append(f"{wr[('A/A', level)]:.3f}")
             for t in tools:
-                cells.append("error" if vs[t].error else (f"{wr[(t, level)]:.3f}" if (t, level) in wr else "—"))
+                cells.append(
+                    "error" if vs[t].error else (f"{wr[(t, level)]:.3f}" if (t, level) in wr else "—")
+                )
         L.append(f"| {res['case'].name} | " + " | ".join(cells) + " |")
     L.append("")
 
@@ -735,8 +787,15 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
     L.append("")
     for res in results:
         notes = "; ".join(res["input_notes"]) if res["input_notes"] else ""
-        b2 = "batch 2 checked" if res["b2"] else ("static batch" if not res["dynamic"] else "batch 2 NOT checked")
-        L.append(f"- {res['case'].name}: {res['shapes']}; {b2}; load {res['load']}" + (f"; {notes}" if notes else ""))
+        b2 = (
+            "batch 2 checked"
+            if res["b2"]
+            else ("static batch" if not res["dynamic"] else "batch 2 NOT checked")
+        )
+        L.append(
+            f"- {res['case'].name}: {res['shapes']}; {b2}; load {res['load']}"
+            + (f"; {notes}" if notes else "")
+        )
     for n in fetch_notes:
         L.append(f"- {n}")
     L.append("")
@@ -754,27 +813,36 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
             misses.append(f"{name}: tensorsmith failed: {ts.error}")
             continue
         if not ts.equal:
-            misses.append(f"{name}: outputs differ: " + "; ".join(f"{k} {c['text']}" for k, c in ts.check.items() if not c["ok"]))
+            misses.append(
+                f"{name}: outputs differ: "
+                + "; ".join(f"{k} {c['text']}" for k, c in ts.check.items() if not c["ok"])
+            )
         if ts.decl_changes:
             misses.append(f"{name}: declared outputs changed: " + "; ".join(ts.decl_changes[:3]))
         aa_off = abs(lat[("A/A", "off")] / lat[("original", "off")] - 1)
         peer, best = _best_peer(res, lambda v: v.latency.get("off"))
         if best and ts.latency.get("off") and ts.latency["off"] > best:
             r = ts.latency["off"] / best
-            misses.append(f"{name}: latency (opts off) {r:.3f}x the best peer ({peer})"
-                          + (" — within the A/A noise" if r - 1 <= max(aa_off, 0.01) else ""))
+            misses.append(
+                f"{name}: latency (opts off) {r:.3f}x the best peer ({peer})"
+                + (" — within the A/A noise" if r - 1 <= max(aa_off, 0.01) else "")
+            )
         aa_all = abs(lat[("A/A", "all")] / lat[("original", "all")] - 1)
         if ts.latency.get("all") and ts.latency["all"] > lat[("original", "all")]:
             r = ts.latency["all"] / lat[("original", "all")]
-            misses.append(f"{name}: latency (opts all) {r:.3f}x the original"
-                          + (" — within the A/A noise" if r - 1 <= max(aa_all, 0.01) else ""))
+            misses.append(
+                f"{name}: latency (opts all) {r:.3f}x the original"
+                + (" — within the A/A noise" if r - 1 <= max(aa_all, 0.01) else "")
+            )
         peer_n, best_n = _best_peer(res, lambda v: v.compute_nodes)
         if best_n is not None and ts.compute_nodes > best_n:
             misses.append(f"{name}: {ts.compute_nodes} non-Constant nodes vs {best_n} ({peer_n})")
         sim = vs.get("onnxsim")
         if sim and sim.seconds and ts.seconds and ts.seconds > sim.seconds:
-            misses.append(f"{name}: tool time {ts.seconds:.3f} s vs onnxsim {sim.seconds:.3f} s (CPU "
-                          f"{statistics.median(ts.cpu_times):.3f} vs {statistics.median(sim.cpu_times):.3f} s)")
+            misses.append(
+                f"{name}: tool time {ts.seconds:.3f} s vs onnxsim {sim.seconds:.3f} s (CPU "
+                f"{statistics.median(ts.cpu_times):.3f} vs {statistics.median(sim.cpu_times):.3f} s)"
+            )
     if misses:
         for m in misses:
             L.append(f"- {m}")
@@ -790,15 +858,21 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(*argv[1:5])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models_dir", nargs="?", help="folder of .onnx models")
-    ap.add_argument("--also-thirdparty", action="store_true", help="add the ONNX models of tests/thirdparty.py")
+    ap.add_argument(
+        "--also-thirdparty", action="store_true", help="add the ONNX models of tests/thirdparty.py"
+    )
     ap.add_argument("--markdown", metavar="OUT.md", help="also write the tables to this file")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--tool-reps", type=int, default=3, help="runs of each tool per model (median)")
     ap.add_argument("--tool-timeout", type=float, default=600.0, help="seconds before a tool run is an error")
     ap.add_argument("--latency-budget", type=float, default=30.0, help="seconds of latency timing per model")
-    ap.add_argument("--sessions", type=int, default=1,
-                    help="onnxruntime sessions per (variant, level); >1 averages out per-session bias")
+    ap.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="onnxruntime sessions per (variant, level); >1 averages out per-session bias",
+    )
     ap.add_argument("--min-reps", type=int, default=20)
     ap.add_argument("--max-reps", type=int, default=2000)
     ap.add_argument("--keep", metavar="DIR", help="keep the tools' outputs in DIR")
@@ -812,8 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give MODELS_DIR and/or --also-thirdparty")
     if args.models_dir and not Path(args.models_dir).is_dir():
         ap.error(f"{args.models_dir}: not a folder")
-    cases, fetch_notes = collect_cases(args.models_dir, args.also_thirdparty,
-                                       args.only.split(",") if args.only else None)
+    cases, fetch_notes = collect_cases(
+        args.models_dir, args.also_thirdparty, args.only.split(",") if args.only else None
+    )
     if not cases:
         ap.error("no models found")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -833,21 +908,37 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     text = render(results, args, header, fetch_notes)
-    text += f"\nTotal bench time {time.perf_counter() - t0:.0f} s; load average at the end {_common.loadavg()}.\n"
+    text += (
+        f"\nTotal bench time {time.perf_counter() - t0:.0f} s; load average at the end {_common.loadavg()}.\n"
+    )
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text)
     if args.json_out:
         dump = []
         for res in results:
-            dump.append({
-                "model": res["case"].name, "path": str(res["case"].path), "reps": res["reps"],
-                "latency_raw": res["raw"], "inputs": res["shapes"], "notes": res["input_notes"],
-                "variants": {k: {"error": v.error, "ops": dict(v.ops or {}), "tool_seconds": v.times,
-                                 "tool_cpu": v.cpu_times, "process_seconds": v.process_times,
-                                 "check": v.check, "declared_changes": v.decl_changes}
-                             for k, v in res["variants"].items()},
-            })
+            dump.append(
+                {
+                    "model": res["case"].name,
+                    "path": str(res["case"].path),
+                    "reps": res["reps"],
+                    "latency_raw": res["raw"],
+                    "inputs": res["shapes"],
+                    "notes": res["input_notes"],
+                    "variants": {
+                        k: {
+                            "error": v.error,
+                            "ops": dict(v.ops or {}),
+                            "tool_seconds": v.times,
+                            "tool_cpu": v.cpu_times,
+                            "process_seconds": v.process_times,
+                            "check": v.check,
+                            "declared_changes": v.decl_changes,
+                        }
+                        for k, v in res["variants"].items()
+                    },
+                }
+            )
         Path(args.json_out).write_text(json.dumps(dump, indent=1))
     return 0
 

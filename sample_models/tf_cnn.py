@@ -9,7 +9,7 @@ function as the PyTorch/ONNX cnn on ``x.transpose(0, 2, 3, 1)``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -73,9 +73,7 @@ def load_torch_cnn_weights(model, sd: Mapping[str, np.ndarray]):
     sd = {k: np.asarray(v) for k, v in sd.items()}
     for conv in ("conv1", "conv2"):
         # torch OIHW -> keras HWIO
-        model.get_layer(conv).set_weights(
-            [sd[f"{conv}.weight"].transpose(2, 3, 1, 0), sd[f"{conv}.bias"]]
-        )
+        model.get_layer(conv).set_weights([sd[f"{conv}.weight"].transpose(2, 3, 1, 0), sd[f"{conv}.bias"]])
     for bn in ("bn1", "bn2"):
         model.get_layer(bn).set_weights(
             [sd[f"{bn}.weight"], sd[f"{bn}.bias"], sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"]]

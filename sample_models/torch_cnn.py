@@ -19,15 +19,15 @@ from torch.nn import functional as F
 __all__ = [
     "CNN",
     "BasicBlock",
-    "ResNetTiny",
-    "TransformerBlock",
-    "SqueezeExcite",
     "MobileNetBlock",
-    "randomize_batchnorm",
+    "ResNetTiny",
+    "SqueezeExcite",
+    "TransformerBlock",
     "build_cnn",
+    "build_mobilenet_block",
     "build_resblock",
     "build_transformer",
-    "build_mobilenet_block",
+    "randomize_batchnorm",
 ]
 
 

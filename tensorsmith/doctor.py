@@ -98,11 +98,15 @@ def tftrt_unavailable_reason(tf: dict | None = None) -> str | None:
         return "TensorFlow is not installed (pip install 'tensorsmith[tf]')"
     v = _vtuple(tf["version"])
     if v[:2] > TFTRT_MAX_TF:
-        return (f"TensorFlow {tf['version']} has no TF-TRT: TensorFlow 2.18 and later are built without "
-                "TensorRT; TF-TRT needs TensorFlow <= 2.17 built with TensorRT (e.g. NVIDIA's NGC TensorFlow container)")
+        return (
+            f"TensorFlow {tf['version']} has no TF-TRT: TensorFlow 2.18 and later are built without "
+            "TensorRT; TF-TRT needs TensorFlow <= 2.17 built with TensorRT (e.g. NVIDIA's NGC TensorFlow container)"
+        )
     if tf.get("tensorrt_build") is False:
-        return (f"TensorFlow {tf['version']} here was built without TensorRT; TF-TRT needs a TensorFlow "
-                "<= 2.17 built with TensorRT (e.g. NVIDIA's NGC TensorFlow container)")
+        return (
+            f"TensorFlow {tf['version']} here was built without TensorRT; TF-TRT needs a TensorFlow "
+            "<= 2.17 built with TensorRT (e.g. NVIDIA's NGC TensorFlow container)"
+        )
     return None
 
 
@@ -140,8 +144,10 @@ def tensorrt_unavailable_reason(trt: dict | None = None) -> str | None:
     if trt.get("error"):
         return f"the tensorrt package does not load: {trt['error']}"
     if not trt.get("version"):
-        return ("the tensorrt Python package is not installed (pip install tensorrt; its wheels fetch the "
-                "TensorRT libraries from NVIDIA's index, pypi.nvidia.com)")
+        return (
+            "the tensorrt Python package is not installed (pip install tensorrt; its wheels fetch the "
+            "TensorRT libraries from NVIDIA's index, pypi.nvidia.com)"
+        )
     if _vtuple(trt["version"])[:1] < (10,):
         return f"TensorRT {trt['version']} is too old: tensorsmith builds with TensorRT 10 or 11"
     return None
@@ -161,7 +167,9 @@ def gpus(timeout: float = 10.0) -> dict:
         try:
             proc = subprocess.run(
                 [exe, f"--query-gpu={','.join(attempt)}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=timeout,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {short(exc, 200)}"}
@@ -171,16 +179,22 @@ def gpus(timeout: float = 10.0) -> dict:
                 vals = [v.strip() for v in line.split(",")]
                 if len(vals) != len(attempt):
                     continue
-                row = dict(zip(attempt, vals))
-                out.append({
-                    "index": int(row["index"]) if row["index"].isdigit() else row["index"],
-                    "name": row["name"],
-                    "compute_capability": row.get("compute_cap"),
-                    "memory_mib": int(float(row["memory.total"])) if _num(row["memory.total"]) else None,
-                    "driver": row["driver_version"],
-                })
+                row = dict(zip(attempt, vals, strict=False))
+                out.append(
+                    {
+                        "index": int(row["index"]) if row["index"].isdigit() else row["index"],
+                        "name": row["name"],
+                        "compute_capability": row.get("compute_cap"),
+                        "memory_mib": int(float(row["memory.total"])) if _num(row["memory.total"]) else None,
+                        "driver": row["driver_version"],
+                    }
+                )
             return {"source": "nvidia-smi", "gpus": out}
-    return {"source": "nvidia-smi", "gpus": [], "note": f"nvidia-smi failed: {short(proc.stderr or proc.stdout, 200)}"}
+    return {
+        "source": "nvidia-smi",
+        "gpus": [],
+        "note": f"nvidia-smi failed: {short(proc.stderr or proc.stdout, 200)}",
+    }
 
 
 def current_gpu() -> dict | None:
@@ -200,7 +214,11 @@ def current_gpu() -> dict | None:
     if visible.isdigit():
         for g in listed:
             if g["index"] == int(visible):
-                return {"name": g["name"], "compute_capability": g["compute_capability"], "source": "nvidia-smi"}
+                return {
+                    "name": g["name"],
+                    "compute_capability": g["compute_capability"],
+                    "source": "nvidia-smi",
+                }
     g = listed[0]
     return {"name": g["name"], "compute_capability": g["compute_capability"], "source": "nvidia-smi"}
 
@@ -215,7 +233,11 @@ def _gpu_cuda_python() -> dict | None:
     err, props = cudart.cudaGetDeviceProperties(0)
     if err != cudart.cudaError_t.cudaSuccess:
         return None
-    name = props.name.decode(errors="replace").strip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    name = (
+        props.name.decode(errors="replace").strip("\x00")
+        if isinstance(props.name, bytes)
+        else str(props.name)
+    )
     return {"name": name, "compute_capability": f"{props.major}.{props.minor}", "source": "cuda-python"}
 
 
@@ -227,7 +249,11 @@ def _gpu_torch() -> dict | None:
     if not torch.cuda.is_available():
         return None
     major, minor = torch.cuda.get_device_capability(0)
-    return {"name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}", "source": "torch"}
+    return {
+        "name": torch.cuda.get_device_name(0),
+        "compute_capability": f"{major}.{minor}",
+        "source": "torch",
+    }
 
 
 def gpu_unavailable_reason(g: dict | None = None) -> str | None:
@@ -276,13 +302,19 @@ def capabilities(info: dict) -> dict:
     no_prec = "precision conversion (tensorsmith.precision) is not in this tensorsmith"
     onnx_prec = {"fp32": None, "fp16": None if has_prec else no_prec, "int8": None if has_prec else no_prec}
     targets: dict = {}
-    targets["onnx"] = _target(None if ort_ok else "onnxruntime is not installed (verification needs it)", onnx_prec)
+    targets["onnx"] = _target(
+        None if ort_ok else "onnxruntime is not installed (verification needs it)", onnx_prec
+    )
 
     trt_why = tensorrt_unavailable_reason(info["tensorrt"])
     gpu_why = gpu_unavailable_reason(info["gpus"])
     why = "; ".join(w for w in (trt_why, gpu_why) if w) or None
     trt_prec = {"fp32": None, "fp16": None if has_prec else no_prec, "int8": None if has_prec else no_prec}
-    ccs = [_vtuple(g.get("compute_capability")) for g in info["gpus"].get("gpus", []) if g.get("compute_capability")]
+    ccs = [
+        _vtuple(g.get("compute_capability"))
+        for g in info["gpus"].get("gpus", [])
+        if g.get("compute_capability")
+    ]
     if ccs and max(ccs) < (8, 0):
         trt_prec["bf16"] = "BF16 needs compute capability 8.0 or newer"
     targets["trt"] = _target(why, trt_prec)
@@ -321,13 +353,21 @@ def render(info: dict, console) -> None:
     for name, v in info["packages"].items():
         t.add_row(name, v or "-", "")
     ort = info["onnxruntime"]
-    t.add_row("onnxruntime", ort.get("version") or "-", "providers: " + (", ".join(ort.get("providers", [])) or "-"))
+    t.add_row(
+        "onnxruntime", ort.get("version") or "-", "providers: " + (", ".join(ort.get("providers", [])) or "-")
+    )
     tor = info["torch"]
-    t.add_row("torch", tor.get("version") or "-",
-              "" if not tor.get("version") else f"CUDA {tor.get('cuda') or 'none'}"
-              + (", GPU available" if tor.get("cuda_available") else ""))
+    t.add_row(
+        "torch",
+        tor.get("version") or "-",
+        ""
+        if not tor.get("version")
+        else f"CUDA {tor.get('cuda') or 'none'}" + (", GPU available" if tor.get("cuda_available") else ""),
+    )
     tf = info["tensorflow"]
-    trt_flag = {True: "built with TensorRT", False: "built without TensorRT", None: ""}[tf.get("tensorrt_build")]
+    trt_flag = {True: "built with TensorRT", False: "built without TensorRT", None: ""}[
+        tf.get("tensorrt_build")
+    ]
     t.add_row("tensorflow", tf.get("version") or "-", trt_flag)
     trt = info["tensorrt"]
     t.add_row("tensorrt", trt.get("version") or "-", escape(trt.get("error", "")))
@@ -341,7 +381,13 @@ def render(info: dict, console) -> None:
     g.add_column("driver")
     for gpu in info["gpus"].get("gpus", []):
         mem = f"{gpu['memory_mib']} MiB" if gpu.get("memory_mib") else "-"
-        g.add_row(str(gpu["index"]), escape(gpu["name"]), gpu.get("compute_capability") or "?", mem, gpu.get("driver") or "")
+        g.add_row(
+            str(gpu["index"]),
+            escape(gpu["name"]),
+            gpu.get("compute_capability") or "?",
+            mem,
+            gpu.get("driver") or "",
+        )
     if info["gpus"].get("gpus"):
         console.print(g)
     else:
@@ -357,8 +403,12 @@ def render(info: dict, console) -> None:
         notes += [f"{p}: {w}" for p, w in cap["precisions_unavailable"].items()] if cap["available"] else []
         if cap.get("note"):
             notes.append(cap["note"])
-        tt.add_row(name, "[green]yes[/green]" if cap["available"] else "[red]no[/red]",
-                   ", ".join(cap["precisions"]) or "-", escape("; ".join(notes)))
+        tt.add_row(
+            name,
+            "[green]yes[/green]" if cap["available"] else "[red]no[/red]",
+            ", ".join(cap["precisions"]) or "-",
+            escape("; ".join(notes)),
+        )
     console.print(tt)
 
 
@@ -370,8 +420,13 @@ def _num(text: str) -> bool:
         return False
 
 
-
-__all__ = ["collect", "current_gpu", "gpus", "render", "tensorflow_info", "tensorrt_info",
-           "tftrt_unavailable_reason", "tensorrt_unavailable_reason"]
-
-
+__all__ = [
+    "collect",
+    "current_gpu",
+    "gpus",
+    "render",
+    "tensorflow_info",
+    "tensorrt_info",
+    "tensorrt_unavailable_reason",
+    "tftrt_unavailable_reason",
+]

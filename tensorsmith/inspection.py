@@ -82,7 +82,8 @@ def inspect_onnx(path: str | os.PathLike) -> dict:
     return {
         "path": str(path),
         "format": "onnx",
-        "file_bytes": path.stat().st_size + sum((path.parent / e).stat().st_size for e in external if (path.parent / e).exists()),
+        "file_bytes": path.stat().st_size
+        + sum((path.parent / e).stat().st_size for e in external if (path.parent / e).exists()),
         "external_data": sorted(external),
         "ir_version": proto.ir_version,
         "opset": opsets.get("ai.onnx"),

@@ -28,24 +28,85 @@ import importlib
 import inspect
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tensorsmith.errors import ConversionError, UsageError
 
 # option groups (recipe keys)
-ONNX_KEYS = {"from", "to", "input_shape", "verify_data", "passes", "skip", "pass_options", "verify", "rtol",
-             "atol", "external_data", "max_iterations"}
-FRONTEND_KEYS = {"opset", "static", "input_value", "signature", "inputs", "outputs", "nchw_inputs", "weights",
-                 "trust_remote_code", "optimize"}
-PRECISION_KEYS = {"precision", "target", "fp16_io", "calib", "calib_preprocess", "calib_loader", "calib_samples",
-                  "calib_method", "val", "int8_mode", "min_cosine", "min_top1", "max_abs_error", "max_rel_error",
-                  "fallback_budget", "min_speedup", "keep_fp32"}
-TRT_KEYS = {"shapes", "max_batch", "workspace", "timing_cache", "builder_opt_level", "hardware_compat",
-            "version_compat", "trt_version", "prepare_only"}
-TFTRT_KEYS = {"from", "to", "precision", "profile_strategy", "shapes", "max_batch", "workspace", "signature",
-              "calib", "verify", "verify_data", "rtol", "atol"}
+ONNX_KEYS = {
+    "from",
+    "to",
+    "input_shape",
+    "verify_data",
+    "passes",
+    "skip",
+    "pass_options",
+    "verify",
+    "rtol",
+    "atol",
+    "external_data",
+    "max_iterations",
+}
+FRONTEND_KEYS = {
+    "opset",
+    "static",
+    "input_value",
+    "signature",
+    "inputs",
+    "outputs",
+    "nchw_inputs",
+    "weights",
+    "trust_remote_code",
+    "optimize",
+}
+PRECISION_KEYS = {
+    "precision",
+    "target",
+    "fp16_io",
+    "calib",
+    "calib_preprocess",
+    "calib_loader",
+    "calib_samples",
+    "calib_method",
+    "val",
+    "int8_mode",
+    "min_cosine",
+    "min_top1",
+    "max_abs_error",
+    "max_rel_error",
+    "fallback_budget",
+    "min_speedup",
+    "keep_fp32",
+}
+TRT_KEYS = {
+    "shapes",
+    "max_batch",
+    "workspace",
+    "timing_cache",
+    "builder_opt_level",
+    "hardware_compat",
+    "version_compat",
+    "trt_version",
+    "prepare_only",
+}
+TFTRT_KEYS = {
+    "from",
+    "to",
+    "precision",
+    "profile_strategy",
+    "shapes",
+    "max_batch",
+    "workspace",
+    "signature",
+    "calib",
+    "verify",
+    "verify_data",
+    "rtol",
+    "atol",
+}
 # a model's data: used by the jobs that need it, ignored by the others
 DATA_KEYS = {"calib", "calib_preprocess", "calib_loader", "val"}
 # options naming files: resolved against the recipe folder; their content goes into the cache key
@@ -120,7 +181,9 @@ def _tolerance(opts: dict):
 
     rtol, atol = opts.get("rtol"), opts.get("atol")
     if (rtol is not None and rtol < 0) or (atol is not None and atol < 0):
-        raise OptionError("rtol" if rtol is not None and rtol < 0 else "atol", "--rtol and --atol must be >= 0")
+        raise OptionError(
+            "rtol" if rtol is not None and rtol < 0 else "atol", "--rtol and --atol must be >= 0"
+        )
     return Tolerance(rtol=DEFAULT_RTOL if rtol is None else rtol, atol=DEFAULT_ATOL if atol is None else atol)
 
 
@@ -147,9 +210,16 @@ def _onnx_kwargs(opts: dict, framework: bool) -> dict:
     if framework:
         from tensorsmith.convert.frontend import parse_input_values
 
-        simple = {"opset": "opset", "static": "static", "signature": "signature", "inputs": "inputs",
-                  "outputs": "outputs", "nchw_inputs": "nchw_inputs", "weights": "weights",
-                  "trust_remote_code": "trust_remote_code"}
+        simple = {
+            "opset": "opset",
+            "static": "static",
+            "signature": "signature",
+            "inputs": "inputs",
+            "outputs": "outputs",
+            "nchw_inputs": "nchw_inputs",
+            "weights": "weights",
+            "trust_remote_code": "trust_remote_code",
+        }
         for key, kwarg in simple.items():
             if opts.get(key) is not None:
                 kw[kwarg] = opts[key]
@@ -170,15 +240,28 @@ def _precision_options(opts: dict, to: str):
 
     target = opts.get("target") or ("trt" if to in ("trt", "tftrt") else None)
     key = next((k for k in ("precision", "calib", "int8_mode") if k in given), next(iter(given)))
-    popts = _guard(key, lambda: options_from_cli(
-        opts.get("precision") or "fp32", target=target, fp16_io=bool(opts.get("fp16_io")),
-        calib=opts.get("calib"), calib_preprocess=opts.get("calib_preprocess"),
-        calib_loader=opts.get("calib_loader"), calib_samples=opts.get("calib_samples"),
-        calib_method=opts.get("calib_method"), val=opts.get("val"), int8_mode=opts.get("int8_mode"),
-        min_cosine=opts.get("min_cosine"), min_top1=opts.get("min_top1"), max_abs=opts.get("max_abs_error"),
-        max_rel=opts.get("max_rel_error"), fallback_budget=opts.get("fallback_budget"),
-        min_speedup=opts.get("min_speedup"), keep_fp32=opts.get("keep_fp32"),
-    ))
+    popts = _guard(
+        key,
+        lambda: options_from_cli(
+            opts.get("precision") or "fp32",
+            target=target,
+            fp16_io=bool(opts.get("fp16_io")),
+            calib=opts.get("calib"),
+            calib_preprocess=opts.get("calib_preprocess"),
+            calib_loader=opts.get("calib_loader"),
+            calib_samples=opts.get("calib_samples"),
+            calib_method=opts.get("calib_method"),
+            val=opts.get("val"),
+            int8_mode=opts.get("int8_mode"),
+            min_cosine=opts.get("min_cosine"),
+            min_top1=opts.get("min_top1"),
+            max_abs=opts.get("max_abs_error"),
+            max_rel=opts.get("max_rel_error"),
+            fallback_budget=opts.get("fallback_budget"),
+            min_speedup=opts.get("min_speedup"),
+            keep_fp32=opts.get("keep_fp32"),
+        ),
+    )
     return popts if popts.lowered else None
 
 
@@ -195,11 +278,17 @@ def trt_options(opts: dict, *, precision: str | None = None, tolerance=None):
     workspace = _guard("workspace", lambda: parse_workspace(opts.get("workspace")))
     timing = opts.get("timing_cache")
     trt = TrtOptions(
-        shapes=shapes, max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH, workspace=workspace,
-        timing_cache=Path(timing) if timing else None, builder_opt_level=opts.get("builder_opt_level"),
-        hardware_compat=opts.get("hardware_compat"), version_compat=bool(opts.get("version_compat")),
-        precision=precision, verify=opts.get("verify", True) is not False,
-        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None, tolerance=tolerance,
+        shapes=shapes,
+        max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH,
+        workspace=workspace,
+        timing_cache=Path(timing) if timing else None,
+        builder_opt_level=opts.get("builder_opt_level"),
+        hardware_compat=opts.get("hardware_compat"),
+        version_compat=bool(opts.get("version_compat")),
+        precision=precision,
+        verify=opts.get("verify", True) is not False,
+        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None,
+        tolerance=tolerance,
     )
     key = "hardware_compat" if opts.get("hardware_compat") else "builder_opt_level"
     _guard(key, trt.validate)
@@ -214,14 +303,16 @@ def _tftrt_options(opts: dict):
     tol = _tolerance(opts) if opts.get("rtol") is not None or opts.get("atol") is not None else None
     calib = opts.get("calib")
     tf = TftrtOptions(
-        precision=opts.get("precision") or "fp32", profile_strategy=opts.get("profile_strategy") or "Optimal",
+        precision=opts.get("precision") or "fp32",
+        profile_strategy=opts.get("profile_strategy") or "Optimal",
         shapes=_guard("shapes", lambda: parse_profile_specs(opts.get("shapes"))),
         max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH,
         workspace=_guard("workspace", lambda: parse_workspace(opts.get("workspace"))),
         signature=opts.get("signature") or "serving_default",
         calibration_data=Path(calib) if calib and calib != "random" else None,
         verify=opts.get("verify", True) is not False,
-        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None, tolerance=tol,
+        verify_data=Path(opts["verify_data"]) if opts.get("verify_data") else None,
+        tolerance=tol,
     )
     _guard("profile_strategy" if opts.get("profile_strategy") else "precision", tf.validate)
     return tf
@@ -267,20 +358,29 @@ def build(opts: dict, source_format: str | None, to: str, explicit: set[str]) ->
 
     if to == "tftrt":
         if source_format not in (None, "savedmodel"):
-            raise OptionError("to", f"'to: tftrt' converts a TensorFlow SavedModel folder; this model is {source_format}")
+            raise OptionError(
+                "to", f"'to: tftrt' converts a TensorFlow SavedModel folder; this model is {source_format}"
+            )
         return describe(source_format, to, False), {"tftrt": _tftrt_options(opts)}
 
     popts = _precision_options(opts, to)
     if popts is not None and not _takes(_function(OPTIMIZE), "precision"):
-        raise OptionError("precision", "precision options need a tensorsmith whose optimize_file takes precision=")
+        raise OptionError(
+            "precision", "precision options need a tensorsmith whose optimize_file takes precision="
+        )
     kwargs: dict[str, Any] = {"onnx": _onnx_kwargs(opts, framework), "precision": popts}
     if framework and _function(CONVERT) is None:
-        raise OptionError("from", f"converting from {source_format} is not available in this tensorsmith "
-                                  "(tensorsmith.convert.pipeline.convert_file is missing)")
+        raise OptionError(
+            "from",
+            f"converting from {source_format} is not available in this tensorsmith "
+            "(tensorsmith.convert.pipeline.convert_file is missing)",
+        )
     fn = _function(CONVERT if framework else OPTIMIZE)
     for kwarg in kwargs["onnx"]:
         if not _takes(fn, kwarg):
-            raise OptionError(kwarg, f"{CONVERT if framework else OPTIMIZE} takes no {kwarg!r} in this tensorsmith")
+            raise OptionError(
+                kwarg, f"{CONVERT if framework else OPTIMIZE} takes no {kwarg!r} in this tensorsmith"
+            )
     if to == "trt":
         kwargs["trt"] = trt_options(opts)
         kwargs["prepare_only"] = bool(opts.get("prepare_only"))
@@ -314,9 +414,15 @@ class PreparedReport:
 
     def to_dict(self) -> dict:
         report = dict(_report_dict(self.onnx))
-        report.update(status="prepared", target="trt", prepared_onnx=self.prepared_onnx,
-                      lint_report=self.lint_report, build_command=self.build_command,
-                      lint=self.lint.to_dict(), onnx=_report_dict(self.onnx))
+        report.update(
+            status="prepared",
+            target="trt",
+            prepared_onnx=self.prepared_onnx,
+            lint_report=self.lint_report,
+            build_command=self.build_command,
+            lint=self.lint.to_dict(),
+            onnx=_report_dict(self.onnx),
+        )
         report["output"] = None
         return report
 
@@ -355,8 +461,13 @@ def _onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
         fp32 = work / out.name
         first = convert_file(job.source, fp32, on_step=step, **onnx_kw)
         report = optimize_file(
-            fp32, out, input_shapes=onnx_kw.get("input_shapes"), external_data=onnx_kw.get("external_data"),
-            max_iterations=onnx_kw.get("max_iterations", 8), on_step=step, **extra,
+            fp32,
+            out,
+            input_shapes=onnx_kw.get("input_shapes"),
+            external_data=onnx_kw.get("external_data"),
+            max_iterations=onnx_kw.get("max_iterations", 8),
+            on_step=step,
+            **extra,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -415,15 +526,20 @@ def execute(job: Job, out: Path, step: Callable[[str], None], progress=None, on_
             raise ConversionError(
                 f"cannot build a TensorRT engine on this machine: {'; '.join(missing)}",
                 hint=f"use --prepare-only (recipe: prepare_only: true) to write {prepared.name} and its lint "
-                     f"report, then on a GPU machine run: {trt_backend.build_command(prepared, out, opts)}",
+                f"report, then on a GPU machine run: {trt_backend.build_command(prepared, out, opts)}",
             )
     onnx_report = _onnx(job, prepared, step, progress)
     name_single_profile(opts, prepared)
     step("lint for TensorRT")
     lint = trt_backend.prepare(prepared, out, opts, lint_options=job.kwargs.get("lint"))
     if prepare_only:
-        return PreparedReport(onnx_report, lint, str(prepared), str(trt_backend.lint_report_path(out)),
-                              trt_backend.build_command(prepared, out, opts))
+        return PreparedReport(
+            onnx_report,
+            lint,
+            str(prepared),
+            str(trt_backend.lint_report_path(out)),
+            trt_backend.build_command(prepared, out, opts),
+        )
     if on_lint is not None:
         on_lint(lint)
     try:

@@ -198,7 +198,7 @@ class Staged:
     def discard(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
-    def __enter__(self) -> "Staged":
+    def __enter__(self) -> Staged:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -248,8 +248,13 @@ def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | Non
                             release()
                 written.append(tensor)
 
-            ir.save(model, staged.model_path, external_data=data_name, size_threshold_bytes=1024,
-                    callback=release_written)
+            ir.save(
+                model,
+                staged.model_path,
+                external_data=data_name,
+                size_threshold_bytes=1024,
+                callback=release_written,
+            )
             release_written(None, None)
         else:
             ir.save(model, staged.model_path)
@@ -284,5 +289,3 @@ def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
-
-

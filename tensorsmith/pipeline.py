@@ -9,9 +9,9 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import onnx_ir as ir
 
@@ -163,7 +163,11 @@ def load_and_optimize(
         return model
     t0 = time.perf_counter()
     result = optimize(
-        model, passes, skip=skip, options=pass_options, max_iterations=max_iterations,
+        model,
+        passes,
+        skip=skip,
+        options=pass_options,
+        max_iterations=max_iterations,
         on_step=lambda name, it: step(f"pass {name} (iteration {it + 1})"),
     )
     report.seconds["passes"] = time.perf_counter() - t0
@@ -215,13 +219,28 @@ def optimize_file(
     step = on_step or (lambda _msg: None)
     report = JobReport(input=str(input_path), output=str(output_path))
     model_io.check_output_path(output_path)
-    model = load_and_optimize(input_path, report, passes=passes, skip=skip, pass_options=pass_options,
-                              max_iterations=max_iterations, step=step,
-                              check=_input_shape_check(input_shapes) if input_shapes else None)
+    model = load_and_optimize(
+        input_path,
+        report,
+        passes=passes,
+        skip=skip,
+        pass_options=pass_options,
+        max_iterations=max_iterations,
+        step=step,
+        check=_input_shape_check(input_shapes) if input_shapes else None,
+    )
 
     if precision is not None and precision.lowered:
-        return _lower_precision(model, input_path, output_path, report, precision, input_shapes=input_shapes,
-                                external_data=external_data, progress=progress)
+        return _lower_precision(
+            model,
+            input_path,
+            output_path,
+            report,
+            precision,
+            input_shapes=input_shapes,
+            external_data=external_data,
+            progress=progress,
+        )
 
     t0 = time.perf_counter()
     step("write")
@@ -232,8 +251,12 @@ def optimize_file(
             t0 = time.perf_counter()
             step("verify")
             vr = verify_models(
-                input_path, staged.model_path, input_shapes=input_shapes,
-                verify_data=verify_data, tolerance=tolerance, on_progress=step,
+                input_path,
+                staged.model_path,
+                input_shapes=input_shapes,
+                verify_data=verify_data,
+                tolerance=tolerance,
+                on_progress=step,
             )
             report.seconds["verify"] = time.perf_counter() - t0
             report.verification = vr
@@ -243,8 +266,9 @@ def optimize_file(
     return report
 
 
-def _lower_precision(model, input_path, output_path, report: JobReport, precision, *, input_shapes,
-                     external_data, progress) -> JobReport:
+def _lower_precision(
+    model, input_path, output_path, report: JobReport, precision, *, input_shapes, external_data, progress
+) -> JobReport:
     """Passes done: write FP32 to a work folder, lower and gate it there, then stage and commit."""
     import shutil
     import tempfile
@@ -260,7 +284,9 @@ def _lower_precision(model, input_path, output_path, report: JobReport, precisio
         fp32_path = work / "fp32.onnx"
         model_io.save(model, fp32_path, external_data=external_data)
         try:
-            result = lower(fp32_path, input_path, work, precision, input_shapes=input_shapes, progress=progress)
+            result = lower(
+                fp32_path, input_path, work, precision, input_shapes=input_shapes, progress=progress
+            )
         except (VerificationError, _ConversionError) as exc:
             report.precision = getattr(exc, "precision_report", None)
             report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"

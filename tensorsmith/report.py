@@ -28,10 +28,19 @@ def render_job(report: JobReport, console: Console, *, explain: bool = False) ->
     summary.add_column("before", justify="right")
     summary.add_column("after", justify="right")
     summary.add_column("change", justify="right")
-    summary.add_row("nodes", str(report.nodes_before), str(report.nodes_after), _delta(report.nodes_before, report.nodes_after))
+    summary.add_row(
+        "nodes",
+        str(report.nodes_before),
+        str(report.nodes_after),
+        _delta(report.nodes_before, report.nodes_after),
+    )
     if report.size_before or report.size_after:
-        summary.add_row("file size", human_bytes(report.size_before), human_bytes(report.size_after),
-                        _delta(report.size_before, report.size_after, pct=True))
+        summary.add_row(
+            "file size",
+            human_bytes(report.size_before),
+            human_bytes(report.size_after),
+            _delta(report.size_before, report.size_after, pct=True),
+        )
     ops = sorted(set(report.ops_before) | set(report.ops_after))
     for op in ops:
         b, a = report.ops_before.get(op, 0), report.ops_after.get(op, 0)
@@ -56,17 +65,25 @@ def render_job(report: JobReport, console: Console, *, explain: bool = False) ->
 
     vr = report.verification
     if vr is not None:
-        t = Table(show_header=True, header_style="bold",
-                  title=f"verification ({vr.input_source} inputs, {vr.samples} sample(s), rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
-                  title_justify="left")
+        t = Table(
+            show_header=True,
+            header_style="bold",
+            title=f"verification ({vr.input_source} inputs, {vr.samples} sample(s), rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
+            title_justify="left",
+        )
         t.add_column("output")
         t.add_column("shape")
         t.add_column("max abs diff", justify="right")
         t.add_column("max rel diff", justify="right")
         t.add_column("result")
         for o in vr.outputs:
-            t.add_row(escape(o.name), "x".join(map(str, o.shape)), f"{o.max_abs_diff:.3g}", f"{o.max_rel_diff:.3g}",
-                      "[green]pass[/green]" if o.passed else f"[red]FAIL[/red] {escape(o.reason)}")
+            t.add_row(
+                escape(o.name),
+                "x".join(map(str, o.shape)),
+                f"{o.max_abs_diff:.3g}",
+                f"{o.max_rel_diff:.3g}",
+                "[green]pass[/green]" if o.passed else f"[red]FAIL[/red] {escape(o.reason)}",
+            )
         console.print(t)
         for note in vr.notes:
             console.print(f"  [dim]input {escape(note)}[/dim]")
@@ -115,7 +132,9 @@ def render_any(report, console: Console, *, explain: bool = False) -> None:
             render_job(report.onnx, console, explain=explain)
         render(report.lint, console)
         console.print(escape(f"ready to build: {report.prepared_onnx} (lint report {report.lint_report})"))
-        console.print(escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True)
+        console.print(
+            escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True
+        )
     elif type(report).__name__ == "BuildReport":
         from tensorsmith.convert import trt_backend
 

@@ -135,7 +135,7 @@ def resolve_shapes(
                     f"--input-shape {spec.name}: rank {len(dims)} does not match the model's "
                     f"{len(spec.shape)} ({_fmt(spec.shape)})"
                 )
-            for want, got in zip(spec.shape, dims):
+            for want, got in zip(spec.shape, dims, strict=False):
                 if isinstance(want, int) and want != got:
                     raise UsageError(
                         f"--input-shape {spec.name}: {_fmt(dims)} conflicts with the model's "

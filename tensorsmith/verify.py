@@ -12,9 +12,9 @@ exactly. Shapes must match exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -187,7 +187,9 @@ def integer_bounds(proto) -> dict[str, int]:
 
 
 def random_inputs(
-    specs: list[InputSpec], shapes: dict[str, list[int]], seed: int = SEED,
+    specs: list[InputSpec],
+    shapes: dict[str, list[int]],
+    seed: int = SEED,
     int_bounds: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seeded inputs: floats ~ N(0, 1); integers in [0, 10), or [0, K) when the
@@ -261,7 +263,7 @@ def load_verify_data(path: str | os.PathLike, specs: list[InputSpec]) -> list[di
             arr = arrays[spec.name]
             if n is not None and arr.ndim == len(spec.shape) + 1:
                 arr = arr[i]
-            for want, got in zip(spec.shape, arr.shape):
+            for want, got in zip(spec.shape, arr.shape, strict=False):
                 if isinstance(want, int) and want != got:
                     raise UsageError(
                         f"--verify-data {path}: array {spec.name!r} has shape {list(arr.shape)}, "
@@ -286,7 +288,9 @@ def session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if i.name in feeds:
             v = feeds[i.name]
             want = _ORT_FLOATS.get(i.type)
-            out[i.name] = v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
+            out[i.name] = (
+                v.astype(want) if want is not None and v.dtype.kind == "f" and v.dtype != want else v
+            )
     return out
 
 
@@ -320,55 +324,94 @@ def ort_session(
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), so, providers=["CPUExecutionProvider"]
+    )
 
 
 def _run(session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
-    return dict(zip(names, values))
+    return dict(zip(names, values, strict=False))
 
 
-def compare(
-    ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance
-) -> list[OutputCheck]:
+def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerance) -> list[OutputCheck]:
     checks = []
     for name, r in ref.items():
         g = got.get(name)
         if g is None:
-            checks.append(OutputCheck(name, list(np.shape(r)), float("inf"), float("inf"), 0.0, False, "output missing"))
+            checks.append(
+                OutputCheck(name, list(np.shape(r)), float("inf"), float("inf"), 0.0, False, "output missing")
+            )
             continue
         r = np.asarray(r)
         g = np.asarray(g)
         if r.shape != g.shape:
             checks.append(
-                OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False,
-                            f"shape {list(g.shape)} != source {list(r.shape)}")
+                OutputCheck(
+                    name,
+                    list(r.shape),
+                    float("inf"),
+                    float("inf"),
+                    0.0,
+                    False,
+                    f"shape {list(g.shape)} != source {list(r.shape)}",
+                )
             )
             continue
         if r.dtype != g.dtype:
             checks.append(
-                OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False,
-                            f"dtype {g.dtype} != source {r.dtype}")
+                OutputCheck(
+                    name,
+                    list(r.shape),
+                    float("inf"),
+                    float("inf"),
+                    0.0,
+                    False,
+                    f"dtype {g.dtype} != source {r.dtype}",
+                )
             )
             continue
         if r.dtype.kind not in "fc":
             equal = bool(np.array_equal(r, g))
-            diff = 0.0 if equal else float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.dtype.kind in "iub" else float("inf")
-            checks.append(OutputCheck(name, list(r.shape), diff, 0.0 if equal else float("inf"), 0.0, equal,
-                                      "" if equal else "values differ (exact match required)"))
+            diff = (
+                0.0
+                if equal
+                else float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64))))
+                if r.dtype.kind in "iub"
+                else float("inf")
+            )
+            checks.append(
+                OutputCheck(
+                    name,
+                    list(r.shape),
+                    diff,
+                    0.0 if equal else float("inf"),
+                    0.0,
+                    equal,
+                    "" if equal else "values differ (exact match required)",
+                )
+            )
             continue
         r64 = r.astype(np.float64)
         g64 = g.astype(np.float64)
         nan_r, nan_g = np.isnan(r64), np.isnan(g64)
         if not np.array_equal(nan_r, nan_g):
-            checks.append(OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False, "NaN in different places"))
+            checks.append(
+                OutputCheck(
+                    name, list(r.shape), float("inf"), float("inf"), 0.0, False, "NaN in different places"
+                )
+            )
             continue
         finite = ~nan_r
         inf_r = np.isinf(r64) & finite
         if not np.array_equal(r64[inf_r], g64[inf_r]) or not np.array_equal(inf_r, np.isinf(g64) & finite):
-            checks.append(OutputCheck(name, list(r.shape), float("inf"), float("inf"), 0.0, False, "Inf in different places"))
+            checks.append(
+                OutputCheck(
+                    name, list(r.shape), float("inf"), float("inf"), 0.0, False, "Inf in different places"
+                )
+            )
             continue
         ok = finite & ~inf_r
         if r64.size == 0 or not ok.any():
@@ -379,8 +422,19 @@ def compare(
         scale = float(np.abs(r64[ok]).max())
         max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
         passed = max_abs <= tol.atol + tol.rtol * scale
-        checks.append(OutputCheck(name, list(r.shape), max_abs, max_rel, scale, passed,
-                                  "" if passed else f"max abs diff {max_abs:.3g} > {tol.atol:g} + {tol.rtol:g} x scale {scale:.3g}"))
+        checks.append(
+            OutputCheck(
+                name,
+                list(r.shape),
+                max_abs,
+                max_rel,
+                scale,
+                passed,
+                ""
+                if passed
+                else f"max abs diff {max_abs:.3g} > {tol.atol:g} + {tol.rtol:g} x scale {scale:.3g}",
+            )
+        )
     return checks
 
 
@@ -388,11 +442,16 @@ def _merge(a: list[OutputCheck] | None, b: list[OutputCheck]) -> list[OutputChec
     if a is None:
         return b
     out = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         worst = y if (not y.passed and x.passed) or y.max_abs_diff > x.max_abs_diff else x
         merged = OutputCheck(
-            x.name, x.shape, max(x.max_abs_diff, y.max_abs_diff), max(x.max_rel_diff, y.max_rel_diff),
-            max(x.scale, y.scale), x.passed and y.passed, worst.reason if not (x.passed and y.passed) else "",
+            x.name,
+            x.shape,
+            max(x.max_abs_diff, y.max_abs_diff),
+            max(x.max_rel_diff, y.max_rel_diff),
+            max(x.scale, y.scale),
+            x.passed and y.passed,
+            worst.reason if not (x.passed and y.passed) else "",
         )
         out.append(merged)
     return out
@@ -453,7 +512,9 @@ def verify_models(
     try:
         res_sess = ort_session(result_path)
     except Exception as exc:
-        raise ConversionError(f"the converted model does not load in onnxruntime: {short(exc, 240)}") from None
+        raise ConversionError(
+            f"the converted model does not load in onnxruntime: {short(exc, 240)}"
+        ) from None
 
     merged: list[OutputCheck] | None = None
     for i, feeds in enumerate(samples):
@@ -467,7 +528,9 @@ def verify_models(
                     f"the source model fails on generated inputs ({_describe(feeds)}): {short(exc, 240)}",
                     hint="give real inputs with --verify-data FILE.npz or shapes with --input-shape",
                 ) from None
-            raise UsageError(f"the source model fails on --verify-data sample {i}: {short(exc, 240)}") from None
+            raise UsageError(
+                f"the source model fails on --verify-data sample {i}: {short(exc, 240)}"
+            ) from None
         try:
             got = _run(res_sess, feeds)
         except Exception as exc:
@@ -492,7 +555,9 @@ def failure_summary(report: VerificationReport, *, more: bool = True) -> str:
     return text + (f" (+{len(worst) - 3} more)" if more and len(worst) > 3 else "")
 
 
-def job_failed(job, report: VerificationReport, message: str, *, hint: str | None = None) -> VerificationError:
+def job_failed(
+    job, report: VerificationReport, message: str, *, hint: str | None = None
+) -> VerificationError:
     """Mark ``job`` (a job report) verification-failed with no output; the error to raise for it."""
     job.status = "verification-failed"
     job.output = None
@@ -503,7 +568,6 @@ def job_failed(job, report: VerificationReport, message: str, *, hint: str | Non
 
 def _describe(feeds: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
-
 
 
 def iter_outputs(report: VerificationReport) -> Iterable[OutputCheck]:

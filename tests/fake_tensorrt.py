@@ -34,18 +34,43 @@ IS_FAKE = True
 STATE: dict = {}
 
 
-def configure(*, version: str = "10.13.3.9", reject_ops=(), device: str = "fake-sm86", perturb: float = 0.0,
-              fail_build: bool = False) -> None:
+def configure(
+    *,
+    version: str = "10.13.3.9",
+    reject_ops=(),
+    device: str = "fake-sm86",
+    perturb: float = 0.0,
+    fail_build: bool = False,
+) -> None:
     """Reset the recordings and choose the behaviour of the next calls."""
     global __version__, BuilderFlag
     __version__ = version
     STATE.clear()
-    STATE.update(calls=[], builders=[], networks=[], configs=[], parsers=[], builds=[], contexts=[],
-                 reject_ops=set(reject_ops), device=device, perturb=float(perturb), fail_build=fail_build)
+    STATE.update(
+        calls=[],
+        builders=[],
+        networks=[],
+        configs=[],
+        parsers=[],
+        builds=[],
+        contexts=[],
+        reject_ops=set(reject_ops),
+        device=device,
+        perturb=float(perturb),
+        fail_build=fail_build,
+    )
     major = int(version.split(".")[0])
     names = ["FP16", "INT8", "BF16", "FP8"] if major < 11 else []  # removed in TensorRT 11
-    names += ["DEBUG", "REFIT", "TF32", "SPARSE_WEIGHTS", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME",
-              "DISABLE_TIMING_CACHE", "STRIP_PLAN"]
+    names += [
+        "DEBUG",
+        "REFIT",
+        "TF32",
+        "SPARSE_WEIGHTS",
+        "VERSION_COMPATIBLE",
+        "EXCLUDE_LEAN_RUNTIME",
+        "DISABLE_TIMING_CACHE",
+        "STRIP_PLAN",
+    ]
     BuilderFlag = enum.IntEnum("BuilderFlag", names, start=0)
     sys.modules[__name__].BuilderFlag = BuilderFlag
 
@@ -96,13 +121,35 @@ class DataType(enum.IntEnum):
 
 
 float32, float16, int8, int32, bool, uint8, bfloat16, int64 = (  # noqa: A001 - TensorRT's names
-    DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32, DataType.BOOL, DataType.UINT8,
-    DataType.BF16, DataType.INT64)
+    DataType.FLOAT,
+    DataType.HALF,
+    DataType.INT8,
+    DataType.INT32,
+    DataType.BOOL,
+    DataType.UINT8,
+    DataType.BF16,
+    DataType.INT64,
+)
 
-_NP = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32,
-       DataType.BOOL: np.bool_, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
-_FROM_ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 9: DataType.BOOL,
-              2: DataType.UINT8, 7: DataType.INT64, 16: DataType.BF16}
+_NP = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT8: np.int8,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
+_FROM_ONNX = {
+    1: DataType.FLOAT,
+    10: DataType.HALF,
+    3: DataType.INT8,
+    6: DataType.INT32,
+    9: DataType.BOOL,
+    2: DataType.UINT8,
+    7: DataType.INT64,
+    16: DataType.BF16,
+}
 
 
 def nptype(dtype):
@@ -256,17 +303,26 @@ class OnnxParser:
         model = onnx.load(path)
         for i, n in enumerate(model.graph.node):
             if n.op_type in STATE["reject_ops"]:
-                e = ParserError(ErrorCode.UNSUPPORTED_NODE, f"No importer registered for op: {n.op_type}. "
-                                "Attempting to import as plugin.", i, n.name, n.op_type)
+                e = ParserError(
+                    ErrorCode.UNSUPPORTED_NODE,
+                    f"No importer registered for op: {n.op_type}. Attempting to import as plugin.",
+                    i,
+                    n.name,
+                    n.op_type,
+                )
                 self.errors.append(e)
                 self.logger.log(ILogger.ERROR, str(e))
         if self.errors:
             return False
         inits = {t.name for t in model.graph.initializer}
-        self.network.inputs = [ITensor(v.name, _dims(v), _FROM_ONNX[v.type.tensor_type.elem_type])
-                               for v in model.graph.input if v.name not in inits]
-        self.network.outputs = [ITensor(v.name, _dims(v), _FROM_ONNX[v.type.tensor_type.elem_type])
-                                for v in model.graph.output]
+        self.network.inputs = [
+            ITensor(v.name, _dims(v), _FROM_ONNX[v.type.tensor_type.elem_type])
+            for v in model.graph.input
+            if v.name not in inits
+        ]
+        self.network.outputs = [
+            ITensor(v.name, _dims(v), _FROM_ONNX[v.type.tensor_type.elem_type]) for v in model.graph.output
+        ]
         self.network.onnx_path = path
         return True
 
@@ -386,14 +442,19 @@ class Builder:
         strongly = network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         precision_flags = config.flags & {"FP16", "INT8", "BF16", "FP8"}
         if strongly and precision_flags:
-            self.logger.log(ILogger.ERROR, f"Precision flags {sorted(precision_flags)} are not allowed with a "
-                                           "strongly typed network")
+            self.logger.log(
+                ILogger.ERROR,
+                f"Precision flags {sorted(precision_flags)} are not allowed with a strongly typed network",
+            )
             return None
         profile = config.profiles[0].shapes if config.profiles else {}
         for t in network.inputs:
             if any(d < 0 for d in t.shape) and t.name not in profile:
-                self.logger.log(ILogger.ERROR, f"Network has dynamic or shape inputs, but no optimization "
-                                               f"profile has been defined for {t.name}.")
+                self.logger.log(
+                    ILogger.ERROR,
+                    f"Network has dynamic or shape inputs, but no optimization "
+                    f"profile has been defined for {t.name}.",
+                )
                 return None
         if STATE["fail_build"]:
             self.logger.log(ILogger.ERROR, "Internal error: could not find any implementation for node X")
@@ -433,7 +494,9 @@ class Runtime:
     def deserialize_cuda_engine(self, plan):
         data = json.loads(bytes(plan).decode())
         if "VERSION_COMPATIBLE" in data["flags"] and not self.engine_host_code_allowed:
-            self.logger.log(ILogger.ERROR, "engine_host_code_allowed must be set for version compatible engines")
+            self.logger.log(
+                ILogger.ERROR, "engine_host_code_allowed must be set for version compatible engines"
+            )
             return None
         return ICudaEngine(data)
 
@@ -491,7 +554,7 @@ class IExecutionContext:
         prof = self.engine.plan["profile"].get(name)
         if prof is not None:
             lo, _, hi = prof
-            if not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
+            if not all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=False)):
                 return False
         self.input_shapes[name] = tuple(shape)
         self._out_shapes = {}
@@ -502,10 +565,15 @@ class IExecutionContext:
         if row[3] == TensorIOMode.INPUT:
             return self.input_shapes.get(name, tuple(row[1]))
         if not self._out_shapes:
-            feeds = {n: np.zeros(self.input_shapes[n], dtype=nptype(d))
-                     for n, _, d, m in self.engine.io if m == TensorIOMode.INPUT}
+            feeds = {
+                n: np.zeros(self.input_shapes[n], dtype=nptype(d))
+                for n, _, d, m in self.engine.io
+                if m == TensorIOMode.INPUT
+            }
             outs = self._sess().run(None, feeds)
-            self._out_shapes = {o.name: tuple(v.shape) for o, v in zip(self._sess().get_outputs(), outs)}
+            self._out_shapes = {
+                o.name: tuple(v.shape) for o, v in zip(self._sess().get_outputs(), outs, strict=False)
+            }
         return self._out_shapes[name]
 
     def set_tensor_address(self, name, ptr):
@@ -524,7 +592,7 @@ class IExecutionContext:
             raw = (ctypes.c_uint8 * max(nbytes, 1)).from_address(self.addresses[n])
             feeds[n] = np.frombuffer(bytes(raw)[:nbytes], dtype=dt).reshape(shape)
         outs = self._sess().run(None, feeds)
-        for o, v in zip(self._sess().get_outputs(), outs):
+        for o, v in zip(self._sess().get_outputs(), outs, strict=False):
             v = np.ascontiguousarray(v)
             if STATE["perturb"] and v.dtype.kind == "f":
                 v = (v + STATE["perturb"]).astype(v.dtype)

@@ -60,7 +60,7 @@ def ops(proto: onnx.ModelProto) -> list[str]:
 def assert_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds, rtol=1e-5, atol=1e-6):
     ra, rb = run(a, feeds), run(b, feeds)
     assert len(ra) == len(rb)
-    for x, y in zip(ra, rb):
+    for x, y in zip(ra, rb, strict=False):
         assert x.shape == y.shape
         assert x.dtype == y.dtype
         scale = float(np.max(np.abs(x))) if x.size else 0.0
@@ -69,6 +69,7 @@ def assert_same_outputs(a: onnx.ModelProto, b: onnx.ModelProto, feeds, rtol=1e-5
 
 def assert_interface_kept(a: onnx.ModelProto, b: onnx.ModelProto):
     """Graph input/output names, dtypes and declared shapes are unchanged."""
+
     def sig(vs):
         return [(v.name, v.type.SerializeToString()) for v in vs]
 
@@ -93,9 +94,9 @@ def optimize_thirdparty(name: str, tmp_path):
     Returns ``(source path, output path, JobReport, feeds)``.
     """
     import pytest
+    import thirdparty
 
     import tensorsmith
-    import thirdparty
 
     try:
         src = thirdparty.fetch(name)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import run
 from typer.testing import CliRunner
 
-from helpers import run
 from tensorsmith.cli import app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
@@ -138,10 +138,12 @@ def test_source_that_fails_on_generated_inputs_points_to_verify_data(tmp_path):
             y = Gather (table, j)
         }"""
     )
-    model.graph.initializer.extend([
-        onnx.numpy_helper.from_array(np.ones((3, 2), np.float32), "table"),
-        onnx.numpy_helper.from_array(np.array(5, np.int64), "k"),
-    ])
+    model.graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.ones((3, 2), np.float32), "table"),
+            onnx.numpy_helper.from_array(np.array(5, np.int64), "k"),
+        ]
+    )
     src = tmp_path / "g.onnx"
     onnx.save(model, src)
     r = invoke("optimize", src, "-o", tmp_path / "o.onnx")
@@ -156,10 +158,10 @@ def test_source_that_fails_on_generated_inputs_points_to_verify_data(tmp_path):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda p: None,                                  # missing
-        lambda p: p.write_bytes(b""),                    # empty
-        lambda p: p.write_bytes(os.urandom(2048)),       # random bytes
-        lambda p: p.mkdir(),                             # a directory
+        lambda p: None,  # missing
+        lambda p: p.write_bytes(b""),  # empty
+        lambda p: p.write_bytes(os.urandom(2048)),  # random bytes
+        lambda p: p.mkdir(),  # a directory
         lambda p: p.write_bytes((SAMPLES / "cnn.onnx").read_bytes()[:5000]),  # truncated
     ],
     ids=["missing", "empty", "random", "directory", "truncated"],
@@ -167,7 +169,11 @@ def test_source_that_fails_on_generated_inputs_points_to_verify_data(tmp_path):
 def test_bad_inputs_exit_2_one_line(tmp_path, make):
     bad = tmp_path / "bad.onnx"
     make(bad)
-    for cmd in (["optimize", bad, "-o", tmp_path / "o.onnx"], ["inspect", bad], ["convert", bad, "--to", "onnx", "-o", tmp_path / "o.onnx"]):
+    for cmd in (
+        ["optimize", bad, "-o", tmp_path / "o.onnx"],
+        ["inspect", bad],
+        ["convert", bad, "--to", "onnx", "-o", tmp_path / "o.onnx"],
+    ):
         r = invoke(*cmd)
         assert r.exit_code == 2, (cmd, r.output)
         assert "Traceback" not in r.output
@@ -247,13 +253,18 @@ def test_passes_command():
 
 
 def test_debug_shows_traceback(tmp_path):
-    r = runner.invoke(app, ["--debug", "optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")])
+    r = runner.invoke(
+        app, ["--debug", "optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")]
+    )
     assert r.exit_code == 2
 
 
 def test_cli_entry_point_runs(tmp_path):
     exe = Path(sys.executable).parent / "tensorsmith"
-    p = subprocess.run([str(exe), "optimize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(exe), "optimize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error:")

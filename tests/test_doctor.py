@@ -25,8 +25,11 @@ def _fake_nvidia_smi(tmp_path: Path, lines: str, *, no_compute_cap: bool = False
     """An executable named nvidia-smi that answers --query-gpu like the real one."""
     script = tmp_path / "bin" / "nvidia-smi"
     script.parent.mkdir(exist_ok=True)
-    check = 'case "$*" in *compute_cap*) echo "Field \\"compute_cap\\" is not a valid field" >&2; exit 2;; esac\n' \
-        if no_compute_cap else ""
+    check = (
+        'case "$*" in *compute_cap*) echo "Field \\"compute_cap\\" is not a valid field" >&2; exit 2;; esac\n'
+        if no_compute_cap
+        else ""
+    )
     script.write_text(f"#!/bin/sh\n{check}cat <<'EOF'\n{lines}\nEOF\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script.parent
@@ -63,7 +66,9 @@ def test_tensorflow_build_info_and_tftrt_reason():
         assert f"TensorFlow {info['version']} has no TF-TRT" in reason and "<= 2.17" in reason
     # the rules themselves, on made-up installs
     assert "2.18 and later" in doctor.tftrt_unavailable_reason({"version": "2.18.0", "tensorrt_build": False})
-    assert "built without TensorRT" in doctor.tftrt_unavailable_reason({"version": "2.15.1", "tensorrt_build": False})
+    assert "built without TensorRT" in doctor.tftrt_unavailable_reason(
+        {"version": "2.15.1", "tensorrt_build": False}
+    )
     assert doctor.tftrt_unavailable_reason({"version": "2.15.1", "tensorrt_build": True}) is None
     assert "not installed" in doctor.tftrt_unavailable_reason({"version": None})
 
@@ -75,12 +80,16 @@ def test_build_info_parser():
 
 
 def test_gpus_from_nvidia_smi(tmp_path, monkeypatch):
-    d = _fake_nvidia_smi(tmp_path, "0, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54.15\n1, NVIDIA A10, 8.6, 23028, 550.54.15")
+    d = _fake_nvidia_smi(
+        tmp_path, "0, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54.15\n1, NVIDIA A10, 8.6, 23028, 550.54.15"
+    )
     monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
     g = doctor.gpus()
     assert g["source"] == "nvidia-smi"
     assert [(x["index"], x["name"], x["compute_capability"], x["memory_mib"]) for x in g["gpus"]] == [
-        (0, "NVIDIA H100 80GB HBM3", "9.0", 81559), (1, "NVIDIA A10", "8.6", 23028)]
+        (0, "NVIDIA H100 80GB HBM3", "9.0", 81559),
+        (1, "NVIDIA A10", "8.6", 23028),
+    ]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     monkeypatch.setattr(doctor, "_gpu_cuda_python", lambda: None)
     monkeypatch.setattr(doctor, "_gpu_torch", lambda: None)
@@ -91,8 +100,15 @@ def test_old_nvidia_smi_without_compute_cap(tmp_path, monkeypatch):
     d = _fake_nvidia_smi(tmp_path, "0, Tesla T4, 15360, 470.82.01", no_compute_cap=True)
     monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
     g = doctor.gpus()
-    assert g["gpus"] == [{"index": 0, "name": "Tesla T4", "compute_capability": None, "memory_mib": 15360,
-                          "driver": "470.82.01"}]
+    assert g["gpus"] == [
+        {
+            "index": 0,
+            "name": "Tesla T4",
+            "compute_capability": None,
+            "memory_mib": 15360,
+            "driver": "470.82.01",
+        }
+    ]
 
 
 def test_targets_with_tensorrt_and_gpu(tmp_path, monkeypatch):
@@ -111,12 +127,16 @@ def test_targets_with_tensorrt_and_gpu(tmp_path, monkeypatch):
 
 def test_tensorrt_too_old(monkeypatch):
     assert "too old" in doctor.tensorrt_unavailable_reason({"version": "8.6.1"})
-    assert "does not load" in doctor.tensorrt_unavailable_reason({"version": None, "error": "libnvinfer.so.10: cannot open"})
+    assert "does not load" in doctor.tensorrt_unavailable_reason(
+        {"version": None, "error": "libnvinfer.so.10: cannot open"}
+    )
 
 
 def test_doctor_imports_no_frameworks():
-    code = ("import sys; from tensorsmith import doctor; doctor.tensorflow_info(); doctor.tensorrt_info(); "
-            "print(','.join(m for m in ('tensorflow', 'tensorrt', 'tf2onnx') if m in sys.modules))")
+    code = (
+        "import sys; from tensorsmith import doctor; doctor.tensorflow_info(); doctor.tensorrt_info(); "
+        "print(','.join(m for m in ('tensorflow', 'tensorrt', 'tf2onnx') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""

@@ -46,7 +46,7 @@ def convert_json(*args: str) -> dict:
     result = cli("convert", *args, "--json")
     assert result.exit_code == 0, result.output
     start = result.output.index("{")
-    return json.loads(result.output[start:result.output.rindex("}") + 1])
+    return json.loads(result.output[start : result.output.rindex("}") + 1])
 
 
 def ort_run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -212,8 +212,9 @@ def test_module_factory_with_weights(torch, tmp_path, monkeypatch):
     sd = _need(FW / "cnn_state_dict.pth")
     monkeypatch.chdir(REPO)
     out = tmp_path / "f.onnx"
-    rep = convert_json("sample_models.torch_cnn:build_cnn", "--weights", sd, "--input-shape", "x=1x3x32x32",
-                       "-o", out)
+    rep = convert_json(
+        "sample_models.torch_cnn:build_cnn", "--weights", sd, "--input-shape", "x=1x3x32x32", "-o", out
+    )
     assert rep["source_format"] == "torch-factory" and rep["verification"]["passed"]
     assert any("weights_only=True" in n for n in rep["notes"])
     assert rep["ops_before"].get("BatchNormalization") == 2 and "BatchNormalization" not in rep["ops_after"]
@@ -254,8 +255,16 @@ def test_static_fixes_every_dim(tf, tmp_path):
 
 def test_opset_and_no_optimize(torch, tmp_path):
     out = tmp_path / "o17.onnx"
-    rep = convert_json(_need(FW / "cnn_torchscript.pt"), "--opset", "17", "--no-optimize",
-                       "--input-shape", "x=1x3x32x32", "-o", out)
+    rep = convert_json(
+        _need(FW / "cnn_torchscript.pt"),
+        "--opset",
+        "17",
+        "--no-optimize",
+        "--input-shape",
+        "x=1x3x32x32",
+        "-o",
+        out,
+    )
     m = onnx.load(str(out))
     assert {o.domain: o.version for o in m.opset_import}[""] == 17
     assert rep["passes"] == [] and rep["ops_before"] == rep["ops_after"]
@@ -284,7 +293,7 @@ def test_graphdef_defaults_find_every_output(toy_graphdef, tmp_path):
     assert ins == ["x"] and sorted(outs) == ["aux", "out"]
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     sess = ort.InferenceSession(str(out))
-    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x}), strict=False))
     np.testing.assert_allclose(got["out"], np.tanh(2 * x + 1), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(got["aux"], x * x, rtol=1e-6)
 
@@ -345,7 +354,9 @@ def test_optional_tensor_left_at_none(torch, tmp_path):
     from typing import Optional
 
     class Net(torch.nn.Module):
-        def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, scale: int = 2) -> torch.Tensor:
+        def forward(
+            self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, scale: int = 2
+        ) -> torch.Tensor:
             out = x * scale
             if mask is not None:
                 out = out * mask
@@ -379,7 +390,8 @@ def test_torchscript_needs_input_shape(torch, tmp_path):
 
 
 def test_factory_input_value_and_cwd_import(torch, tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_nets.py").write_text(
+        textwrap.dedent("""
         import torch
 
         class Net(torch.nn.Module):
@@ -394,11 +406,21 @@ def test_factory_input_value_and_cwd_import(torch, tmp_path, monkeypatch):
         def build():
             torch.manual_seed(0)
             return Net()
-    """))
+    """)
+    )
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "net.onnx"
-    rep = convert_json("my_nets:build", "--input-shape", "x=1x6", "--input-value", "temperature=2.5",
-                       "--input-value", "mode=both", "-o", out)
+    rep = convert_json(
+        "my_nets:build",
+        "--input-shape",
+        "x=1x6",
+        "--input-value",
+        "temperature=2.5",
+        "--input-value",
+        "mode=both",
+        "-o",
+        out,
+    )
     assert io_names(out) == (["x"], ["output_0", "output_1"])
     assert any("temperature" in n and "2.5" in n for n in rep["notes"])
     sys.path.insert(0, str(tmp_path))
@@ -411,26 +433,29 @@ def test_factory_input_value_and_cwd_import(torch, tmp_path, monkeypatch):
     got = ort_run(out, {"x": x})
     with torch.no_grad():
         ref = net(torch.from_numpy(x), 2.5, "both")
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=False):
         np.testing.assert_allclose(g, r.numpy(), rtol=RTOL, atol=ATOL)
 
 
 # ------------------------------------------------------------------------ inspect
 
 
-@pytest.mark.parametrize("name,fmt,inp", [
-    ("cnn_savedmodel", "savedmodel", "input"),
-    ("cnn.keras", "keras", "input"),
-    ("cnn.h5", "h5", "input"),
-    ("cnn_frozen.pb", "graphdef", "input"),
-    ("cnn.tflite", "tflite", "serving_default_input"),
-    ("cnn_torchscript.pt", "torchscript", "x"),
-    ("cnn_export.pt2", "torch-export", "x"),
-])
+@pytest.mark.parametrize(
+    "name,fmt,inp",
+    [
+        ("cnn_savedmodel", "savedmodel", "input"),
+        ("cnn.keras", "keras", "input"),
+        ("cnn.h5", "h5", "input"),
+        ("cnn_frozen.pb", "graphdef", "input"),
+        ("cnn.tflite", "tflite", "serving_default_input"),
+        ("cnn_torchscript.pt", "torchscript", "x"),
+        ("cnn_export.pt2", "torch-export", "x"),
+    ],
+)
 def test_inspect_every_format(tf, torch, name, fmt, inp):
     result = cli("inspect", _need(FW / name), "--json")
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output[result.output.index("{"):])
+    info = json.loads(result.output[result.output.index("{") :])
     assert info["format"] == fmt
     assert info["inputs"][0]["name"] == inp
     assert info["outputs"], info
@@ -444,7 +469,7 @@ def test_inspect_module_factory(torch, monkeypatch):
     monkeypatch.chdir(REPO)
     result = cli("inspect", "sample_models.torch_cnn:build_cnn", "--json")
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output[result.output.index("{"):])
+    info = json.loads(result.output[result.output.index("{") :])
     assert info["format"] == "torch-factory" and info["parameters"] == 5612
     assert [i["name"] for i in info["inputs"]] == ["x"]
 
@@ -460,9 +485,9 @@ def test_help_and_onnx_work_do_not_import_frameworks(tmp_path):
         r = CliRunner()
         assert r.invoke(app, ["--help"]).exit_code == 0
         assert r.invoke(app, ["convert", "--help"]).exit_code == 0
-        res = r.invoke(app, ["convert", {str(REPO / 'sample_models' / 'cnn.onnx')!r}, "-o", {str(tmp_path / 'o.onnx')!r}])
+        res = r.invoke(app, ["convert", {str(REPO / "sample_models" / "cnn.onnx")!r}, "-o", {str(tmp_path / "o.onnx")!r}])
         assert res.exit_code == 0, res.output
-        assert r.invoke(app, ["inspect", {str(REPO / 'sample_models' / 'cnn.onnx')!r}]).exit_code == 0
+        assert r.invoke(app, ["inspect", {str(REPO / "sample_models" / "cnn.onnx")!r}]).exit_code == 0
         print(sorted(m for m in ("torch", "tensorflow", "tf2onnx", "keras") if m in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -70,12 +70,18 @@ def test_savedmodel_without_signatures(tf, tmp_path):
 
 def test_savedmodel_unknown_signature(tf, tmp_path):
     out = tmp_path / "o.onnx"
-    expect(cli("convert", FW / "cnn_savedmodel", "--signature", "nope", "-o", out), 2,
-           "no signature 'nope'", "serving_default", out=out)
+    expect(
+        cli("convert", FW / "cnn_savedmodel", "--signature", "nope", "-o", out),
+        2,
+        "no signature 'nope'",
+        "serving_default",
+        out=out,
+    )
 
 
-@pytest.mark.parametrize("content", [b"\x0a\x05hello this is not a graph" * 4, b"just some text\n" * 10,
-                                     bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "content", [b"\x0a\x05hello this is not a graph" * 4, b"just some text\n" * 10, bytes(range(256)) * 4]
+)
 def test_pb_that_is_not_a_graphdef(tf, tmp_path, content):
     pb = tmp_path / "model.pb"
     pb.write_bytes(content)
@@ -91,8 +97,10 @@ def test_graphdef_forced_on_an_onnx_file_is_refused(tf, tmp_path):
 
 def test_corrupt_tflite(tf, tmp_path):
     good = (FW / "cnn.tflite").read_bytes()
-    for name, data in (("trunc.tflite", good[: len(good) // 3]),
-                       ("garbage.tflite", good[:8] + bytes(reversed(good[8:2000])))):
+    for name, data in (
+        ("trunc.tflite", good[: len(good) // 3]),
+        ("garbage.tflite", good[:8] + bytes(reversed(good[8:2000]))),
+    ):
         p = tmp_path / name
         p.write_bytes(data)
         out = tmp_path / "o.onnx"
@@ -143,7 +151,11 @@ def test_saved_model_pb_file_points_to_folder(tmp_path):
 
 
 def test_input_value_for_tf_is_refused(tf, tmp_path):
-    expect(cli("convert", FW / "cnn.keras", "--input-value", "a=1", "-o", tmp_path / "o.onnx"), 2, "--input-value")
+    expect(
+        cli("convert", FW / "cnn.keras", "--input-value", "a=1", "-o", tmp_path / "o.onnx"),
+        2,
+        "--input-value",
+    )
 
 
 # ------------------------------------------------------------------------------ PyTorch
@@ -151,8 +163,13 @@ def test_input_value_for_tf_is_refused(tf, tmp_path):
 
 def test_factory_that_does_not_import(tmp_path):
     out = tmp_path / "o.onnx"
-    expect(cli("convert", "no_such_pkg_xyz.models:build", "--input-shape", "x=1x3", "-o", out), 2,
-           "no_such_pkg_xyz.models:build", "cannot import module", out=out)
+    expect(
+        cli("convert", "no_such_pkg_xyz.models:build", "--input-shape", "x=1x3", "-o", out),
+        2,
+        "no_such_pkg_xyz.models:build",
+        "cannot import module",
+        out=out,
+    )
 
 
 def test_factory_module_that_raises_on_import(torch, tmp_path, monkeypatch):
@@ -163,8 +180,11 @@ def test_factory_module_that_raises_on_import(torch, tmp_path, monkeypatch):
 
 def test_factory_missing_attribute(torch, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)
-    expect(cli("convert", "sample_models.torch_cnn:no_such_factory", "-o", tmp_path / "o.onnx"), 2,
-           "has no callable 'no_such_factory'")
+    expect(
+        cli("convert", "sample_models.torch_cnn:no_such_factory", "-o", tmp_path / "o.onnx"),
+        2,
+        "has no callable 'no_such_factory'",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -180,19 +200,42 @@ def pickled_checkpoint(torch, tmp_path_factory) -> Path:
 def test_pickle_refused_by_weights_only(pickled_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "o.onnx"
-    line = expect(cli("convert", "sample_models.torch_cnn:build_cnn", "--weights", pickled_checkpoint,
-                      "--input-shape", "x=1x3x32x32", "-o", out), 2, "weights_only=True", "--trust-remote-code",
-                  out=out)
+    line = expect(
+        cli(
+            "convert",
+            "sample_models.torch_cnn:build_cnn",
+            "--weights",
+            pickled_checkpoint,
+            "--input-shape",
+            "x=1x3x32x32",
+            "-o",
+            out,
+        ),
+        2,
+        "weights_only=True",
+        "--trust-remote-code",
+        out=out,
+    )
     assert "argparse.Namespace" in line
 
 
 def test_trust_remote_code_is_the_explicit_opt_in(pickled_checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "o.onnx"
-    result = cli("convert", "sample_models.torch_cnn:build_cnn", "--weights", pickled_checkpoint,
-                 "--trust-remote-code", "--input-shape", "x=1x3x32x32", "-o", out, "--json")
+    result = cli(
+        "convert",
+        "sample_models.torch_cnn:build_cnn",
+        "--weights",
+        pickled_checkpoint,
+        "--trust-remote-code",
+        "--input-shape",
+        "x=1x3x32x32",
+        "-o",
+        out,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    rep = json.loads(result.output[result.output.index("{"):result.output.rindex("}") + 1])
+    rep = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
     assert any("full unpickling (--trust-remote-code)" in n for n in rep["notes"])
     assert out.exists()
 
@@ -201,8 +244,21 @@ def test_weights_that_do_not_fit(torch, tmp_path, monkeypatch):
     wrong = tmp_path / "wrong.pth"
     torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
     monkeypatch.chdir(REPO)
-    expect(cli("convert", "sample_models.torch_cnn:build_cnn", "--weights", wrong, "--input-shape",
-               "x=1x3x32x32", "-o", tmp_path / "o.onnx"), 2, "does not fit", "Missing key")
+    expect(
+        cli(
+            "convert",
+            "sample_models.torch_cnn:build_cnn",
+            "--weights",
+            wrong,
+            "--input-shape",
+            "x=1x3x32x32",
+            "-o",
+            tmp_path / "o.onnx",
+        ),
+        2,
+        "does not fit",
+        "Missing key",
+    )
 
 
 def test_pickled_module_as_source_is_refused(torch, tmp_path):
@@ -242,8 +298,18 @@ def test_unconvertible_torchscript_names_the_op(torch, tmp_path):
 
 def test_verification_failure_is_exit_4_and_writes_nothing(torch, tmp_path):
     out = tmp_path / "o.onnx"
-    result = cli("convert", FW / "cnn_torchscript.pt", "--input-shape", "x=1x3x32x32", "--rtol", "0",
-                 "--atol", "0", "-o", out)
+    result = cli(
+        "convert",
+        FW / "cnn_torchscript.pt",
+        "--input-shape",
+        "x=1x3x32x32",
+        "--rtol",
+        "0",
+        "--atol",
+        "0",
+        "-o",
+        out,
+    )
     if result.exit_code == 0:  # bit-exact on this machine: nothing to fail
         pytest.skip("conversion was bit-exact; no tolerance-0 failure to provoke")
     expect(result, 4, "differs from PyTorch", out=out)
@@ -264,8 +330,11 @@ def test_unknown_input_value_name(torch, tmp_path):
             return x * 2
 
     torch.jit.script(Net()).save(str(src))
-    expect(cli("convert", src, "--input-shape", "x=1x2", "--input-value", "sr=1", "-o", tmp_path / "o.onnx"),
-           2, "unknown argument(s) sr")
+    expect(
+        cli("convert", src, "--input-shape", "x=1x2", "--input-value", "sr=1", "-o", tmp_path / "o.onnx"),
+        2,
+        "unknown argument(s) sr",
+    )
 
 
 def test_factory_spec_help_text_is_one_line(tmp_path):

@@ -18,13 +18,26 @@ tf_keras = pytest.importorskip("tf_keras")
 def keras2_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("tfk")
     k = tf_keras
-    model = k.Sequential([
-        k.layers.Input((16, 16, 3)), k.layers.Conv2D(8, 3), k.layers.BatchNormalization(), k.layers.ReLU(),
-        k.layers.Dropout(0.3), k.layers.GlobalAveragePooling2D(), k.layers.Dense(4),
-    ])
+    model = k.Sequential(
+        [
+            k.layers.Input((16, 16, 3)),
+            k.layers.Conv2D(8, 3),
+            k.layers.BatchNormalization(),
+            k.layers.ReLU(),
+            k.layers.Dropout(0.3),
+            k.layers.GlobalAveragePooling2D(),
+            k.layers.Dense(4),
+        ]
+    )
     rng = np.random.default_rng(0)
-    model.layers[1].set_weights([rng.uniform(0.5, 1.5, 8).astype("f"), rng.standard_normal(8).astype("f"),
-                                 rng.standard_normal(8).astype("f"), rng.uniform(0.5, 1.5, 8).astype("f")])
+    model.layers[1].set_weights(
+        [
+            rng.uniform(0.5, 1.5, 8).astype("f"),
+            rng.standard_normal(8).astype("f"),
+            rng.standard_normal(8).astype("f"),
+            rng.uniform(0.5, 1.5, 8).astype("f"),
+        ]
+    )
     model.save(d / "k2.h5")
     model.save(d / "k2_savedmodel", save_format="tf")
     x = rng.standard_normal((3, 16, 16, 3)).astype(np.float32)

@@ -47,7 +47,7 @@ def _convert(tmp_path: Path, src: Path, *args: str):
     out = tmp_path / "out.onnx"
     result = CliRunner().invoke(app, ["convert", str(src), "-o", str(out), "--json", *args])
     text = result.output
-    payload = json.loads(text[text.index("{"):text.rindex("}") + 1]) if "{" in text else {}
+    payload = json.loads(text[text.index("{") : text.rindex("}") + 1]) if "{" in text else {}
     return result.exit_code, payload, out
 
 

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from tensorsmith.cli import app
 from tensorsmith.errors import UsageError
-from tensorsmith.lint import lint_file
-from tensorsmith.lint import trt_ops
+from tensorsmith.lint import lint_file, trt_ops
 from tensorsmith.lint.trt import parse_trt_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,10 +51,18 @@ def test_op_table_versions():
     assert len(sup10_15) > 150
 
 
-@pytest.mark.parametrize("text, want", [
-    (None, (10, 15)), ("10", (10, 15)), ("10.x", (10, 15)), ("10.8", (10, 8)), ("10.13.3.9", (10, 13)),
-    ("11.x", (11, 2)), ("11.0", (11, 0)),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (None, (10, 15)),
+        ("10", (10, 15)),
+        ("10.x", (10, 15)),
+        ("10.8", (10, 8)),
+        ("10.13.3.9", (10, 13)),
+        ("11.x", (11, 2)),
+        ("11.0", (11, 0)),
+    ],
+)
 def test_parse_trt_version(text, want):
     assert parse_trt_version(text) == want
 
@@ -94,7 +101,9 @@ def test_version_specific_ops(tmp_path):
     old = lint_file(p, trt_version="10.8")
     assert rules(old) == {"unsupported-op": 1, "opset": 1}
     assert "from TensorRT 10.15" in next(f for f in old.findings if f.rule == "unsupported-op").message
-    assert next(f for f in old.findings if f.rule == "opset").severity == "warning"  # 10.8: range not documented
+    assert (
+        next(f for f in old.findings if f.rule == "opset").severity == "warning"
+    )  # 10.8: range not documented
     r100 = lint_file(p, trt_version="10.0")
     assert next(f for f in r100.findings if f.rule == "opset").severity == "error"  # 10.0 documents 9-20
 
@@ -272,8 +281,12 @@ def test_dynamic_inputs_and_profiles(tmp_path):
     r = lint_file(SAMPLES / "transformer.onnx", shapes=["x=1x4x64:2x16x64:8x128x64"])
     assert r.clean and r.profiles["x"]["max"] == [8, 128, 64]
     r = lint_file(SAMPLES / "cnn.onnx", max_batch=32)
-    assert r.clean and r.profiles["input"] == {"min": [1, 3, 32, 32], "opt": [1, 3, 32, 32],
-                                               "max": [32, 3, 32, 32], "source": "default batch"}
+    assert r.clean and r.profiles["input"] == {
+        "min": [1, 3, 32, 32],
+        "opt": [1, 3, 32, 32],
+        "max": [32, 3, 32, 32],
+        "source": "default batch",
+    }
     with pytest.raises(UsageError, match="fixed at 3"):
         lint_file(SAMPLES / "cnn.onnx", shapes=["input=1x4x32x32:1x4x32x32:2x4x32x32"])
     with pytest.raises(UsageError, match="unknown input"):
@@ -309,11 +322,21 @@ def ort_quantized(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("q")
     out = {}
-    for mode, act, extra in (("ort", QuantType.QUInt8, {}),
-                             ("trt", QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True})):
+    for mode, act, extra in (
+        ("ort", QuantType.QUInt8, {}),
+        ("trt", QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True}),
+    ):
         p = d / f"{mode}.onnx"
-        quantize_static(str(SAMPLES / "resblock.onnx"), str(p), _Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=act, weight_type=QuantType.QInt8, per_channel=True, extra_options=extra)
+        quantize_static(
+            str(SAMPLES / "resblock.onnx"),
+            str(p),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options=extra,
+        )
         out[mode] = p
     return out
 
@@ -335,10 +358,13 @@ def precision_int8(tmp_path_factory):
         pytest.skip(f"tensorsmith.precision has not landed: {exc}")
     needed = ("prepare", "Settings", "Config", "quantize")
     if not all(hasattr(int8, n) for n in needed):
-        pytest.skip(f"tensorsmith.precision.int8 lacks {', '.join(n for n in needed if not hasattr(int8, n))}")
-    from tensorsmith.pipeline import optimize
-    from tensorsmith.model_io import load
+        pytest.skip(
+            f"tensorsmith.precision.int8 lacks {', '.join(n for n in needed if not hasattr(int8, n))}"
+        )
     import onnx_ir as ir
+
+    from tensorsmith.model_io import load
+    from tensorsmith.pipeline import optimize
 
     d = tmp_path_factory.mktemp("prec")
     model = load(SAMPLES / "resblock.onnx")
@@ -350,8 +376,14 @@ def precision_int8(tmp_path_factory):
     out = {}
     for target in ("trt", "ort"):
         p = d / f"{target}.onnx"
-        int8.quantize(src, p, int8.Settings(target=target), int8.Config("all-ops"),
-                      cache_path=d / f"calib-{target}.json", calib_samples=samples)
+        int8.quantize(
+            src,
+            p,
+            int8.Settings(target=target),
+            int8.Config("all-ops"),
+            cache_path=d / f"calib-{target}.json",
+            calib_samples=samples,
+        )
         out[target] = p
     return out
 
@@ -379,8 +411,18 @@ def test_cli_exit_codes_and_json(tmp_path):
     data = json.loads(res.stdout)
     assert data["status"] == "findings" and data["rules"] == {"dynamic-no-profile": 1}
     assert data["target_version"] == "10.15" and data["errors"] == 1
-    res = runner.invoke(app, ["lint", str(SAMPLES / "transformer.onnx"), "--trt-version", "11.x",
-                              "--shapes", "x=1x1x64:1x16x64:4x64x64", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "lint",
+            str(SAMPLES / "transformer.onnx"),
+            "--trt-version",
+            "11.x",
+            "--shapes",
+            "x=1x1x64:1x16x64:4x64x64",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["target_version"] == "11.2"
 
@@ -401,8 +443,11 @@ THIRDPARTY = {
     "ppocr_rec_v4": (["x=1x3x48x160:1x3x48x320:4x3x48x640"], {}, {"fp16-layernorm": 5}),
     "ppocr_det_v4": (["x=1x3x320x320:1x3x640x640:2x3x960x960"], {}, {"fp16-range": 1}),
     "nudenet_320n": (["images=1x3x320x320:1x3x320x320:4x3x320x320"], {}, {}),
-    "minilm_l3_paraphrase": (["input_ids=1x8:1x128:8x256", "attention_mask=1x8:1x128:8x256"], {},
-                             {"fp16-range": 1, "fp16-reduce": 2}),
+    "minilm_l3_paraphrase": (
+        ["input_ids=1x8:1x128:8x256", "attention_mask=1x8:1x128:8x256"],
+        {},
+        {"fp16-range": 1, "fp16-reduce": 2},
+    ),
     "magika_v3_3": ([], {}, {"fp16-layernorm": 2, "fp16-reduce": 3}),
 }
 

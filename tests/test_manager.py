@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-
 from helpers import parse, to_ir
+
 from tensorsmith import passes as passes_mod
 from tensorsmith.errors import ConversionError, UsageError
 from tensorsmith.passes.base import Pass
@@ -84,8 +84,9 @@ class _Reshaper(Pass):
         return ir.passes.PassResult(model, modified=False)
 
 
-@pytest.mark.parametrize("bad, words", [(_Renamer, "renamed graph output"), (_Boom, "kaput"),
-                                        (_Retyper, "changed the dtype")])
+@pytest.mark.parametrize(
+    "bad, words", [(_Renamer, "renamed graph output"), (_Boom, "kaput"), (_Retyper, "changed the dtype")]
+)
 def test_bad_pass_fails_naming_itself(bad, words):
     with pytest.raises(ConversionError, match=f"pass '{bad.name}'.*{words}"):
         PassManager([bad()]).run(model())
@@ -105,7 +106,8 @@ def test_resolve_rejects_unknown_names():
     with pytest.raises(UsageError, match="unknown pass 'nah'"):
         passes_mod.resolve(None, ["nah"])
     assert passes_mod.resolve(None, ["fold-constants"]) == [
-        n for n in passes_mod.DEFAULT_PIPELINE if n != "fold-constants"]
+        n for n in passes_mod.DEFAULT_PIPELINE if n != "fold-constants"
+    ]
 
 
 def test_typed_options_reject_unknown_keys():

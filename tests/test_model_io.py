@@ -7,8 +7,8 @@ import os
 import numpy as np
 import onnx
 import pytest
-
 from helpers import parse, run
+
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError
 

@@ -14,10 +14,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-import tensorsmith
 import thirdparty
 from helpers import assert_interface_kept, optimize_thirdparty
+
+import tensorsmith
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
@@ -34,7 +34,7 @@ def _check_equivalent(src: Path, out: Path, feeds_list):
     _session(out, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # must load with ORT's own fusions
     for feeds in feeds_list:
         ra, rb = a.run(None, feeds), b.run(None, feeds)
-        for x, y in zip(ra, rb):
+        for x, y in zip(ra, rb, strict=False):
             assert x.shape == y.shape and x.dtype == y.dtype
             if x.dtype.kind == "f":
                 scale = float(np.abs(x).max()) if x.size else 0.0

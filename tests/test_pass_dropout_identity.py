@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-
-from helpers import apply, apply_to_fixed_point, assert_interface_kept, assert_same_outputs, check_idempotent, ops, parse
+from helpers import (
+    apply,
+    apply_to_fixed_point,
+    assert_interface_kept,
+    assert_same_outputs,
+    check_idempotent,
+    ops,
+    parse,
+)
 
 rng = np.random.default_rng(1)
 X = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
@@ -175,7 +182,8 @@ def test_identity_inside_if_branch():
     out, (p,), modified = apply(src, "remove-identity")
     assert modified
     then_ops = [n.op_type for n in out.graph.node[0].attribute[0].g.node] + [
-        n.op_type for n in out.graph.node[0].attribute[1].g.node]
+        n.op_type for n in out.graph.node[0].attribute[1].g.node
+    ]
     assert then_ops.count("Identity") == 1  # the else-branch one returns an outer value: kept
     onnx.checker.check_model(out)
     for c in (True, False):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-
 from helpers import (
     apply,
     apply_to_fixed_point,
@@ -53,7 +52,9 @@ def test_shape_computation_of_static_dims_folded():
     )
     out, records = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
     assert ops(out) == ["Reshape"]
-    shape_init = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[out.graph.node[0].input[1]]
+    shape_init = {i.name: onnx.numpy_helper.to_array(i) for i in out.graph.initializer}[
+        out.graph.node[0].input[1]
+    ]
     assert shape_init.tolist() == [-1, 24]  # batch stays dynamic
     for n in (1, 3):  # batch really is dynamic afterwards
         assert_same_outputs(src, out, {"x": rng.standard_normal((n, 4, 6)).astype(np.float32)})
@@ -186,8 +187,12 @@ def test_gather_of_static_dim_folded_dynamic_dim_kept():
             shp = Concat <axis = 0> (a, b)
             y = Reshape (x, shp)
         }""",
-        {"zero_s": np.array(0, np.int64), "one": np.array(1, np.int64), "two": np.array(2, np.int64),
-         "zero": np.array([0], np.int64)},
+        {
+            "zero_s": np.array(0, np.int64),
+            "one": np.array(1, np.int64),
+            "two": np.array(2, np.int64),
+            "zero": np.array([0], np.int64),
+        },
     )
     out, _ = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
     # the batch dim is still read at run time; the static 4*6 became a constant
@@ -223,8 +228,11 @@ def test_quantize_dequantize_kept():
             w = DequantizeLinear (wq, s, z)
             y = MatMul (x, w)
         }""",
-        {"wq": rng.integers(-127, 127, (4, 4)).astype(np.int8), "s": np.array(0.02, np.float32),
-         "z": np.array(0, np.int8)},
+        {
+            "wq": rng.integers(-127, 127, (4, 4)).astype(np.int8),
+            "s": np.array(0.02, np.float32),
+            "z": np.array(0, np.int8),
+        },
     )
     out, _ = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
     assert ops(out) == ["DequantizeLinear", "MatMul"]
@@ -246,19 +254,25 @@ def test_shapes_of_equally_shaped_tensors_merge():
             yq = Reshape (q, tq)
             yk = Reshape (k, tk)
         }""",
-        {"wq": rng.standard_normal((8, 8)).astype(np.float32), "wk": rng.standard_normal((8, 8)).astype(np.float32),
-         "tail": np.array([2, 4], np.int64)},
+        {
+            "wq": rng.standard_normal((8, 8)).astype(np.float32),
+            "wk": rng.standard_normal((8, 8)).astype(np.float32),
+            "tail": np.array([2, 4], np.int64),
+        },
     )
     # off by default (it blocks onnxruntime's ReshapeFusion): nothing merged
     default, _ = apply_to_fixed_point(src, "fold-constants", "eliminate-cse", "remove-dead-code")
     assert ops(default).count("Shape") == 2
     from helpers import to_ir, to_proto
+
     from tensorsmith import passes as passes_mod
     from tensorsmith.passes.manager import PassManager
 
     model = to_ir(src)
-    ps = passes_mod.create(["fold-constants", "eliminate-cse", "remove-dead-code"],
-                           {"fold-constants": {"merge_equal_shapes": True}})
+    ps = passes_mod.create(
+        ["fold-constants", "eliminate-cse", "remove-dead-code"],
+        {"fold-constants": {"merge_equal_shapes": True}},
+    )
     records = PassManager(ps).run(model)
     out = to_proto(model)
     assert ops(out).count("Shape") == 1 and ops(out).count("Concat") == 1

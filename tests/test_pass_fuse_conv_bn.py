@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 from helpers import apply, assert_interface_kept, assert_same_outputs, check_idempotent, ops, parse
 
 rng = np.random.default_rng(0)
@@ -64,8 +63,11 @@ def test_grouped_conv_transpose():
             c = ConvTranspose <group = 2, strides = [2, 2]> (x, W, B)
             y = BatchNormalization (c, s, b, m, v)
         }""",
-        {"W": rng.standard_normal((4, 3, 2, 2)).astype(np.float32),
-         "B": rng.standard_normal(6).astype(np.float32), **bn_params(6)},
+        {
+            "W": rng.standard_normal((4, 3, 2, 2)).astype(np.float32),
+            "B": rng.standard_normal(6).astype(np.float32),
+            **bn_params(6),
+        },
     )
     out, _, modified = apply(src, "fuse-conv-bn")
     assert modified and ops(out) == ["ConvTranspose"]
@@ -82,8 +84,11 @@ def test_gemm_with_beta(trans_b):
             c = Gemm <transB = {trans_b}, alpha = 0.5, beta = 2.0> (x, W, C)
             y = BatchNormalization (c, s, b, m, v)
         }}""",
-        {"W": rng.standard_normal(wshape).astype(np.float32),
-         "C": rng.standard_normal(5).astype(np.float32), **bn_params(5)},
+        {
+            "W": rng.standard_normal(wshape).astype(np.float32),
+            "C": rng.standard_normal(5).astype(np.float32),
+            **bn_params(5),
+        },
     )
     out, _, modified = apply(src, "fuse-conv-bn")
     assert modified and ops(out) == ["Gemm"]
@@ -99,8 +104,11 @@ def test_matmul_with_bias_add():
             a = Add (mm, Bias)
             y = BatchNormalization (a, s, b, m, v)
         }""",
-        {"W": rng.standard_normal((3, 5)).astype(np.float32),
-         "Bias": rng.standard_normal(5).astype(np.float32), **bn_params(5)},
+        {
+            "W": rng.standard_normal((3, 5)).astype(np.float32),
+            "Bias": rng.standard_normal(5).astype(np.float32),
+            **bn_params(5),
+        },
     )
     out, _, modified = apply(src, "fuse-conv-bn")
     assert modified and ops(out) == ["MatMul", "Add"]
@@ -178,8 +186,10 @@ def test_bn_stats_from_graph_input_not_fused():
             c = Conv <pads = [1, 1, 1, 1]> (x, W)
             y = BatchNormalization (c, s, b, m, v)
         }""",
-        {"W": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
-         **{k: v for k, v in bn_params(4).items() if k != "s"}},
+        {
+            "W": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            **{k: v for k, v in bn_params(4).items() if k != "s"},
+        },
     )
     _, (p,), modified = apply(src, "fuse-conv-bn")
     assert not modified
@@ -230,8 +240,10 @@ def test_fp16_weights_stay_fp16():
             c = Conv <pads = [1, 1, 1, 1]> (x, W)
             y = BatchNormalization (c, s, b, m, v)
         }""",
-        {"W": rng.standard_normal((4, 3, 3, 3)).astype(np.float16),
-         **{k: v.astype(np.float16) for k, v in bn_params(4).items()}},
+        {
+            "W": rng.standard_normal((4, 3, 3, 3)).astype(np.float16),
+            **{k: v.astype(np.float16) for k, v in bn_params(4).items()},
+        },
     )
     out, _, modified = apply(src, "fuse-conv-bn")
     assert modified

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from helpers import apply, assert_interface_kept, check_idempotent, optimize_thirdparty, run
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import apply, assert_interface_kept, check_idempotent, optimize_thirdparty, run
 from tensorsmith import passes as passes_mod
 
 PASS = "fuse-hardswish"
@@ -78,8 +78,12 @@ class _Builder:
     def model(self, outputs=("y",), x_shape=("N", 40), out_shape=("N", 40)):
         t = _TP[self.dtype]
         graph = helper.make_graph(
-            self.nodes, "g", [helper.make_tensor_value_info("x", t, list(x_shape))],
-            [helper.make_tensor_value_info(o, t, out_shape) for o in outputs], self.inits)
+            self.nodes,
+            "g",
+            [helper.make_tensor_value_info("x", t, list(x_shape))],
+            [helper.make_tensor_value_info(o, t, out_shape) for o in outputs],
+            self.inits,
+        )
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         proto.ir_version = 8 if self.opset > 10 else 5
         onnx.checker.check_model(proto)
@@ -222,19 +226,33 @@ def test_hard_sigmoid_with_shared_output_still_fuses_alone():
     check_idempotent(src, PASS)
 
 
-@pytest.mark.parametrize("name, three, lo, hi, six", [
-    ("add 2", 2.0, 0.0, 6.0, 6.0), ("clip max 5", 3.0, 0.0, 5.0, 6.0),
-    ("clip min -1", 3.0, -1.0, 6.0, 6.0), ("div 5", 3.0, 0.0, 6.0, 5.0),
-    ("almost 3", 3.0 * (1 + 1e-4), 0.0, 6.0, 6.0),
-])
+@pytest.mark.parametrize(
+    "name, three, lo, hi, six",
+    [
+        ("add 2", 2.0, 0.0, 6.0, 6.0),
+        ("clip max 5", 3.0, 0.0, 5.0, 6.0),
+        ("clip min -1", 3.0, -1.0, 6.0, 6.0),
+        ("div 5", 3.0, 0.0, 6.0, 5.0),
+        ("almost 3", 3.0 * (1 + 1e-4), 0.0, 6.0, 6.0),
+    ],
+)
 def test_other_constants_are_left_alone(name, three, lo, hi, six):
-    inits = {n: numpy_helper.from_array(np.array(v, np.float32), n)
-             for n, v in (("a", three), ("lo", lo), ("hi", hi), ("d", six))}
+    inits = {
+        n: numpy_helper.from_array(np.array(v, np.float32), n)
+        for n, v in (("a", three), ("lo", lo), ("hi", hi), ("d", six))
+    }
     g = helper.make_graph(
-        [helper.make_node("Add", ["x", "a"], ["t"]), helper.make_node("Clip", ["t", "lo", "hi"], ["c"]),
-         helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node("Div", ["m", "d"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 40])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits.values()))
+        [
+            helper.make_node("Add", ["x", "a"], ["t"]),
+            helper.make_node("Clip", ["t", "lo", "hi"], ["c"]),
+            helper.make_node("Mul", ["x", "c"], ["m"]),
+            helper.make_node("Div", ["m", "d"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        list(inits.values()),
+    )
     src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     src.ir_version = 8
     _, _, modified = apply(src, PASS)
@@ -317,16 +335,23 @@ def _body(form, out):
 
 def test_inside_if_branches():
     f32 = TensorProto.FLOAT
-    then_g = helper.make_graph(_body("div(mul(x,clip),6)", "ya"), "then", [],
-                               [helper.make_tensor_value_info("ya", f32, None)])
-    else_g = helper.make_graph(_body("mul(clip,1/6)", "yb"), "else", [],
-                               [helper.make_tensor_value_info("yb", f32, None)])
+    then_g = helper.make_graph(
+        _body("div(mul(x,clip),6)", "ya"), "then", [], [helper.make_tensor_value_info("ya", f32, None)]
+    )
+    else_g = helper.make_graph(
+        _body("mul(clip,1/6)", "yb"), "else", [], [helper.make_tensor_value_info("yb", f32, None)]
+    )
     g = helper.make_graph(
-        [helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0),
-         helper.make_node("Greater", ["mx", "zero"], ["cond"]),
-         helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)],
-        "g", [helper.make_tensor_value_info("x", f32, ["N", 40])], [helper.make_tensor_value_info("y", f32, None)],
-        [numpy_helper.from_array(np.array(0, np.float32), "zero")])
+        [
+            helper.make_node("ReduceMax", ["x"], ["mx"], keepdims=0),
+            helper.make_node("Greater", ["mx", "zero"], ["cond"]),
+            helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", f32, ["N", 40])],
+        [helper.make_tensor_value_info("y", f32, None)],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero")],
+    )
     src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     src.ir_version = 8
     out, (p,), modified = apply(src, PASS)
@@ -341,13 +366,18 @@ def test_inside_if_branches():
 
 def test_inside_function():
     f32 = TensorProto.FLOAT
-    fn = helper.make_function("local", "HSwish", ["x"], ["y"], _body("mul(mul(x,clip),1/6)", "y"),
-                              [helper.make_opsetid("", 13)])
-    g = helper.make_graph([helper.make_node("HSwish", ["x"], ["y"], domain="local")], "g",
-                          [helper.make_tensor_value_info("x", f32, ["N", 40])],
-                          [helper.make_tensor_value_info("y", f32, None)])
-    src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("local", 1)],
-                            functions=[fn])
+    fn = helper.make_function(
+        "local", "HSwish", ["x"], ["y"], _body("mul(mul(x,clip),1/6)", "y"), [helper.make_opsetid("", 13)]
+    )
+    g = helper.make_graph(
+        [helper.make_node("HSwish", ["x"], ["y"], domain="local")],
+        "g",
+        [helper.make_tensor_value_info("x", f32, ["N", 40])],
+        [helper.make_tensor_value_info("y", f32, None)],
+    )
+    src = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("local", 1)], functions=[fn]
+    )
     src.ir_version = 8
     out, (p,), modified = apply(src, PASS)
     assert modified and p.stats == {"hard-swish->Mul(x, HardSigmoid)": 1}

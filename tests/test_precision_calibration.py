@@ -39,12 +39,27 @@ def test_folder_of_npy_and_limit(tmp_path):
     assert len(data.samples) == 4 and data.files == 4
 
 
-@pytest.mark.parametrize("arrays, match", [
-    ({"image": _x(2)}, r"no array for input 'input' \(expected shape \[batch, 3, 32, 32\]\); found: image \[2, 1, 3, 32, 32\]"),
-    ({"input": _x(2, shape=(3, 16, 16))}, r"input 'input' expects shape \[batch, 3, 32, 32\], found \[2, 1, 3, 16, 16\]"),
-    ({"input": np.zeros((2, 3), np.float32)}, r"input 'input' expects shape \[batch, 3, 32, 32\], found \[2, 3\]"),
-    ({"input": np.zeros((2, 1, 3, 32, 32), np.int64)}, r"array 'input' has dtype int64, input 'input' expects float32"),
-])
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        (
+            {"image": _x(2)},
+            r"no array for input 'input' \(expected shape \[batch, 3, 32, 32\]\); found: image \[2, 1, 3, 32, 32\]",
+        ),
+        (
+            {"input": _x(2, shape=(3, 16, 16))},
+            r"input 'input' expects shape \[batch, 3, 32, 32\], found \[2, 1, 3, 16, 16\]",
+        ),
+        (
+            {"input": np.zeros((2, 3), np.float32)},
+            r"input 'input' expects shape \[batch, 3, 32, 32\], found \[2, 3\]",
+        ),
+        (
+            {"input": np.zeros((2, 1, 3, 32, 32), np.int64)},
+            r"array 'input' has dtype int64, input 'input' expects float32",
+        ),
+    ],
+)
 def test_bad_arrays_name_input_expected_and_found(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -84,7 +99,10 @@ def test_images_with_preprocess(tmp_path):
     x = data.samples[0]["input"]
     assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
     # the same numbers by hand for one image
-    img = np.asarray(Image.open(tmp_path / "im0.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
+    img = np.asarray(
+        Image.open(tmp_path / "im0.png").convert("RGB").resize((32, 32), Image.Resampling.BILINEAR),
+        np.float32,
+    )
     ref = ((img / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])).transpose(2, 0, 1)
     got = next(s["input"][0] for s in data.samples if np.allclose(s["input"][0], ref, atol=1e-5))
     np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -143,7 +161,9 @@ def test_options_rules():
 
 def test_cli_int8_without_calib_exits_2_explaining_choices(tmp_path):
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8"])
+    result = runner.invoke(
+        app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8"]
+    )
     assert result.exit_code == 2
     for word in ("--calib", "--calib-preprocess", "--calib-loader", "random"):
         assert word in result.output
@@ -154,8 +174,10 @@ def test_cli_bad_calibration_shape_exits_2(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, input=_x(4, shape=(3, 16, 16)))
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8",
-                                 "--calib", str(bad)])
+    result = runner.invoke(
+        app,
+        ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8", "--calib", str(bad)],
+    )
     assert result.exit_code == 2, result.output
     assert "input 'input' expects shape [batch, 3, 32, 32], found [4, 1, 3, 16, 16]" in result.output
     assert not out.exists()
@@ -165,10 +187,24 @@ def test_cli_int8_json_report(tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, input=_x(30))
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "resblock.onnx"), "-o", str(out), "--precision", "int8",
-                                 "--calib", str(calib), "--min-speedup", "0", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(SAMPLES / "resblock.onnx"),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calib",
+            str(calib),
+            "--min-speedup",
+            "0",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{"):])
+    payload = json.loads(result.output[result.output.index("{") :])
     p = payload["precision"]
     assert payload["status"] == "ok" and out.is_file()
     assert p["gate"]["passed"] and p["calibration"]["samples"] == 24 and p["validation"]["samples"] == 6
@@ -184,16 +220,36 @@ def test_cli_gate_failure_exits_4_without_output(tmp_path):
     val = tmp_path / "v.npz"
     np.savez(val, input=_x(6, seed=3))
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8",
-                                 "--calib", str(calib), "--val", str(val), "--fallback-budget", "0",
-                                 "--min-speedup", "0", "--target", "trt"])  # trt: one layout, no layout search
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(SAMPLES / "cnn.onnx"),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calib",
+            str(calib),
+            "--val",
+            str(val),
+            "--fallback-budget",
+            "0",
+            "--min-speedup",
+            "0",
+            "--target",
+            "trt",
+        ],
+    )  # trt: one layout, no layout search
     assert result.exit_code == 4, result.output
     assert "accuracy gate failed" in result.output and not out.exists()
 
 
 def test_cli_fp16_table(tmp_path):
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "fp16"])
+    result = runner.invoke(
+        app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "fp16"]
+    )
     assert result.exit_code == 0, result.output
     assert "precision: fp16" in result.output and "accuracy gate" in result.output
     assert "random inputs" in result.output  # no --val: said so
@@ -207,9 +263,12 @@ def test_model_that_computes_nan_on_the_calibration_data_is_exit_2(tmp_path):
 
     w = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), "w")
     g = helper.make_graph(
-        [helper.make_node("Log", ["x"], ["logx"]), helper.make_node("Conv", ["logx", "w"], ["y"])], "g",
+        [helper.make_node("Log", ["x"], ["logx"]), helper.make_node("Conv", ["logx", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [w],
+    )
     src = tmp_path / "log.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
     rng = np.random.default_rng(0)
@@ -218,8 +277,23 @@ def test_model_that_computes_nan_on_the_calibration_data_is_exit_2(tmp_path):
     val = tmp_path / "v.npz"
     np.savez(val, x=np.abs(rng.standard_normal((4, 1, 1, 8, 8))).astype(np.float32) + 0.1)
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(src), "-o", str(out), "--precision", "int8", "--calib", str(calib),
-                                 "--val", str(val), "--min-speedup", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(src),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calib",
+            str(calib),
+            "--val",
+            str(val),
+            "--min-speedup",
+            "0",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "NaN/Inf on the calibration data" in result.output and "'logx'" in result.output
     assert not out.exists()
@@ -231,8 +305,24 @@ def test_entropy_calibration_keeps_stdout_to_the_json(tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, input=_x(12))
     out = tmp_path / "o.onnx"
-    result = runner.invoke(app, ["optimize", str(SAMPLES / "cnn.onnx"), "-o", str(out), "--precision", "int8",
-                                 "--calib", str(calib), "--calib-method", "entropy", "--min-speedup", "0", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(SAMPLES / "cnn.onnx"),
+            "-o",
+            str(out),
+            "--precision",
+            "int8",
+            "--calib",
+            str(calib),
+            "--calib-method",
+            "entropy",
+            "--min-speedup",
+            "0",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # the whole of stdout
     assert payload["precision"]["calibration"]["method"] == "entropy"

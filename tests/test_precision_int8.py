@@ -16,8 +16,12 @@ from tensorsmith.precision import int8 as i8
 from tensorsmith.precision import options_from_cli
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
-SHAPES = {"cnn": ("input", (3, 32, 32)), "resblock": ("input", (3, 32, 32)),
-          "mobilenet_block": ("input", (3, 64, 64)), "transformer": ("x", (12, 64))}
+SHAPES = {
+    "cnn": ("input", (3, 32, 32)),
+    "resblock": ("input", (3, 32, 32)),
+    "mobilenet_block": ("input", (3, 64, 64)),
+    "transformer": ("x", (12, 64)),
+}
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +72,9 @@ def test_int8_sample_models_pass_their_gate(name, data, tmp_path):
 
     inp = SHAPES[name][0]
     x = np.load(data[name]["val"])[inp][0]
-    ref = ort.InferenceSession(str(SAMPLES / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {inp: x})[0]
+    ref = ort.InferenceSession(str(SAMPLES / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {inp: x}
+    )[0]
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {inp: x})[0]
     cos = float(np.dot(ref.ravel(), got.ravel()) / np.linalg.norm(ref) / np.linalg.norm(got))
     assert cos >= 0.99
@@ -82,9 +88,14 @@ def test_int8_trt_mode_is_symmetric_per_channel(data, tmp_path):
     zps = i8.zero_points(proto)
     assert zps and all(np.all(z == 0) for _, z in zps)
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    assert all(inits[n.input[2]].dtype == np.int8 for n in proto.graph.node
-               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits
-               and inits[n.input[2]].dtype != np.int32)
+    assert all(
+        inits[n.input[2]].dtype == np.int8
+        for n in proto.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+        and len(n.input) > 2
+        and n.input[2] in inits
+        and inits[n.input[2]].dtype != np.int32
+    )
     producers = {o: n for n in proto.graph.node for o in n.output}
     convs = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
     assert convs
@@ -117,8 +128,9 @@ def test_planted_bad_calibration_fails_or_is_rescued(data, tmp_path):
     most error in FP32 passes the gate (a round that made the error worse is undone).
     Without a fallback budget the same data fails (next test)."""
     out = tmp_path / "cnn.int8.onnx"
-    report = tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out,
-                                       precision=_opts(calib=str(data["cnn"]["bad"]), val=str(data["cnn"]["val"])))
+    report = tensorsmith.optimize_file(
+        SAMPLES / "cnn.onnx", out, precision=_opts(calib=str(data["cnn"]["bad"]), val=str(data["cnn"]["val"]))
+    )
     p = report.precision
     assert not any(layout["gate_passed"] for layout in p["layouts"]), "the planted calibration must hurt"
     fbk = p["fallback"]
@@ -149,8 +161,13 @@ def test_planted_bad_calibration_fails_or_is_rescued(data, tmp_path):
 def test_planted_bad_calibration_without_fallback_fails_gate(data, tmp_path):
     out = tmp_path / "r.onnx"
     with pytest.raises(VerificationError, match="accuracy gate failed"):
-        tensorsmith.optimize_file(SAMPLES / "resblock.onnx", out, precision=_opts(
-            calib=str(data["resblock"]["bad"]), val=str(data["resblock"]["val"]), fallback_budget=0))
+        tensorsmith.optimize_file(
+            SAMPLES / "resblock.onnx",
+            out,
+            precision=_opts(
+                calib=str(data["resblock"]["bad"]), val=str(data["resblock"]["val"]), fallback_budget=0
+            ),
+        )
     assert not out.exists()
 
 
@@ -162,8 +179,9 @@ def test_fallback_rescues_a_sensitive_layer(tmp_path):
     calib = tmp_path / "c.npz"
     np.savez(calib, input=x)
     out = tmp_path / "resblock.int8.onnx"
-    report = tensorsmith.optimize_file(SAMPLES / "resblock.onnx", out, precision=_opts(
-        calib=str(calib), min_cosine=0.99999, min_top1=0.0))
+    report = tensorsmith.optimize_file(
+        SAMPLES / "resblock.onnx", out, precision=_opts(calib=str(calib), min_cosine=0.99999, min_top1=0.0)
+    )
     fbk = report.precision["fallback"]
     assert report.precision["gate"]["passed"] and fbk["rounds"][0]["passed"] is False
     assert fbk["nodes"] and fbk["error_after"] < fbk["error_before"]
@@ -175,8 +193,11 @@ def test_fallback_rescues_a_sensitive_layer(tmp_path):
 def test_int8_slower_than_fp32_is_refused(data, tmp_path):
     out = tmp_path / "m.onnx"
     with pytest.raises(ConversionError, match="speed of FP32"):
-        tensorsmith.optimize_file(SAMPLES / "cnn.onnx", out, precision=_opts(
-            calib=str(data["cnn"]["calib"]), min_speedup=1000.0, measure_latency=True))
+        tensorsmith.optimize_file(
+            SAMPLES / "cnn.onnx",
+            out,
+            precision=_opts(calib=str(data["cnn"]["calib"]), min_speedup=1000.0, measure_latency=True),
+        )
     assert not out.exists()
 
 
@@ -196,10 +217,16 @@ def test_an_already_quantized_model_is_refused(data, tmp_path):
     w = numpy_helper.from_array(np.ones((4, 4), np.int8), "w8")
     scale = numpy_helper.from_array(np.full((4,), 0.1, np.float32), "s")
     g = helper.make_graph(
-        [helper.make_node("Cast", ["w8"], ["wf"], to=TensorProto.FLOAT), helper.make_node("Mul", ["wf", "s"], ["w"]),
-         helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [
+            helper.make_node("Cast", ["w8"], ["wf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["wf", "s"], ["w"]),
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w, scale])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w, scale],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     assert i8.already_quantized(model) == "1 int8 weight(s) are cast to float at run time"
     assert i8.already_quantized(onnx.load(str(SAMPLES / "cnn.onnx"))) == ""

@@ -29,7 +29,9 @@ def mobile(tmp_path_factory):
     rng = np.random.default_rng(0)
     samples = [{"input": rng.standard_normal((1, 3, 64, 64)).astype(np.float32)} for _ in range(8)]
     low = d / "int8.onnx"
-    i8.quantize(prep, low, i8.Settings(), i8.Config("all-ops"), cache_path=d / "cal.json", calib_samples=samples)
+    i8.quantize(
+        prep, low, i8.Settings(), i8.Config("all-ops"), cache_path=d / "cal.json", calib_samples=samples
+    )
     return prepared, prep, low, samples[0]
 
 
@@ -63,8 +65,12 @@ def test_slower_in_int8_counts_the_q_dq_around_a_node(mobile):
     a, b, c = (n.name for n in convs)
     fp32 = _attr(prepared.graph, {a: 10.0, b: 10.0, c: 10.0})
     # a: faster kernel, but its input Q makes it slower; b: faster even with Q/DQ; c: slower kernel
-    int8 = _attr(prepared.graph, {a: 6.0, b: 4.0, c: 12.0}, q={convs[0].input[0]: 5.0, convs[1].input[0]: 2.0},
-                 dq={convs[1].output[0]: 1.0})
+    int8 = _attr(
+        prepared.graph,
+        {a: 6.0, b: 4.0, c: 12.0},
+        q={convs[0].input[0]: 5.0, convs[1].input[0]: 2.0},
+        dq={convs[1].output[0]: 1.0},
+    )
     slower = pf.slower_in_int8(prepared, fp32, int8, {a, b, c})
     assert set(slower) == {a, c}
     assert "Q/DQ 5 us" in slower[a]
@@ -83,7 +89,9 @@ def test_compute_only_layout_keeps_attention_matmuls_float():
     assert attention and set(attention) <= set(compute.exclude)
     # MatMuls with a weight stay candidates
     weights = {t.name for t in prepared.graph.initializer}
-    weight_mm = [n.name for n in prepared.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    weight_mm = [
+        n.name for n in prepared.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)
+    ]
     assert weight_mm and not set(weight_mm) & set(compute.exclude)
 
 
@@ -124,8 +132,13 @@ def test_sensitivity_ranks_by_error_at_the_outputs():
     refs = [{"y": s["x"]} for s in samples]
     offsets = {"small": 0.01, "big": 1.0, "none": 0.0, "mid": 0.1}
     seen = []
-    ranked = fb.sensitivity([(n, "Conv") for n in offsets], lambda n: _const_model(offsets[n]), refs, samples,
-                            on_node=lambda: seen.append(1))
+    ranked = fb.sensitivity(
+        [(n, "Conv") for n in offsets],
+        lambda n: _const_model(offsets[n]),
+        refs,
+        samples,
+        on_node=lambda: seen.append(1),
+    )
     assert [r.name for r in ranked] == ["big", "mid", "small", "none"]
     assert len(seen) == 4
     # the error is relative L2 over every sample: offset * sqrt(n) / ||ref||
@@ -143,8 +156,12 @@ def test_slower_in_int8_charges_the_fusions_a_quantized_conv_breaks(mobile):
     for n in prepared.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    conv = next(n for n in prepared.graph.node if n.op_type == "Conv"
-                and any(c.op_type in pf.FUSED_AFTER_CONV for c in consumers.get(n.output[0], [])))
+    conv = next(
+        n
+        for n in prepared.graph.node
+        if n.op_type == "Conv"
+        and any(c.op_type in pf.FUSED_AFTER_CONV for c in consumers.get(n.output[0], []))
+    )
     act = next(c for c in consumers[conv.output[0]] if c.op_type in pf.FUSED_AFTER_CONV)
     fp32 = _attr(prepared.graph, {conv.name: 10.0})  # the activation is fused: no time of its own
     fast = _attr(prepared.graph, {conv.name: 6.0, act.name: 1.0})
@@ -163,11 +180,20 @@ def test_kept_table_groups_long_lists_by_op_and_reason():
     few = [{"name": f"c{i}", "op": "Conv", "reason": "depthwise"} for i in range(3)]
     assert kept_rows(few) == [(f"c{i}", "Conv", None, "depthwise") for i in range(3)]
     many = [{"name": f"d{i}", "op": "Conv", "reason": "depthwise"} for i in range(GROUP_OVER)]
-    many += [{"name": f"m{i}", "op": "Conv", "reason": f"measured: int8 {i} us + Q/DQ 1 us >= fp32 3 us per run"}
-             for i in range(4)]
-    many += [{"name": "fb", "op": "Mul", "reason": "fallback: quantized alone, output error 0.2", "error": 0.2}]
+    many += [
+        {"name": f"m{i}", "op": "Conv", "reason": f"measured: int8 {i} us + Q/DQ 1 us >= fp32 3 us per run"}
+        for i in range(4)
+    ]
+    many += [
+        {"name": "fb", "op": "Mul", "reason": "fallback: quantized alone, output error 0.2", "error": 0.2}
+    ]
     rows = kept_rows(many)
-    assert rows[0] == ("fb", "Mul", 0.2, "fallback: quantized alone, output error 0.2")  # fallback nodes one each
+    assert rows[0] == (
+        "fb",
+        "Mul",
+        0.2,
+        "fallback: quantized alone, output error 0.2",
+    )  # fallback nodes one each
     assert rows[1] == (f"{GROUP_OVER} nodes: d0, d1, d2, ...", "Conv", None, "depthwise")
     assert rows[2][0] == "4 nodes: m0, m1, m2, ..." and rows[2][3].startswith("measured slower in int8")
     assert len(rows) == 3

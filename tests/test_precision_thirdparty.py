@@ -8,7 +8,6 @@ import pytest
 
 import tensorsmith
 from tensorsmith.precision import options_from_cli
-
 from tests import thirdparty as tp
 
 pytestmark = [pytest.mark.thirdparty, pytest.mark.slow]
@@ -31,8 +30,14 @@ def _npz(path, name, model, n, seed):
 def test_fp16_real_models(name, tmp_path):
     model = _fetch(name)
     out = tmp_path / "m.onnx"
-    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=options_from_cli(
-        "fp16", val=_npz(tmp_path / "v.npz", name, model, 3, 100)).model_copy(update={"measure_latency": False}))
+    rep = tensorsmith.optimize_file(
+        model,
+        out,
+        input_shapes=tp.get(name)["input_shapes"],
+        precision=options_from_cli("fp16", val=_npz(tmp_path / "v.npz", name, model, 3, 100)).model_copy(
+            update={"measure_latency": False}
+        ),
+    )
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
     assert rep.precision["gate"]["passed"]
@@ -44,8 +49,16 @@ def test_int8_nudenet_is_faster_and_passes(tmp_path):
     name = "nudenet_320n"
     model = _fetch(name)
     out = tmp_path / "m.onnx"
-    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=options_from_cli(
-        "int8", calib=_npz(tmp_path / "c.npz", name, model, 16, 0), val=_npz(tmp_path / "v.npz", name, model, 4, 100)))
+    rep = tensorsmith.optimize_file(
+        model,
+        out,
+        input_shapes=tp.get(name)["input_shapes"],
+        precision=options_from_cli(
+            "int8",
+            calib=_npz(tmp_path / "c.npz", name, model, 16, 0),
+            val=_npz(tmp_path / "v.npz", name, model, 4, 100),
+        ),
+    )
     p = rep.precision
     assert p["gate"]["passed"] and p["latency"]["speedup"] >= 1.0
     assert out.is_file()
@@ -63,8 +76,12 @@ def test_int8_mobile_net_on_real_images_is_never_shipped_slower(tmp_path):
     except tp.ThirdPartyUnavailable as exc:
         pytest.skip(str(exc))
     out = tmp_path / "m.onnx"
-    opts = options_from_cli("int8", calib=str(calib), val=str(val),
-                            calib_preprocess="resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR")
+    opts = options_from_cli(
+        "int8",
+        calib=str(calib),
+        val=str(val),
+        calib_preprocess="resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR",
+    )
     try:
         rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"], precision=opts)
     except tensorsmith.TensorsmithError as exc:
@@ -74,7 +91,11 @@ def test_int8_mobile_net_on_real_images_is_never_shipped_slower(tmp_path):
     else:
         p = rep.precision
         assert out.is_file() and p["gate"]["passed"] and p["latency"]["speedup"] >= 1.0
-    assert p["calibration"]["samples"] == 10 and p["validation"]["samples"] == 10 and not p["calibration"]["random"]
+    assert (
+        p["calibration"]["samples"] == 10
+        and p["validation"]["samples"] == 10
+        and not p["calibration"]["random"]
+    )
     names = [layout["layout"] for layout in p["layouts"]]
     assert {"all-ops", "lean", "core", "compute-only"} <= set(names)
     # every layout was timed against FP32 in the same run
@@ -88,12 +109,22 @@ def test_int8_skips_a_layout_the_quantizer_breaks(tmp_path):
     name = "basic_pitch_onnx"
     model = _fetch(name)
     out = tmp_path / "m.onnx"
-    opts = options_from_cli("int8", calib=_npz(tmp_path / "c.npz", name, model, 8, 0),
-                            val=_npz(tmp_path / "v.npz", name, model, 3, 100), min_speedup=0.0)
-    rep = tensorsmith.optimize_file(model, out, input_shapes=tp.get(name)["input_shapes"],
-                                    precision=opts.model_copy(update={"measure_latency": False}))
+    opts = options_from_cli(
+        "int8",
+        calib=_npz(tmp_path / "c.npz", name, model, 8, 0),
+        val=_npz(tmp_path / "v.npz", name, model, 3, 100),
+        min_speedup=0.0,
+    )
+    rep = tensorsmith.optimize_file(
+        model,
+        out,
+        input_shapes=tp.get(name)["input_shapes"],
+        precision=opts.model_copy(update={"measure_latency": False}),
+    )
     p = rep.precision
-    assert any(n.startswith("layout all-ops failed: the int8 model does not load") for n in p["notes"]), p["notes"]
+    assert any(n.startswith("layout all-ops failed: the int8 model does not load") for n in p["notes"]), p[
+        "notes"
+    ]
     assert p["layout"] != "all-ops" and p["gate"]["passed"] and p["quantized_nodes"] > 0
     import onnxruntime as ort
 
@@ -105,5 +136,7 @@ def test_int8_model_with_all_compute_inside_if_says_so(tmp_path):
     model = _fetch(name)
     opts = options_from_cli("int8", calib="random", min_speedup=0.0)
     with pytest.raises(tensorsmith.TensorsmithError, match="inside If bodies") as info:
-        tensorsmith.optimize_file(model, tmp_path / "m.onnx", input_shapes={"input": [1, 512]}, precision=opts)
+        tensorsmith.optimize_file(
+            model, tmp_path / "m.onnx", input_shapes={"input": [1, 512]}, precision=opts
+        )
     assert info.value.exit_code == 3 and not (tmp_path / "m.onnx").exists()

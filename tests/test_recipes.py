@@ -68,7 +68,11 @@ def _matrix_recipe() -> dict:
         ],
         "targets": [
             {"name": "full", "to": "onnx"},
-            {"name": "cleanup", "to": "onnx", "passes": ["remove-dropout", "remove-identity", "remove-dead-code"]},
+            {
+                "name": "cleanup",
+                "to": "onnx",
+                "passes": ["remove-dropout", "remove-identity", "remove-dead-code"],
+            },
         ],
     }
 
@@ -91,8 +95,17 @@ def _run_model(path: Path, feeds: dict) -> list[np.ndarray]:
 def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     recipe = _write_recipe(work, _matrix_recipe())
     reports = work / "reports"
-    args = [str(recipe), "--jobs", "2", "--report-json", str(reports / "run.json"),
-            "--junit", str(reports / "junit.xml"), "--summary-md", str(reports / "summary.md")]
+    args = [
+        str(recipe),
+        "--jobs",
+        "2",
+        "--report-json",
+        str(reports / "run.json"),
+        "--junit",
+        str(reports / "junit.xml"),
+        "--summary-md",
+        str(reports / "summary.md"),
+    ]
     result = _invoke(*args)
     assert result.exit_code == 0, result.output
     out = work / "out"
@@ -100,8 +113,14 @@ def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     assert report["counts"] == {"total": 6, "ok": 6, "cached": 0, "failed": 0, "would-run": 0}
     assert report["workers"] == 2
     names = [j["name"] for j in report["jobs"]]
-    assert names == ["cnn-full", "cnn-cleanup", "resblock-full", "resblock-cleanup", "mobilenet-full",
-                     "mobilenet-cleanup"]
+    assert names == [
+        "cnn-full",
+        "cnn-cleanup",
+        "resblock-full",
+        "resblock-cleanup",
+        "mobilenet-full",
+        "mobilenet-cleanup",
+    ]
     # two worker processes really ran jobs
     assert len({j["worker_pid"] for j in report["jobs"]}) == 2
     manifest = json.loads((out / MANIFEST).read_text())
@@ -120,7 +139,7 @@ def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     # the numbers are real: the optimized model matches its source in onnxruntime
     src, opt = work / "models" / "resblock.onnx", out / "resblock" / "full.onnx"
     feeds = _feeds(src)
-    for a, b in zip(_run_model(src, feeds), _run_model(opt, feeds)):
+    for a, b in zip(_run_model(src, feeds), _run_model(opt, feeds), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     full = next(j for j in report["jobs"] if j["name"] == "cnn-full")
     assert full["report"]["ops_after"].get("BatchNormalization", 0) == 0  # fused
@@ -141,8 +160,10 @@ def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     assert report2["counts"]["cached"] == 6 and report2["workers"] == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.onnx")} == mtimes
     cached = next(j for j in report2["jobs"] if j["name"] == "resblock-full")
-    assert cached["verification"]["max_abs_diff"] == next(
-        j for j in report["jobs"] if j["name"] == "resblock-full")["verification"]["max_abs_diff"]
+    assert (
+        cached["verification"]["max_abs_diff"]
+        == next(j for j in report["jobs"] if j["name"] == "resblock-full")["verification"]["max_abs_diff"]
+    )
     assert ET.parse(reports / "junit.xml").getroot().find("testsuite").get("failures") == "0"
 
     # a change to one model re-runs only its jobs
@@ -153,8 +174,14 @@ def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     assert result.exit_code == 0, result.output
     report3 = json.loads((reports / "run.json").read_text())
     status = {j["name"]: j["status"] for j in report3["jobs"]}
-    assert status == {"cnn-full": "cached", "cnn-cleanup": "cached", "resblock-full": "ok",
-                      "resblock-cleanup": "ok", "mobilenet-full": "cached", "mobilenet-cleanup": "cached"}
+    assert status == {
+        "cnn-full": "cached",
+        "cnn-cleanup": "cached",
+        "resblock-full": "ok",
+        "resblock-cleanup": "ok",
+        "mobilenet-full": "cached",
+        "mobilenet-cleanup": "cached",
+    }
     assert {j["why"] for j in report3["jobs"] if j["status"] == "ok"} == {"source changed"}
 
     # an output changed behind our back is rebuilt; --force rebuilds everything
@@ -164,10 +191,15 @@ def test_matrix_runs_in_parallel_writes_reports_and_caches(work: Path):
     status = {j["name"]: j["status"] for j in json.loads((reports / "run.json").read_text())["jobs"]}
     assert status["cnn-full"] == "ok" and status["cnn-cleanup"] == "cached"
     onnx.checker.check_model(onnx.load(str(out / "cnn" / "full.onnx")))
-    result = _invoke(*args[:1], "--force", "--only", "mobilenet-*", "--report-json", str(reports / "run.json"))
+    result = _invoke(
+        *args[:1], "--force", "--only", "mobilenet-*", "--report-json", str(reports / "run.json")
+    )
     assert result.exit_code == 0, result.output
     report5 = json.loads((reports / "run.json").read_text())
-    assert [(j["name"], j["status"]) for j in report5["jobs"]] == [("mobilenet-full", "ok"), ("mobilenet-cleanup", "ok")]
+    assert [(j["name"], j["status"]) for j in report5["jobs"]] == [
+        ("mobilenet-full", "ok"),
+        ("mobilenet-cleanup", "ok"),
+    ]
     # --only keeps the other jobs' manifest entries
     assert len(json.loads((out / MANIFEST).read_text())["jobs"]) == 6
     assert not (out / ".tensorsmith-tmp").exists()
@@ -180,15 +212,30 @@ def test_corrupt_model_fails_only_its_jobs(work: Path):
     recipe["targets"] = recipe["targets"][:1]
     path = _write_recipe(work, recipe)
     reports = work / "reports"
-    result = _invoke(str(path), "--jobs", "2", "--junit", str(reports / "junit.xml"),
-                     "--report-json", str(reports / "run.json"), "--summary-md", str(reports / "summary.md"))
+    result = _invoke(
+        str(path),
+        "--jobs",
+        "2",
+        "--junit",
+        str(reports / "junit.xml"),
+        "--report-json",
+        str(reports / "run.json"),
+        "--summary-md",
+        str(reports / "summary.md"),
+    )
     assert result.exit_code == 1, result.output
     report = json.loads((reports / "run.json").read_text())
     status = {j["name"]: j["status"] for j in report["jobs"]}
     assert status == {"cnn-full": "ok", "resblock-full": "failed", "mobilenet-full": "ok"}
     bad = next(j for j in report["jobs"] if j["name"] == "resblock-full")
-    assert bad["exit_code"] == 2 and "resblock.onnx" in bad["error"] and "not a readable ONNX model" in bad["error"]
-    assert (work / "out" / "cnn" / "full.onnx").is_file() and (work / "out" / "mobilenet" / "full.onnx").is_file()
+    assert (
+        bad["exit_code"] == 2
+        and "resblock.onnx" in bad["error"]
+        and "not a readable ONNX model" in bad["error"]
+    )
+    assert (work / "out" / "cnn" / "full.onnx").is_file() and (
+        work / "out" / "mobilenet" / "full.onnx"
+    ).is_file()
     assert not (work / "out" / "resblock").exists()
 
     suite = ET.parse(reports / "junit.xml").getroot().find("testsuite")
@@ -213,18 +260,25 @@ def test_verification_failure_is_a_failed_job_with_its_numbers(work: Path):
     recipe = {
         "output_dir": "out",
         "models": [{"name": "cnn", "path": "models/cnn.onnx"}],
-        "targets": [{"name": "exact", "to": "onnx", "rtol": 0.0, "atol": 0.0}, {"name": "loose", "to": "onnx"}],
+        "targets": [
+            {"name": "exact", "to": "onnx", "rtol": 0.0, "atol": 0.0},
+            {"name": "loose", "to": "onnx"},
+        ],
     }
     path = _write_recipe(work, recipe)
     result = _invoke(str(path), "--report-json", str(work / "run.json"), "--junit", str(work / "junit.xml"))
     assert result.exit_code == 1, result.output
     jobs = {j["name"]: j for j in json.loads((work / "run.json").read_text())["jobs"]}
     exact = jobs["cnn-exact"]
-    assert exact["status"] == "failed" and exact["exit_code"] == 4 and exact["error_type"] == "VerificationError"
+    assert (
+        exact["status"] == "failed" and exact["exit_code"] == 4 and exact["error_type"] == "VerificationError"
+    )
     assert exact["verification"]["passed"] is False and exact["verification"]["max_abs_diff"] > 0
     assert not (work / "out" / "cnn.exact.onnx").exists()  # nothing written for a failed check
     assert jobs["cnn-loose"]["status"] == "ok" and (work / "out" / "cnn.loose.onnx").is_file()
-    case = [c for c in ET.parse(work / "junit.xml").getroot().iter("testcase") if c.get("name") == "cnn-exact"][0]
+    case = [
+        c for c in ET.parse(work / "junit.xml").getroot().iter("testcase") if c.get("name") == "cnn-exact"
+    ][0]
     assert case.find("failure").get("type") == "VerificationError"
     assert "max_abs_diff" in case.find("failure").text
 
@@ -234,7 +288,10 @@ def test_dry_run_runs_nothing_and_only_selects(work: Path):
     result = _invoke(str(path), "--dry-run", "--only", "cnn-*", "--report-json", str(work / "dry.json"))
     assert result.exit_code == 0, result.output
     report = json.loads((work / "dry.json").read_text())
-    assert [(j["name"], j["status"]) for j in report["jobs"]] == [("cnn-full", "would-run"), ("cnn-cleanup", "would-run")]
+    assert [(j["name"], j["status"]) for j in report["jobs"]] == [
+        ("cnn-full", "would-run"),
+        ("cnn-cleanup", "would-run"),
+    ]
     assert report["jobs"][1]["command"].startswith("tensorsmith optimize ")
     assert "--passes remove-dropout,remove-identity,remove-dead-code" in report["jobs"][1]["command"]
     assert not (work / "out").exists()
@@ -246,13 +303,24 @@ def test_dump_recipe_round_trip(work: Path, monkeypatch):
     """`optimize ... --dump-recipe` -> recipe -> `run` makes the very same file."""
     monkeypatch.chdir(work)
     (work / "direct").mkdir()
-    args = ["models/cnn.onnx", "-o", "direct/cnn.opt.onnx", "--skip", "eliminate-cse",
-            "--input-shape", "input=1x3x32x32", "--rtol", "1e-3"]
+    args = [
+        "models/cnn.onnx",
+        "-o",
+        "direct/cnn.opt.onnx",
+        "--skip",
+        "eliminate-cse",
+        "--input-shape",
+        "input=1x3x32x32",
+        "--rtol",
+        "1e-3",
+    ]
     runner = CliRunner()
     dumped = runner.invoke(app, ["optimize", *args, "--dump-recipe"])
     assert dumped.exit_code == 0, dumped.output
     recipe = yaml.safe_load(dumped.stdout)
-    assert recipe["models"] == [{"name": "cnn", "path": "models/cnn.onnx", "input_shape": ["input=1x3x32x32"]}]
+    assert recipe["models"] == [
+        {"name": "cnn", "path": "models/cnn.onnx", "input_shape": ["input=1x3x32x32"]}
+    ]
     assert recipe["targets"] == [{"name": "onnx", "to": "onnx", "skip": ["eliminate-cse"], "rtol": 0.001}]
     assert not (work / "direct" / "cnn.opt.onnx").exists()  # --dump-recipe runs nothing
     direct = runner.invoke(app, ["optimize", *args])
@@ -264,10 +332,25 @@ def test_dump_recipe_round_trip(work: Path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert _sha(work / "direct" / "cnn.opt.onnx") == reference
     job = json.loads((work / "run.json").read_text())["jobs"][0]
-    assert job["command"].split()[:2] == ["tensorsmith", "optimize"] and "--skip eliminate-cse" in job["command"]
+    assert (
+        job["command"].split()[:2] == ["tensorsmith", "optimize"] and "--skip eliminate-cse" in job["command"]
+    )
     # convert too, with --from
-    dumped = runner.invoke(app, ["convert", "models/cnn.onnx", "--to", "onnx", "--from", "onnx", "-o", "x/y.onnx",
-                                 "--no-verify", "--dump-recipe"])
+    dumped = runner.invoke(
+        app,
+        [
+            "convert",
+            "models/cnn.onnx",
+            "--to",
+            "onnx",
+            "--from",
+            "onnx",
+            "-o",
+            "x/y.onnx",
+            "--no-verify",
+            "--dump-recipe",
+        ],
+    )
     assert dumped.exit_code == 0, dumped.output
     recipe = yaml.safe_load(dumped.stdout)
     assert recipe["models"][0]["from"] == "onnx" and recipe["targets"][0]["verify"] is False
@@ -283,7 +366,11 @@ def test_a_dying_worker_fails_its_job_only(work: Path):
     shutil.copy(SAMPLES / "transformer.onnx", work / "models" / "transformer.onnx")
     recipe = _matrix_recipe()
     recipe["targets"] = recipe["targets"][:1]
-    recipe["models"][1] = {"name": "big", "path": "models/transformer.onnx", "input_shape": {"x": "8x1024x64"}}
+    recipe["models"][1] = {
+        "name": "big",
+        "path": "models/transformer.onnx",
+        "input_shape": {"x": "8x1024x64"},
+    }
     recipe["models"] += [{"name": f"cnn{i}", "path": "models/cnn.onnx"} for i in (2, 3)]  # still pending then
     plan = load_plan(_write_recipe(work, recipe))
 
@@ -299,8 +386,13 @@ def test_a_dying_worker_fails_its_job_only(work: Path):
     events = KillBig()
     result = runner.run(plan, plan.jobs, workers=2, events=events)
     status = {r["name"]: r["status"] for r in result.records}
-    assert status == {"cnn-full": "ok", "big-full": "failed", "mobilenet-full": "ok", "cnn2-full": "ok",
-                      "cnn3-full": "ok"}
+    assert status == {
+        "cnn-full": "ok",
+        "big-full": "failed",
+        "mobilenet-full": "ok",
+        "cnn2-full": "ok",
+        "cnn3-full": "ok",
+    }
     assert events.killed
     bad = next(r for r in result.records if r["name"] == "big-full")
     assert bad["error_type"] == "WorkerDied" and "worker process running this job died" in bad["error"]
@@ -342,8 +434,12 @@ def test_sigkill_mid_run_then_rerun_completes(work: Path):
     }
     path = _write_recipe(work, recipe)
     out = work / "out"
-    proc = subprocess.Popen([*_cli(), "run", str(path), "--jobs", "1"], cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*_cli(), "run", str(path), "--jobs", "1"],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     done: list[str] = []
     manifest: dict = {}
     deadline = time.monotonic() + 120
@@ -371,15 +467,23 @@ def test_sigkill_mid_run_then_rerun_completes(work: Path):
     # whatever is in place is whole: a complete model or nothing
     for f in out.glob("*.onnx"):
         onnx.checker.check_model(onnx.load(str(f)))
-    rerun = subprocess.run([*_cli(), "run", str(path), "--jobs", "1", "--report-json", "run.json"], cwd=work,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [*_cli(), "run", str(path), "--jobs", "1", "--report-json", "run.json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads((work / "run.json").read_text())
     status = {j["name"]: j["status"] for j in report["jobs"]}
-    assert all(status[n] == "cached" for n in done), [(j["name"], j["status"], j.get("why")) for j in report["jobs"]]
+    assert all(status[n] == "cached" for n in done), [
+        (j["name"], j["status"], j.get("why")) for j in report["jobs"]
+    ]
     assert all(s == "ok" for n, s in status.items() if n not in done)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".tensorsmith.lock", MANIFEST, "big-a.onnx", "big-b.onnx", "cnn-a.onnx", "cnn-b.onnx"])
+        [".tensorsmith.lock", MANIFEST, "big-a.onnx", "big-b.onnx", "cnn-a.onnx", "cnn-b.onnx"]
+    )
     leftovers = [p for p in work.rglob("*") if p.name.endswith(".tmp") or ".tensorsmith-tmp" in p.parts]
     assert leftovers == []
     for f in out.glob("*.onnx"):
@@ -415,8 +519,15 @@ def test_precision_trt_and_framework_targets(work: Path):
         "jobs": [{"name": "torch-int8", "enabled": False}, {"name": "torch-trt", "enabled": False}],
     }
     path = _write_recipe(work, recipe)
-    result = _invoke(str(path), "--jobs", "2", "--report-json", str(work / "run.json"),
-                     "--summary-md", str(work / "summary.md"))
+    result = _invoke(
+        str(path),
+        "--jobs",
+        "2",
+        "--report-json",
+        str(work / "run.json"),
+        "--summary-md",
+        str(work / "summary.md"),
+    )
     assert result.exit_code == 0, result.output
     jobs = {j["name"]: j for j in json.loads((work / "run.json").read_text())["jobs"]}
     assert set(jobs) == {"cnn-fp32", "cnn-fp16", "cnn-int8", "cnn-trt", "torch-fp32", "torch-fp16"}
@@ -454,8 +565,11 @@ def test_precision_trt_and_framework_targets(work: Path):
 
 
 def test_external_data_outputs_are_recorded_and_stale_files_removed(work: Path):
-    recipe = {"output_dir": "out", "models": [{"name": "res", "path": "models/resblock.onnx"}],
-              "targets": [{"name": "ext", "to": "onnx", "external_data": True}]}
+    recipe = {
+        "output_dir": "out",
+        "models": [{"name": "res", "path": "models/resblock.onnx"}],
+        "targets": [{"name": "ext", "to": "onnx", "external_data": True}],
+    }
     path = _write_recipe(work, recipe)
     result = _invoke(str(path), "--report-json", str(work / "run.json"))
     assert result.exit_code == 0, result.output

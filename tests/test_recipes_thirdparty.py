@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import thirdparty
 import yaml
 from typer.testing import CliRunner
 
-import thirdparty
 from tensorsmith.cli import app
 
 pytestmark = [pytest.mark.thirdparty, pytest.mark.slow]
@@ -63,7 +63,9 @@ def test_recipe_over_real_models(tmp_path: Path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
-    result = CliRunner().invoke(app, ["run", str(path), "--jobs", "2", "--report-json", str(tmp_path / "r1.json")])
+    result = CliRunner().invoke(
+        app, ["run", str(path), "--jobs", "2", "--report-json", str(tmp_path / "r1.json")]
+    )
     first = time.perf_counter() - t0
     report = json.loads((tmp_path / "r1.json").read_text())
     failed = {j["name"]: j.get("error") for j in report["jobs"] if j["status"] != "ok"}
@@ -72,7 +74,7 @@ def test_recipe_over_real_models(tmp_path: Path):
         out = tmp_path / "out" / name.replace("_", "-") / "opt.onnx"
         src = ort.InferenceSession(str(paths[name]), providers=["CPUExecutionProvider"])
         opt = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        for a, b in zip(src.run(None, feeds[name]), opt.run(None, feeds[name])):
+        for a, b in zip(src.run(None, feeds[name]), opt.run(None, feeds[name]), strict=False):
             scale = float(np.max(np.abs(a))) if a.size else 0.0
             assert np.max(np.abs(a.astype(np.float64) - b)) <= 1e-4 + 1e-3 * scale, name
     nodes = {j["name"]: (j["report"]["nodes_before"], j["report"]["nodes_after"]) for j in report["jobs"]}

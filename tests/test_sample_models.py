@@ -85,7 +85,9 @@ def test_resblock_ops(models):
     assert ops["Add"] >= 2  # skip connections
     assert ops["BatchNormalization"] >= 5
     # the downsample branch: a 1x1 conv
-    kernels = [tuple(_attr(n, "kernel_shape", [])) for n in models["resblock"].graph.node if n.op_type == "Conv"]
+    kernels = [
+        tuple(_attr(n, "kernel_shape", [])) for n in models["resblock"].graph.node if n.op_type == "Conv"
+    ]
     assert (1, 1) in kernels
 
 

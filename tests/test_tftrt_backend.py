@@ -74,8 +74,10 @@ def test_cli_tftrt_here_exit_3_says_why(tmp_path):
 
 
 def test_cli_tftrt_needs_a_savedmodel(tmp_path):
-    res = runner.invoke(app, ["convert", str(REPO / "sample_models" / "cnn.onnx"), "--to", "tftrt",
-                              "-o", str(tmp_path / "out")])
+    res = runner.invoke(
+        app,
+        ["convert", str(REPO / "sample_models" / "cnn.onnx"), "--to", "tftrt", "-o", str(tmp_path / "out")],
+    )
     assert res.exit_code == 2 and "SavedModel" in res.output
 
 
@@ -96,13 +98,20 @@ def test_check_available_with_real_tensorflow(monkeypatch):
 def test_convert_with_recording_converter(tmp_path, fake_converter):
     pytest.importorskip("tensorflow")
     out = tmp_path / "cnn_tftrt"
-    opts = tftrt_backend.TftrtOptions(precision="fp16", profile_strategy="Range", max_batch=4, workspace=1 << 30)
+    opts = tftrt_backend.TftrtOptions(
+        precision="fp16", profile_strategy="Range", max_batch=4, workspace=1 << 30
+    )
     report = tftrt_backend.convert_tftrt(SAVED, out, opts, converter_factory=fake_converter, check=False)
     conv = fake_converter.instances[0]
     assert conv.kwargs == {
-        "input_saved_model_dir": str(SAVED), "input_saved_model_signature_key": "serving_default",
-        "use_dynamic_shape": True, "dynamic_shape_profile_strategy": "Range", "precision_mode": "FP16",
-        "minimum_segment_size": 3, "use_calibration": False, "max_workspace_size_bytes": 1 << 30,
+        "input_saved_model_dir": str(SAVED),
+        "input_saved_model_signature_key": "serving_default",
+        "use_dynamic_shape": True,
+        "dynamic_shape_profile_strategy": "Range",
+        "precision_mode": "FP16",
+        "minimum_segment_size": 3,
+        "use_calibration": False,
+        "max_workspace_size_bytes": 1 << 30,
     }
     assert conv.calls == ["convert", "build", "save"]
     assert conv.build_shapes == [{"input": (1, 32, 32, 3)}, {"input": (4, 32, 32, 3)}]  # MIN(=OPT), MAX
@@ -115,20 +124,39 @@ def test_int8_calibration_and_shapes(tmp_path, fake_converter):
     pytest.importorskip("tensorflow")
     calib = tmp_path / "calib.npz"
     np.savez(calib, input=np.random.default_rng(0).standard_normal((5, 1, 32, 32, 3)).astype(np.float32))
-    opts = tftrt_backend.TftrtOptions(precision="int8", calibration_data=calib,
-                                      shapes=parse_profile_specs(["input=1x32x32x3:2x32x32x3:8x32x32x3"]))
-    report = tftrt_backend.convert_tftrt(SAVED, tmp_path / "o", opts, converter_factory=fake_converter, check=False)
+    opts = tftrt_backend.TftrtOptions(
+        precision="int8",
+        calibration_data=calib,
+        shapes=parse_profile_specs(["input=1x32x32x3:2x32x32x3:8x32x32x3"]),
+    )
+    report = tftrt_backend.convert_tftrt(
+        SAVED, tmp_path / "o", opts, converter_factory=fake_converter, check=False
+    )
     conv = fake_converter.instances[0]
     assert conv.kwargs["precision_mode"] == "INT8" and conv.kwargs["use_calibration"] is True
     assert len(conv.calibration_batches) == 5 and conv.calibration_batches[0] == {"input": (1, 32, 32, 3)}
-    assert conv.build_shapes == [{"input": (1, 32, 32, 3)}, {"input": (2, 32, 32, 3)}, {"input": (8, 32, 32, 3)}]
+    assert conv.build_shapes == [
+        {"input": (1, 32, 32, 3)},
+        {"input": (2, 32, 32, 3)},
+        {"input": (8, 32, 32, 3)},
+    ]
     assert report.calibration_samples == 5
-    tftrt_backend.convert_tftrt(SAVED, tmp_path / "o3", tftrt_backend.TftrtOptions(precision="int8",
-                                calibration_data=Path("random")), converter_factory=fake_converter, check=False)
+    tftrt_backend.convert_tftrt(
+        SAVED,
+        tmp_path / "o3",
+        tftrt_backend.TftrtOptions(precision="int8", calibration_data=Path("random")),
+        converter_factory=fake_converter,
+        check=False,
+    )
     assert len(fake_converter.instances[-1].calibration_batches) == 8
     with pytest.raises(UsageError, match="calibration samples"):
-        tftrt_backend.convert_tftrt(SAVED, tmp_path / "o2", tftrt_backend.TftrtOptions(precision="int8"),
-                                    converter_factory=fake_converter, check=False)
+        tftrt_backend.convert_tftrt(
+            SAVED,
+            tmp_path / "o2",
+            tftrt_backend.TftrtOptions(precision="int8"),
+            converter_factory=fake_converter,
+            check=False,
+        )
 
 
 def test_verification_failure_writes_nothing(tmp_path, fake_converter):
@@ -145,8 +173,9 @@ def test_verification_failure_writes_nothing(tmp_path, fake_converter):
     fake_converter.save_from = other
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match="differs from the original"):
-        tftrt_backend.convert_tftrt(SAVED, out, tftrt_backend.TftrtOptions(), converter_factory=fake_converter,
-                                    check=False)
+        tftrt_backend.convert_tftrt(
+            SAVED, out, tftrt_backend.TftrtOptions(), converter_factory=fake_converter, check=False
+        )
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other_savedmodel"]
 
@@ -169,5 +198,3 @@ def test_real_tftrt(tmp_path):
         pytest.skip("needs an NVIDIA GPU")
     report = tftrt_backend.convert_tftrt(SAVED, tmp_path / "o", tftrt_backend.TftrtOptions(precision="fp16"))
     assert report.verification.passed
-
-

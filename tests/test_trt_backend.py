@@ -67,9 +67,15 @@ def fp16_model(tmp_path_factory):
     """A graph that carries FP16 (an FP16 weight cast up), dynamic batch."""
     w = numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float16), "w16")
     g = helper.make_graph(
-        [helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "w"], ["y"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+        [
+            helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["x", "w"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [w],
+    )
     p = tmp_path_factory.mktemp("fp16") / "fp16.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(p))
     return p
@@ -90,9 +96,16 @@ def qdq_model(tmp_path_factory):
             return {"input": np.random.default_rng(self.i).standard_normal((1, 3, 32, 32)).astype(np.float32)}
 
     p = tmp_path_factory.mktemp("qdq") / "cnn_int8.onnx"
-    quantize_static(str(SAMPLES / "cnn.onnx"), str(p), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(
+        str(SAMPLES / "cnn.onnx"),
+        str(p),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
     return p
 
 
@@ -132,7 +145,8 @@ def test_profiles_from_shapes(fake_trt, tmp_path):
     res, data = build([SAMPLES / "transformer.onnx", "-o", plan, "--shapes", "x=1x4x64:2x16x64:8x128x64"])
     assert res.exit_code == 0, res.output
     assert calls("IOptimizationProfile.set_shape") == [
-        ("IOptimizationProfile.set_shape", ("x", (1, 4, 64), (2, 16, 64), (8, 128, 64)), {})]
+        ("IOptimizationProfile.set_shape", ("x", (1, 4, 64), (2, 16, 64), (8, 128, 64)), {})
+    ]
     assert data["profiles"]["x"]["source"] == "--shapes"
     assert data["verification"]["passed"] and data["verification"]["samples"] == 2  # OPT and MAX
     assert data["verification"]["input_shapes"] == {"x": [2, 16, 64]}
@@ -142,7 +156,12 @@ def test_profiles_from_shapes(fake_trt, tmp_path):
 def test_default_batch_profile(fake_trt, tmp_path):
     res, data = build([SAMPLES / "cnn.onnx", "-o", tmp_path / "cnn.plan", "--max-batch", "4"])
     assert res.exit_code == 0, res.output
-    assert calls("IOptimizationProfile.set_shape")[0][1] == ("input", (1, 3, 32, 32), (1, 3, 32, 32), (4, 3, 32, 32))
+    assert calls("IOptimizationProfile.set_shape")[0][1] == (
+        "input",
+        (1, 3, 32, 32),
+        (1, 3, 32, 32),
+        (4, 3, 32, 32),
+    )
     assert data["profiles"]["input"]["source"] == "default batch"
 
 
@@ -158,7 +177,9 @@ def fake_trt_untouched():
 
 
 def test_bad_profile_rank(fake_trt, tmp_path):
-    res, _ = build([SAMPLES / "cnn.onnx", "-o", tmp_path / "c.plan", "--shapes", "input=1x3x32:1x3x32:2x3x32"])
+    res, _ = build(
+        [SAMPLES / "cnn.onnx", "-o", tmp_path / "c.plan", "--shapes", "input=1x3x32:1x3x32:2x3x32"]
+    )
     assert res.exit_code == 2 and "rank 3" in res.output
 
 
@@ -167,17 +188,21 @@ def test_bad_profile_rank(fake_trt, tmp_path):
 STRONG = 1 << int(fake_tensorrt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-@pytest.mark.parametrize("version, model, precision, network_flags, builder_flags, engine", [
-    ("10.13.3.9", "cnn", None, 0, [], "fp32"),
-    ("10.13.3.9", "cnn", "fp16", 0, ["FP16"], "fp16"),
-    ("10.13.3.9", "fp16", None, STRONG, [], "fp16"),
-    ("10.13.3.9", "qdq", None, STRONG, [], "int8"),
-    ("11.2.1.2", "cnn", None, STRONG, [], "fp32"),
-    ("11.2.1.2", "fp16", None, STRONG, [], "fp16"),
-    ("11.2.1.2", "qdq", "int8", STRONG, [], "int8"),
-])
-def test_flag_selection(fake_trt, tmp_path, fp16_model, qdq_model, version, model, precision, network_flags,
-                        builder_flags, engine):
+@pytest.mark.parametrize(
+    "version, model, precision, network_flags, builder_flags, engine",
+    [
+        ("10.13.3.9", "cnn", None, 0, [], "fp32"),
+        ("10.13.3.9", "cnn", "fp16", 0, ["FP16"], "fp16"),
+        ("10.13.3.9", "fp16", None, STRONG, [], "fp16"),
+        ("10.13.3.9", "qdq", None, STRONG, [], "int8"),
+        ("11.2.1.2", "cnn", None, STRONG, [], "fp32"),
+        ("11.2.1.2", "fp16", None, STRONG, [], "fp16"),
+        ("11.2.1.2", "qdq", "int8", STRONG, [], "int8"),
+    ],
+)
+def test_flag_selection(
+    fake_trt, tmp_path, fp16_model, qdq_model, version, model, precision, network_flags, builder_flags, engine
+):
     fake_trt(version=version)
     src = {"cnn": SAMPLES / "cnn.onnx", "fp16": fp16_model, "qdq": qdq_model}[model]
     args = [src, "-o", tmp_path / "m.plan"] + (["--precision", precision] if precision else [])
@@ -218,8 +243,22 @@ def test_old_tensorrt_refused(fake_trt, tmp_path):
 def test_builder_options_and_sidecar(fake_trt, tmp_path):
     plan = tmp_path / "cnn.plan"
     cache = tmp_path / "tc.bin"
-    res, data = build([SAMPLES / "cnn.onnx", "-o", plan, "--workspace", "512M", "--builder-opt-level", "5",
-                       "--hardware-compat", "ampere_plus", "--version-compat", "--timing-cache", cache])
+    res, data = build(
+        [
+            SAMPLES / "cnn.onnx",
+            "-o",
+            plan,
+            "--workspace",
+            "512M",
+            "--builder-opt-level",
+            "5",
+            "--hardware-compat",
+            "ampere_plus",
+            "--version-compat",
+            "--timing-cache",
+            cache,
+        ]
+    )
     assert res.exit_code == 0, res.output
     config = fake_tensorrt.STATE["configs"][0]
     assert config.pool_limits == {"WORKSPACE": 512 << 20}
@@ -230,12 +269,22 @@ def test_builder_options_and_sidecar(fake_trt, tmp_path):
     assert side["tensorrt_version"] == fake_tensorrt.__version__
     assert side["gpu"]["name"] == GPU["name"] and side["gpu"]["compute_capability"] == "8.6"
     assert side["profiles"]["input"]["max"] == [8, 3, 32, 32]
-    assert side["precision"] == {"engine": "fp32", "graph": "fp32", "requested": None, "typing": "weak",
-                                 "builder_flags": []}
+    assert side["precision"] == {
+        "engine": "fp32",
+        "graph": "fp32",
+        "requested": None,
+        "typing": "weak",
+        "builder_flags": [],
+    }
     assert side["source_onnx"]["sha256"] == hashlib.sha256((SAMPLES / "cnn.onnx").read_bytes()).hexdigest()
-    assert side["flags"] == {"workspace": 512 << 20, "builder_optimization_level": 5,
-                             "hardware_compatibility_level": "AMPERE_PLUS", "version_compatible": True,
-                             "timing_cache": str(cache), "max_batch": 8}
+    assert side["flags"] == {
+        "workspace": 512 << 20,
+        "builder_optimization_level": 5,
+        "hardware_compatibility_level": "AMPERE_PLUS",
+        "version_compatible": True,
+        "timing_cache": str(cache),
+        "max_batch": 8,
+    }
     assert side["verification"]["passed"] is True
     assert data["files"] == [str(plan), str(trt_backend.sidecar_path(plan))]
     assert json.loads(plan.read_bytes())["fake_tensorrt_plan"]  # the stand-in's "engine"
@@ -252,7 +301,9 @@ def test_parser_errors_per_node(fake_trt, tmp_path):
     assert res.exit_code == 3
     assert data["status"] == "failed" and len(data["parser_errors"]) == 2
     e = data["parser_errors"][0]
-    assert e["op"] == "Conv" and e["name"] and e["code"] == "UNSUPPORTED_NODE" and "No importer" in e["message"]
+    assert (
+        e["op"] == "Conv" and e["name"] and e["code"] == "UNSUPPORTED_NODE" and "No importer" in e["message"]
+    )
     res, _ = build([SAMPLES / "cnn.onnx", "-o", tmp_path / "m.plan"], json_out=False)
     assert res.exit_code == 3
     assert "TensorRT's ONNX parser failed on 2 node(s)" in res.output and "(Conv): No importer" in res.output
@@ -319,7 +370,9 @@ def test_timing_cache_from_another_gpu(fake_trt, tmp_path):
     cache.write_bytes(b"FAKETC|other-gpu|tactics-old")
     res, data = build([SAMPLES / "cnn.onnx", "-o", tmp_path / "a.plan", "--timing-cache", cache])
     assert res.exit_code == 0, res.output
-    assert "another GPU or TensorRT version" in data["timing_cache"]["note"] and not data["timing_cache"]["used"]
+    assert (
+        "another GPU or TensorRT version" in data["timing_cache"]["note"] and not data["timing_cache"]["used"]
+    )
     assert b"tactics-old" in cache.read_bytes()  # merged back (ignore_mismatch=True, as Polygraphy does)
     cache.write_bytes(b"garbage")
     fake_trt()
@@ -361,13 +414,19 @@ def test_convert_to_trt_end_to_end(fake_trt, tmp_path):
     assert data["onnx"]["status"] == "ok" and data["onnx"]["verification"]["passed"]
     assert data["lint"]["status"] == "clean"
     prepared = tmp_path / "cnn.trt.onnx"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.plan", "cnn.plan.json", "cnn.trt.lint.json",
-                                                          "cnn.trt.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cnn.plan",
+        "cnn.plan.json",
+        "cnn.trt.lint.json",
+        "cnn.trt.onnx",
+    ]
     side = json.loads((tmp_path / "cnn.plan.json").read_text())
     assert side["source_onnx"]["sha256"] == hashlib.sha256(prepared.read_bytes()).hexdigest()
     built = fake_tensorrt.STATE["builds"][0]
     assert built["onnx"] == str(prepared)
-    assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(prepared)).graph.node}  # optimized first
+    assert "BatchNormalization" not in {
+        n.op_type for n in onnx.load(str(prepared)).graph.node
+    }  # optimized first
 
 
 def test_convert_to_trt_int8_from_the_precision_work(fake_trt, tmp_path):
@@ -376,44 +435,100 @@ def test_convert_to_trt_int8_from_the_precision_work(fake_trt, tmp_path):
     if "--precision" not in runner.invoke(app, ["convert", "--help"]).output:
         pytest.skip("the precision options (issue 4) are not on convert yet")
     fake_trt(version="11.2.1.2")
-    res = runner.invoke(app, ["convert", str(SAMPLES / "cnn.onnx"), "--to", "trt", "-o", str(tmp_path / "q.plan"),
-                              "--precision", "int8", "--calib", "random", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "cnn.onnx"),
+            "--to",
+            "trt",
+            "-o",
+            str(tmp_path / "q.plan"),
+            "--precision",
+            "int8",
+            "--calib",
+            "random",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["lint"]["status"] == "clean", data["lint"]["findings"]
     assert data["graph_precision"] == "int8" and data["typing"] == "strong" and data["builder_flags"] == []
-    assert any("precision gate" in n for n in data["verification"]["notes"]) and data["verification"]["passed"]
-    zps = [numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "q.trt.onnx")).graph.initializer
-           if t.data_type in (TensorProto.INT8, TensorProto.UINT8) and t.dims in ([], [1])]
+    assert (
+        any("precision gate" in n for n in data["verification"]["notes"]) and data["verification"]["passed"]
+    )
+    zps = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(tmp_path / "q.trt.onnx")).graph.initializer
+        if t.data_type in (TensorProto.INT8, TensorProto.UINT8) and t.dims in ([], [1])
+    ]
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
 
 
 def test_convert_to_trt_prints_lint_findings(fake_trt, tmp_path):
-    res = runner.invoke(app, ["convert", str(SAMPLES / "transformer.onnx"), "--to", "trt", "-o",
-                              str(tmp_path / "t.plan")])
+    res = runner.invoke(
+        app, ["convert", str(SAMPLES / "transformer.onnx"), "--to", "trt", "-o", str(tmp_path / "t.plan")]
+    )
     # lint names the dynamic input; the build then refuses it the same way (exit 2)
     assert res.exit_code == 2
-    assert "dynamic-no-profile" in res.output and "no optimization profile for dynamic input(s) x" in res.output
+    assert (
+        "dynamic-no-profile" in res.output and "no optimization profile for dynamic input(s) x" in res.output
+    )
 
 
 def test_convert_to_trt_without_tensorrt_exit_3(tmp_path, monkeypatch):
-    monkeypatch.setattr(trt_backend, "missing_for_build",
-                        lambda: ["the tensorrt Python package is not installed", "no NVIDIA GPU found"])
-    res = runner.invoke(app, ["convert", str(SAMPLES / "cnn.onnx"), "--to", "trt", "-o", str(tmp_path / "c.plan"),
-                              "--shapes", "input=1x3x32x32:2x3x32x32:4x3x32x32"])
+    monkeypatch.setattr(
+        trt_backend,
+        "missing_for_build",
+        lambda: ["the tensorrt Python package is not installed", "no NVIDIA GPU found"],
+    )
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "cnn.onnx"),
+            "--to",
+            "trt",
+            "-o",
+            str(tmp_path / "c.plan"),
+            "--shapes",
+            "input=1x3x32x32:2x3x32x32:4x3x32x32",
+        ],
+    )
     assert res.exit_code == 3
-    assert "cannot build a TensorRT engine on this machine: the tensorrt Python package is not installed" in res.output
+    assert (
+        "cannot build a TensorRT engine on this machine: the tensorrt Python package is not installed"
+        in res.output
+    )
     assert "--prepare-only" in res.output
-    assert f"tensorsmith build {tmp_path / 'c.trt.onnx'} --to trt -o {tmp_path / 'c.plan'} --shapes " \
-           "input=1x3x32x32:2x3x32x32:4x3x32x32" in " ".join(res.output.split())
+    assert (
+        f"tensorsmith build {tmp_path / 'c.trt.onnx'} --to trt -o {tmp_path / 'c.plan'} --shapes "
+        "input=1x3x32x32:2x3x32x32:4x3x32x32" in " ".join(res.output.split())
+    )
     assert not list(tmp_path.iterdir())  # failed before converting anything
 
 
 def test_convert_to_trt_prepare_only(tmp_path, monkeypatch):
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: ["no TensorRT"])
     plan = tmp_path / "rb.plan"
-    res = runner.invoke(app, ["convert", str(SAMPLES / "resblock.onnx"), "--to", "trt", "-o", str(plan),
-                              "--prepare-only", "--json", "--workspace", "1G", "--timing-cache", "tc.bin"])
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "resblock.onnx"),
+            "--to",
+            "trt",
+            "-o",
+            str(plan),
+            "--prepare-only",
+            "--json",
+            "--workspace",
+            "1G",
+            "--timing-cache",
+            "tc.bin",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["status"] == "prepared" and data["lint"]["status"] == "clean"
@@ -423,22 +538,35 @@ def test_convert_to_trt_prepare_only(tmp_path, monkeypatch):
     assert lint["status"] == "clean" and lint["profiles"]["input"]["source"] == "default batch"
     onnx.checker.check_model(str(tmp_path / "rb.trt.onnx"))
     # the prepared ONNX then builds with `tensorsmith build` (here: the stand-in)
-    res = runner.invoke(app, ["convert", str(SAMPLES / "resblock.onnx"), "--to", "trt", "-o", str(plan),
-                              "--prepare-only"])
+    res = runner.invoke(
+        app, ["convert", str(SAMPLES / "resblock.onnx"), "--to", "trt", "-o", str(plan), "--prepare-only"]
+    )
     assert res.exit_code == 0 and "on a GPU machine with TensorRT 10/11 run:" in res.output
 
 
 def test_convert_to_trt_refuses_onnx_output_name(tmp_path):
-    res = runner.invoke(app, ["convert", str(SAMPLES / "cnn.onnx"), "--to", "trt", "-o", str(tmp_path / "x.onnx"),
-                              "--prepare-only"])
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "cnn.onnx"),
+            "--to",
+            "trt",
+            "-o",
+            str(tmp_path / "x.onnx"),
+            "--prepare-only",
+        ],
+    )
     assert res.exit_code == 2 and "name it .plan" in res.output
 
 
 def test_help_and_lint_never_import_tensorrt():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tensorsmith.cli import app\n"
-            "r = CliRunner()\nfor a in (['--help'], ['build', '--help'], ['convert', '--help'], "
-            f"['lint', {str(SAMPLES / 'cnn.onnx')!r}]):\n    r.invoke(app, a)\n"
-            "print(','.join(m for m in ('tensorrt', 'tensorflow', 'torch') if m in sys.modules))")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom tensorsmith.cli import app\n"
+        "r = CliRunner()\nfor a in (['--help'], ['build', '--help'], ['convert', '--help'], "
+        f"['lint', {str(SAMPLES / 'cnn.onnx')!r}]):\n    r.invoke(app, a)\n"
+        "print(','.join(m for m in ('tensorrt', 'tensorflow', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
@@ -468,8 +596,17 @@ def test_real_tensorrt_build_and_verify(tmp_path):
     trt = _real_tensorrt_or_skip()
     plan = tmp_path / "cnn.plan"
     cache = tmp_path / "tc.bin"
-    res, data = build([SAMPLES / "cnn.onnx", "-o", plan, "--timing-cache", cache, "--shapes",
-                       "input=1x3x32x32:4x3x32x32:8x3x32x32"])
+    res, data = build(
+        [
+            SAMPLES / "cnn.onnx",
+            "-o",
+            plan,
+            "--timing-cache",
+            cache,
+            "--shapes",
+            "input=1x3x32x32:4x3x32x32:8x3x32x32",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert data["tensorrt_version"] == trt.__version__ and data["verification"]["passed"]
     assert plan.stat().st_size > 0 and cache.stat().st_size > 0
@@ -480,10 +617,15 @@ def test_real_tensorrt_build_and_verify(tmp_path):
 @pytest.mark.gpu
 def test_real_tensorrt_parser_error(tmp_path):
     _real_tensorrt_or_skip()
-    proto = helper.make_model(helper.make_graph(
-        [helper.make_node("Det", ["x"], ["y"], name="the_det")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])]), opset_imports=[helper.make_opsetid("", 17)])
+    proto = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Det", ["x"], ["y"], name="the_det")],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     p = tmp_path / "det.onnx"
     onnx.save(proto, str(p))
     res, data = build([p, "-o", tmp_path / "det.plan"])
@@ -501,8 +643,11 @@ def test_real_tensorrt_int8_qdq(tmp_path, qdq_model):
 def test_select_mode_unit():
     from tensorsmith.lint.trt import GraphPrecision
 
-    fp32, fp16, qdq = GraphPrecision(set(), False, False), GraphPrecision(set(), True, False), \
-        GraphPrecision({"int8"}, False, False)
+    fp32, fp16, qdq = (
+        GraphPrecision(set(), False, False),
+        GraphPrecision(set(), True, False),
+        GraphPrecision({"int8"}, False, False),
+    )
     assert trt_backend.select_mode(10, fp32, None).builder_flags == []
     m = trt_backend.select_mode(10, qdq, "fp16")
     assert not m.strongly_typed and m.builder_flags == ["FP16", "INT8"]

@@ -15,7 +15,11 @@ def spec(name, shape, dtype=np.float32):
 
 
 def test_defaults_for_symbolic_dims_and_shared_symbols():
-    specs = [spec("img", ["N", 3, "H", "W"]), spec("ids", ["N", "seq"], np.int64), spec("mask", ["N", "seq"], np.int64)]
+    specs = [
+        spec("img", ["N", 3, "H", "W"]),
+        spec("ids", ["N", "seq"], np.int64),
+        spec("mask", ["N", "seq"], np.int64),
+    ]
     shapes, notes = resolve_shapes(specs)
     assert shapes == {"img": [1, 3, 224, 224], "ids": [1, 16], "mask": [1, 16]}
     assert any("batch default" in n for n in notes) and any("spatial default" in n for n in notes)
@@ -116,10 +120,22 @@ def _specs_model(tmp_path):
     w_in = helper.make_tensor_value_info("w", TensorProto.FLOAT, [8])
     w = helper.make_tensor("w", TensorProto.FLOAT, [8], [0.5] * 8)
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    nodes = [helper.make_node("Mul", ["x", "w"], ["y"]), helper.make_node("Identity", ["ids"], ["i2"]),
-             helper.make_node("Identity", ["free"], ["f2"])]
-    g = helper.make_graph(nodes, "g", [x, ids, free, w_in], [y, helper.make_tensor_value_info("i2", TensorProto.INT64, None),
-                                                              helper.make_tensor_value_info("f2", TensorProto.FLOAT16, None)], [w])
+    nodes = [
+        helper.make_node("Mul", ["x", "w"], ["y"]),
+        helper.make_node("Identity", ["ids"], ["i2"]),
+        helper.make_node("Identity", ["free"], ["f2"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [x, ids, free, w_in],
+        [
+            y,
+            helper.make_tensor_value_info("i2", TensorProto.INT64, None),
+            helper.make_tensor_value_info("f2", TensorProto.FLOAT16, None),
+        ],
+        [w],
+    )
     path = tmp_path / "specs.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
@@ -142,20 +158,30 @@ def test_input_specs_from_ir_match_the_proto_reading(tmp_path):
     assert [(s.name, s.shape) for s in specs] == [("x", ["N", None, 8]), ("ids", [2, "seq"]), ("free", [])]
 
 
-@pytest.mark.parametrize("raw, want", [
-    ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node. Name:'r' "
-     "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 "
-     "onnxruntime::ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) "
-     "input_shape_size == requested_shape_size was false. The input tensor cannot be reshaped to the requested shape. "
-     "Input shape:{1,112,120}, requested shape:{1,1,28,120}",
-     "Non-zero status code returned while running Reshape node. Name:'r' Status Message: The input tensor cannot be "
-     "reshaped to the requested shape. Input shape:{1,112,120}, requested shape:{1,1,28,120}"),
-    ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x for the following indices\n"
-     " index: 2 Got: 5 Expected: 4\n Please fix either the inputs/outputs or the model.",
-     "Got invalid dimensions for input: x for the following indices index: 2 Got: 5 Expected: 4 Please fix either "
-     "the inputs/outputs or the model."),
-    ("shape mismatch in layer 'conv1'", "shape mismatch in layer 'conv1'"),  # not onnxruntime's: unchanged
-])
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        (
+            "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Reshape node. Name:'r' "
+            "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/tensor/reshape_helper.h:91 "
+            "onnxruntime::ReshapeHelper::ReshapeHelper(const onnxruntime::TensorShape&, onnxruntime::TensorShapeVector&, bool) "
+            "input_shape_size == requested_shape_size was false. The input tensor cannot be reshaped to the requested shape. "
+            "Input shape:{1,112,120}, requested shape:{1,1,28,120}",
+            "Non-zero status code returned while running Reshape node. Name:'r' Status Message: The input tensor cannot be "
+            "reshaped to the requested shape. Input shape:{1,112,120}, requested shape:{1,1,28,120}",
+        ),
+        (
+            "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x for the following indices\n"
+            " index: 2 Got: 5 Expected: 4\n Please fix either the inputs/outputs or the model.",
+            "Got invalid dimensions for input: x for the following indices index: 2 Got: 5 Expected: 4 Please fix either "
+            "the inputs/outputs or the model.",
+        ),
+        (
+            "shape mismatch in layer 'conv1'",
+            "shape mismatch in layer 'conv1'",
+        ),  # not onnxruntime's: unchanged
+    ],
+)
 def test_short_keeps_onnxruntime_messages_to_what_a_user_can_act_on(raw, want):
     from tensorsmith.errors import short
 

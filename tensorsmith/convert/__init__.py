@@ -27,13 +27,20 @@ FRONTENDS: dict[str, tuple[str, str, str | None]] = {
     "tflite": ("tensorsmith.convert.tf_frontend", "TensorFlow Lite flatbuffer .tflite", "tf"),
     "torchscript": ("tensorsmith.convert.torch_frontend", "TorchScript archive (torch.jit.save)", "torch"),
     "torch-export": ("tensorsmith.convert.torch_frontend", "torch.export archive .pt2", "torch"),
-    "torch-factory": ("tensorsmith.convert.torch_frontend", "module:factory spec with --weights state_dict", "torch"),
+    "torch-factory": (
+        "tensorsmith.convert.torch_frontend",
+        "module:factory spec with --weights state_dict",
+        "torch",
+    ),
 }
 
 # name -> (module, what it writes)
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
-    "trt": ("tensorsmith.convert.trt_backend", "TensorRT engine (.plan + .plan.json), verified vs onnxruntime"),
+    "trt": (
+        "tensorsmith.convert.trt_backend",
+        "TensorRT engine (.plan + .plan.json), verified vs onnxruntime",
+    ),
     "tftrt": ("tensorsmith.convert.tftrt_backend", "TF-TRT SavedModel, verified vs TensorFlow"),
 }
 

@@ -22,7 +22,7 @@ def _zip_kind(path: Path) -> str:
     base = {n.split("/", 1)[-1] for n in names}
     if "config.json" in names and any(n.endswith(".weights.h5") or n == "model.weights.h5" for n in names):
         return "keras"
-    if any(n.endswith("serialized_exported_program.json") or n.endswith("models/model.json") for n in names) or any(
+    if any(n.endswith(("serialized_exported_program.json", "models/model.json")) for n in names) or any(
         n.endswith("archive_format") for n in names
     ):
         return "torch-export"

@@ -15,9 +15,10 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,9 @@ def unknown_ops(proto) -> list[tuple[str, str]]:
                 continue
             except Exception:
                 pass
-        bad.append((node.op_type if not node.domain else f"{node.domain}::{node.op_type}", node.name or "(unnamed)"))
+        bad.append(
+            (node.op_type if not node.domain else f"{node.domain}::{node.op_type}", node.name or "(unnamed)")
+        )
     return bad
 
 
@@ -153,19 +156,20 @@ def check_convertible(proto, path: str | os.PathLike, *, converter: str) -> None
     bad = unknown_ops(proto)
     if bad:
         ops = sorted({op for op, _ in bad})
-        first = {op: node for op, node in reversed(bad)}
+        first = dict(reversed(bad))
         listed = ", ".join(f"{op} (node {first[op]!r})" for op in ops[:5])
         more = f" and {len(ops) - 5} more op type(s)" if len(ops) > 5 else ""
         raise ConversionError(
-            f"{converter} could not convert {len(bad)} node(s): {listed}{more} "
-            "are not ONNX operators",
+            f"{converter} could not convert {len(bad)} node(s): {listed}{more} are not ONNX operators",
         )
     from tensorsmith.verify import ort_session
 
     try:
         ort_session(path)
     except Exception as exc:
-        raise ConversionError(f"the converted model does not load in onnxruntime: {short(exc, 240)}") from None
+        raise ConversionError(
+            f"the converted model does not load in onnxruntime: {short(exc, 240)}"
+        ) from None
 
 
 def name_batch_dims(proto, renames: dict[str, str] | None = None) -> dict[str, str]:
@@ -222,7 +226,7 @@ def _batch_to_outputs(proto) -> None:
         probe.graph.output[i].type.tensor_type.ClearField("shape")
     try:
         inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False)
-    except Exception:  # noqa: BLE001 - names are cosmetic
+    except Exception:
         return
     for i in todo:
         tt = inferred.graph.output[i].type.tensor_type
@@ -254,7 +258,7 @@ def fix_input_shapes(proto, shapes: dict[str, list[int]]) -> None:
     del proto.graph.value_info[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - shapes stay as declared; the model still runs
+    except Exception:
         return
     proto.CopyFrom(inferred)
 
@@ -300,7 +304,7 @@ def map_outputs(names: list[str], values: list[Any], *, what: str) -> dict[str, 
         raise ConversionError(
             f"{what} returned {len(values)} output(s) but the ONNX model has {len(names)} ({', '.join(names)})"
         )
-    return {n: np.asarray(v) for n, v in zip(names, values)}
+    return {n: np.asarray(v) for n, v in zip(names, values, strict=False)}
 
 
 @contextlib.contextmanager
@@ -350,7 +354,6 @@ def quiet_native(fds: tuple[int, ...] = (1, 2)):
                 os.close(dup)
 
 
-
 def dir_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -359,6 +362,10 @@ def dir_bytes(path: Path) -> int:
 
 def spec_dict(name: str, dtype, shape) -> dict:
     """An inspect() input/output entry, as ``inspection.inspect_onnx`` writes them."""
-    return {"name": name, "dtype": str(np.dtype(dtype)) if dtype is not None else None,
-            "shape": None if shape is None else [None if d is None or (isinstance(d, int) and d < 0) else d
-                                                 for d in shape]}
+    return {
+        "name": name,
+        "dtype": str(np.dtype(dtype)) if dtype is not None else None,
+        "shape": None
+        if shape is None
+        else [None if d is None or (isinstance(d, int) and d < 0) else d for d in shape],
+    }

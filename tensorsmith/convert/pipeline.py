@@ -19,9 +19,10 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +87,10 @@ class _Memo:
 
 def _summary(vr: VerificationReport) -> str:
     state = "pass" if vr.passed else "FAIL"
-    return (f"max abs diff {vr.max_abs_diff:.3g}, max rel diff {vr.max_rel_diff:.3g} over "
-            f"{len(vr.outputs)} output(s), {vr.samples} sample(s): {state}")
+    return (
+        f"max abs diff {vr.max_abs_diff:.3g}, max rel diff {vr.max_rel_diff:.3g} over "
+        f"{len(vr.outputs)} output(s), {vr.samples} sample(s): {state}"
+    )
 
 
 def _raise(report: ConvertReport, vr: VerificationReport, what: str, hint: str | None = None) -> None:
@@ -138,9 +141,18 @@ def convert_file(
         if not run_passes:
             raise UsageError(f"{source}: is already ONNX; with --no-optimize there is nothing to do")
         return optimize_file(
-            source, output_path, passes=passes, skip=skip, pass_options=pass_options,
-            input_shapes=input_shapes, verify=verify, verify_data=verify_data, tolerance=tolerance,
-            external_data=external_data, max_iterations=max_iterations, on_step=on_step,
+            source,
+            output_path,
+            passes=passes,
+            skip=skip,
+            pass_options=pass_options,
+            input_shapes=input_shapes,
+            verify=verify,
+            verify_data=verify_data,
+            tolerance=tolerance,
+            external_data=external_data,
+            max_iterations=max_iterations,
+            on_step=on_step,
         )
     if opset is not None and not 7 <= opset <= 21:
         raise UsageError(f"--opset {opset}: expected an opset between 7 and 21")
@@ -154,10 +166,19 @@ def convert_file(
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-convert-") as work:
         options = FrontendOptions(
-            format=fmt, work_dir=Path(work), opset=opset, input_shapes=dict(input_shapes or {}),
-            input_values=dict(input_values or {}), static=static, signature=signature, inputs=inputs,
-            outputs=outputs, nchw_inputs=nchw_inputs, weights=Path(weights) if weights else None,
-            trust_remote_code=trust_remote_code, on_step=step,
+            format=fmt,
+            work_dir=Path(work),
+            opset=opset,
+            input_shapes=dict(input_shapes or {}),
+            input_values=dict(input_values or {}),
+            static=static,
+            signature=signature,
+            inputs=inputs,
+            outputs=outputs,
+            nchw_inputs=nchw_inputs,
+            weights=Path(weights) if weights else None,
+            trust_remote_code=trust_remote_code,
+            on_step=step,
         )
         t0 = time.perf_counter()
         imported = frontend.load(source, options)
@@ -167,25 +188,59 @@ def convert_file(
             report.converter = imported.converter
             report.notes.append(f"converted from {imported.framework} by {imported.converter}")
             report.notes.extend(imported.notes)
-            _optimize_verify_commit(report, imported, output_path, input_shapes, run_passes, passes, skip,
-                                    pass_options, verify, verify_data, tolerance, external_data,
-                                    max_iterations, step)
+            _optimize_verify_commit(
+                report,
+                imported,
+                output_path,
+                input_shapes,
+                run_passes,
+                passes,
+                skip,
+                pass_options,
+                verify,
+                verify_data,
+                tolerance,
+                external_data,
+                max_iterations,
+                step,
+            )
         finally:
             imported.close()
     return report
 
 
-def _optimize_verify_commit(report: ConvertReport, imported, output_path, input_shapes, run_passes, passes,
-                            skip, pass_options, verify, verify_data, tolerance, external_data,
-                            max_iterations, step) -> None:
+def _optimize_verify_commit(
+    report: ConvertReport,
+    imported,
+    output_path,
+    input_shapes,
+    run_passes,
+    passes,
+    skip,
+    pass_options,
+    verify,
+    verify_data,
+    tolerance,
+    external_data,
+    max_iterations,
+    step,
+) -> None:
     converted = imported.onnx_path
     specs = input_specs_from_proto(model_io.load_proto(converted))
     if input_shapes:
         from tensorsmith.shapes import resolve_shapes
 
         resolve_shapes(specs, input_shapes)  # names and ranks refer to the converted model's inputs
-    model = load_and_optimize(converted, report, run_passes=run_passes, passes=passes, skip=skip,
-                              pass_options=pass_options, max_iterations=max_iterations, step=step)
+    model = load_and_optimize(
+        converted,
+        report,
+        run_passes=run_passes,
+        passes=passes,
+        skip=skip,
+        pass_options=pass_options,
+        max_iterations=max_iterations,
+        step=step,
+    )
 
     t0 = time.perf_counter()
     step("write")
@@ -195,29 +250,43 @@ def _optimize_verify_commit(report: ConvertReport, imported, output_path, input_
         if verify:
             t0 = time.perf_counter()
             source = _Memo(imported.run_source)
-            common = dict(input_shapes=input_shapes, verify_data=verify_data, tolerance=tolerance, specs=specs)
+            common = dict(
+                input_shapes=input_shapes, verify_data=verify_data, tolerance=tolerance, specs=specs
+            )
             step(f"verify: {imported.framework} vs converted ONNX")
             conv = verify_models(converted, converted, source_runner=source, on_progress=step, **common)
             report.conversion_check = conv
             report.verification = conv
             if not conv.passed:
-                _raise(report, conv, f"the converted model differs from {imported.framework}",
-                       hint="if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data")
+                _raise(
+                    report,
+                    conv,
+                    f"the converted model differs from {imported.framework}",
+                    hint="if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data",
+                )
             if run_passes:
                 step("verify: converted vs optimized ONNX")
                 pc = verify_models(converted, staged.model_path, on_progress=step, **common)
                 report.passes_check = pc
                 if not pc.passed:
-                    _raise(report, pc, "the passes changed the outputs",
-                           hint="leave the culprit out with --skip PASS, or --no-optimize")
+                    _raise(
+                        report,
+                        pc,
+                        "the passes changed the outputs",
+                        hint="leave the culprit out with --skip PASS, or --no-optimize",
+                    )
                 step(f"verify: {imported.framework} vs optimized ONNX")
-                e2e = verify_models(converted, staged.model_path, source_runner=source, on_progress=step, **common)
+                e2e = verify_models(
+                    converted, staged.model_path, source_runner=source, on_progress=step, **common
+                )
                 report.verification = e2e
                 if not e2e.passed:
                     _raise(report, e2e, f"the optimized model differs from {imported.framework}")
                 report.notes.append(f"check {imported.framework} vs converted ONNX: {_summary(conv)}")
                 report.notes.append(f"check converted vs optimized ONNX: {_summary(pc)}")
-            report.notes.append(f"the table compares {imported.framework} (run {source.calls}x, "
-                                f"{source.seconds:.2f} s) with the written ONNX")
+            report.notes.append(
+                f"the table compares {imported.framework} (run {source.calls}x, "
+                f"{source.seconds:.2f} s) with the written ONNX"
+            )
             report.seconds["verify"] = time.perf_counter() - t0
         report.files = [str(p) for p in staged.commit()]

@@ -41,7 +41,9 @@ class ProfileResolution:
     """What ``resolve_profiles`` decided for each input."""
 
     profiles: dict[str, Profile] = field(default_factory=dict)  # every dynamic input that has one
-    missing: dict[str, list[int]] = field(default_factory=dict)  # dynamic input -> axes left without a profile
+    missing: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # dynamic input -> axes left without a profile
     notes: list[str] = field(default_factory=list)
 
     def missing_text(self, specs: list[InputSpec]) -> str:
@@ -62,7 +64,7 @@ def parse_profile_specs(items: list[str] | None, *, what: str = "--shapes") -> d
     """
     out: dict[str, Profile] = {}
     for name, text, part in named_items(items, what=what, example="NAME=MIN:OPT:MAX"):
-        pieces = [p for p in text.split(":")]
+        pieces = list(text.split(":"))
         if len(pieces) == 1:
             pieces = pieces * 3
         if len(pieces) != 3 or not all(p.strip() for p in pieces):
@@ -73,7 +75,7 @@ def parse_profile_specs(items: list[str] | None, *, what: str = "--shapes") -> d
         mn, opt, mx = (parse_shape_text(p, what=what) for p in pieces)
         if not (len(mn) == len(opt) == len(mx)):
             raise UsageError(f"{what} {name or part}: MIN, OPT and MAX have different ranks")
-        for a, (lo, mid, hi) in enumerate(zip(mn, opt, mx)):
+        for a, (lo, mid, hi) in enumerate(zip(mn, opt, mx, strict=False)):
             if not lo <= mid <= hi:
                 raise UsageError(
                     f"{what} {name or part}: axis {a} needs MIN <= OPT <= MAX, got {lo}:{mid}:{hi}"
@@ -106,11 +108,15 @@ def resolve_profiles(
     names = [s.name for s in specs]
     if "" in given:
         if len(specs) != 1:
-            raise UsageError(f"{what} without NAME= needs a model with exactly one input; inputs are: {', '.join(names)}")
+            raise UsageError(
+                f"{what} without NAME= needs a model with exactly one input; inputs are: {', '.join(names)}"
+            )
         given[specs[0].name] = given.pop("")
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise UsageError(f"{what} names unknown input(s) {', '.join(unknown)}; inputs are: {', '.join(names)}")
+        raise UsageError(
+            f"{what} names unknown input(s) {', '.join(unknown)}; inputs are: {', '.join(names)}"
+        )
     res = ProfileResolution()
     symbols: dict[str, tuple[int, int, int]] = {}
     for spec in specs:
@@ -142,7 +148,7 @@ def resolve_profiles(
         if not axes or spec.name in given:
             continue
         if axes == [0]:
-            fixed = [d for d in spec.shape[1:]]
+            fixed = list(spec.shape[1:])
             res.profiles[spec.name] = Profile(
                 [1, *fixed], [1, *fixed], [max_batch, *fixed], source="default batch"
             )

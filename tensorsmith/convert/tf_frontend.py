@@ -18,9 +18,10 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,22 @@ from tensorsmith.errors import ConversionError, UsageError
 
 _LOGGERS = ("tensorflow", "tf2onnx", "absl", "h5py")
 # Ops a GraphDef may end on that produce nothing worth converting.
-_NOT_OUTPUTS = {"NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "Assert", "SaveV2", "RestoreV2",
-                "VarHandleOp", "VariableV2", "Variable", "AssignVariableOp", "Assign", "Print", "PrintV2"}
+_NOT_OUTPUTS = {
+    "NoOp",
+    "Const",
+    "Placeholder",
+    "PlaceholderWithDefault",
+    "Assert",
+    "SaveV2",
+    "RestoreV2",
+    "VarHandleOp",
+    "VariableV2",
+    "Variable",
+    "AssignVariableOp",
+    "Assign",
+    "Print",
+    "PrintV2",
+}
 _VARIABLE_OPS = {"VarHandleOp", "VariableV2", "Variable", "ReadVariableOp"}
 
 
@@ -124,13 +139,15 @@ def _savedmodel_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     try:
         with quiet(*_LOGGERS), quiet_native():
             loaded = tf.saved_model.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - TF raises anything here
+    except Exception as exc:
         v2_error = short(exc, 160)
         return _savedmodel_v1_source(path, opts, v2_error)
     signatures = dict(loaded.signatures)
     if not signatures:
-        raise UsageError(f"{path}: the SavedModel has no signatures to convert",
-                         hint="save it with signatures=..., or export the Keras model with model.export()")
+        raise UsageError(
+            f"{path}: the SavedModel has no signatures to convert",
+            hint="save it with signatures=..., or export the Keras model with model.export()",
+        )
     key = _pick_signature(path, list(signatures), opts.signature)
     sig = signatures[key]
     graph_def, inputs, outputs = _freeze(tf, sig)
@@ -147,17 +164,25 @@ def _savedmodel_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     out_keys = sorted(sig.structured_outputs) if isinstance(sig.structured_outputs, dict) else None
     if out_keys is None or len(out_keys) != len(outputs):
         out_keys = [f"output_{i}" for i in range(len(outputs))]
-    names = dict(zip(inputs, in_keys)) | dict(zip(outputs, out_keys))
-    shapes = {t: _shape(specs[k].shape) for t, k in zip(inputs, in_keys)}
+    names = dict(zip(inputs, in_keys, strict=False)) | dict(zip(outputs, out_keys, strict=False))
+    shapes = {t: _shape(specs[k].shape) for t, k in zip(inputs, in_keys, strict=False)}
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = sig(**{k: tf.constant(feeds[t]) for t, k in zip(inputs, in_keys)})
+        result = sig(**{k: tf.constant(feeds[t]) for t, k in zip(inputs, in_keys, strict=False)})
         if isinstance(result, dict):
             return [result[k].numpy() for k in sorted(result)]
         return [np.asarray(r) for r in tf.nest.flatten(result)]
 
-    return _GraphSource(graph_def, inputs, outputs, names, shapes, run,
-                        f"SavedModel signature {key!r}", [f"signature {key!r} of {', '.join(sorted(signatures))}"])
+    return _GraphSource(
+        graph_def,
+        inputs,
+        outputs,
+        names,
+        shapes,
+        run,
+        f"SavedModel signature {key!r}",
+        [f"signature {key!r} of {', '.join(sorted(signatures))}"],
+    )
 
 
 def _pick_signature(path: Path, keys: list[str], wanted: str | None) -> str:
@@ -187,10 +212,11 @@ def _savedmodel_v1_source(path: Path, opts: FrontendOptions, v2_error: str) -> _
     try:
         with graph.as_default(), quiet(*_LOGGERS), quiet_native():
             meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         sess.close()
-        raise UsageError(f"{path}: TensorFlow cannot load this SavedModel ({v2_error}; "
-                         f"TF1 loader: {short(exc, 120)})") from None
+        raise UsageError(
+            f"{path}: TensorFlow cannot load this SavedModel ({v2_error}; TF1 loader: {short(exc, 120)})"
+        ) from None
     sigs = {k: v for k, v in meta.signature_def.items() if not k.startswith("_")}
     if not sigs:
         sess.close()
@@ -205,21 +231,29 @@ def _savedmodel_v1_source(path: Path, opts: FrontendOptions, v2_error: str) -> _
         with graph.as_default(), quiet(*_LOGGERS):
             graph_def = tf_loader.freeze_session(sess, input_names=inputs, output_names=outputs)
             graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         sess.close()
         raise ConversionError(f"{path}: cannot freeze signature {key!r}: {short(exc)}") from None
     shapes = {}
-    for k, t in zip(in_keys, inputs):
+    for k, t in zip(in_keys, inputs, strict=False):
         shape = sig.inputs[k].tensor_shape
         shapes[t] = None if shape.unknown_rank else [None if d.size < 0 else int(d.size) for d in shape.dim]
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(sess.run(outputs, {t: feeds[t] for t in inputs}))
 
-    note = (f"loaded with the TF1 SavedModel loader (tf.saved_model.load: {v2_error}); "
-            f"signature {key!r}")
-    return _GraphSource(graph_def, inputs, outputs, dict(zip(inputs, in_keys)) | dict(zip(outputs, out_keys)),
-                        shapes, run, f"SavedModel signature {key!r}", [note], close=sess.close)
+    note = f"loaded with the TF1 SavedModel loader (tf.saved_model.load: {v2_error}); signature {key!r}"
+    return _GraphSource(
+        graph_def,
+        inputs,
+        outputs,
+        dict(zip(inputs, in_keys, strict=False)) | dict(zip(outputs, out_keys, strict=False)),
+        shapes,
+        run,
+        f"SavedModel signature {key!r}",
+        [note],
+        close=sess.close,
+    )
 
 
 def _load_keras(path: Path):
@@ -229,7 +263,7 @@ def _load_keras(path: Path):
     try:
         with quiet(*_LOGGERS), quiet_native():
             return keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = short(exc)
         if "safe_mode" in text or "Lambda" in text:
             raise UsageError(
@@ -244,7 +278,9 @@ def _keras_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     model = _load_keras(path)
     model_inputs = list(getattr(model, "inputs", None) or [])
     if not model_inputs:
-        raise UsageError(f"{path}: the Keras model has no defined inputs (a subclassed model that was never built)")
+        raise UsageError(
+            f"{path}: the Keras model has no defined inputs (a subclassed model that was never built)"
+        )
     sig = [tf.TensorSpec(i.shape, i.dtype, name=_keras_name(i, n)) for n, i in enumerate(model_inputs)]
     single = len(sig) == 1
 
@@ -255,14 +291,14 @@ def _keras_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     try:
         with quiet(*_LOGGERS):
             concrete = infer.get_concrete_function()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConversionError(f"{path}: cannot trace the Keras model: {short(exc)}") from None
     graph_def, inputs, outputs = _freeze(tf, concrete)
     in_names = [s.name for s in sig]
     out_names = list(getattr(model, "output_names", None) or [])
     if len(out_names) != len(outputs) or len(set(out_names)) != len(out_names):
         out_names = [f"output_{i}" for i in range(len(outputs))]
-    shapes = {t: _shape(s.shape) for t, s in zip(inputs, sig)}
+    shapes = {t: _shape(s.shape) for t, s in zip(inputs, sig, strict=False)}
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         args = [tf.constant(feeds[t]) for t in inputs]
@@ -271,8 +307,16 @@ def _keras_source(path: Path, opts: FrontendOptions) -> _GraphSource:
 
     import keras
 
-    return _GraphSource(graph_def, inputs, outputs, dict(zip(inputs, in_names)) | dict(zip(outputs, out_names)),
-                        shapes, run, f"Keras {keras.__version__} model", [])
+    return _GraphSource(
+        graph_def,
+        inputs,
+        outputs,
+        dict(zip(inputs, in_names, strict=False)) | dict(zip(outputs, out_names, strict=False)),
+        shapes,
+        run,
+        f"Keras {keras.__version__} model",
+        [],
+    )
 
 
 def _keras_name(tensor, index: int) -> str:
@@ -298,7 +342,9 @@ def _parse_graphdef(path: Path):
         funcs = {f.signature.name for f in graph_def.library.function}
         unknown = [op for op in unknown if op not in funcs]
     if unknown:
-        raise UsageError(f"{path}: not a TensorFlow GraphDef TensorFlow can read (unknown op(s) {', '.join(unknown[:5])})")
+        raise UsageError(
+            f"{path}: not a TensorFlow GraphDef TensorFlow can read (unknown op(s) {', '.join(unknown[:5])})"
+        )
     return graph_def
 
 
@@ -326,8 +372,10 @@ def _graphdef_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     tf = _tf()
     graph_def = _parse_graphdef(path)
     if any(n.op in _VARIABLE_OPS for n in graph_def.node):
-        raise UsageError(f"{path}: the GraphDef is not frozen (it has variables)",
-                         hint="freeze it (convert_variables_to_constants_v2) or convert the SavedModel")
+        raise UsageError(
+            f"{path}: the GraphDef is not frozen (it has variables)",
+            hint="freeze it (convert_variables_to_constants_v2) or convert the SavedModel",
+        )
     found_in, found_out = graphdef_io(graph_def)
     nodes = {n.name: n for n in graph_def.node}
     inputs = [_tensor_name(n) for n in (opts.inputs or found_in)]
@@ -344,7 +392,7 @@ def _graphdef_source(path: Path, opts: FrontendOptions) -> _GraphSource:
     try:
         with graph.as_default(), quiet(*_LOGGERS):
             tf.graph_util.import_graph_def(graph_def, name="")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{path}: TensorFlow cannot import this GraphDef: {short(exc)}") from None
     shapes = {}
     for t in inputs:
@@ -365,7 +413,9 @@ def _graphdef_source(path: Path, opts: FrontendOptions) -> _GraphSource:
         notes.append(f"inputs: Placeholders {', '.join(map(_plain, inputs))}")
     if not opts.outputs:
         notes.append(f"outputs: unconsumed nodes {', '.join(map(_plain, outputs))}")
-    return _GraphSource(graph_def, inputs, outputs, names, shapes, run, "frozen GraphDef", notes, close=sess.close)
+    return _GraphSource(
+        graph_def, inputs, outputs, names, shapes, run, "frozen GraphDef", notes, close=sess.close
+    )
 
 
 # ---------------------------------------------------------------------------- convert
@@ -383,9 +433,16 @@ def _static_onnx_shapes(src: _GraphSource, opts: FrontendOptions) -> dict[str, l
         if shape is None:
             raise UsageError(f"--static: input {src.onnx_names[t]!r} has unknown rank; give --input-shape")
         onnx_shape = _to_onnx_layout(shape, opts)
-        specs.append(InputSpec(src.onnx_names[t], np.dtype("float32"),
-                               [d if d is not None else ("batch" if i == 0 else f"{t}_{i}")
-                                for i, d in enumerate(onnx_shape)]))
+        specs.append(
+            InputSpec(
+                src.onnx_names[t],
+                np.dtype("float32"),
+                [
+                    d if d is not None else ("batch" if i == 0 else f"{t}_{i}")
+                    for i, d in enumerate(onnx_shape)
+                ],
+            )
+        )
     resolved, _ = resolve_shapes(specs, opts.input_shapes)
     return resolved
 
@@ -428,22 +485,36 @@ def _convert_graph(src: _GraphSource, opts: FrontendOptions, name: str):
     tf2onnx = _tf2onnx()
     nchw = _nchw_inputs(src.inputs, src.input_shapes, opts)
     kwargs: dict[str, Any] = dict(
-        input_names=src.inputs, output_names=src.outputs, opset=opts.target_opset,
-        shape_override=_static_shape_override(src, opts), inputs_as_nchw=nchw or None,
+        input_names=src.inputs,
+        output_names=src.outputs,
+        opset=opts.target_opset,
+        shape_override=_static_shape_override(src, opts),
+        inputs_as_nchw=nchw or None,
     )
     opts.on_step(f"tf2onnx: converting {src.what}")
     try:
         with quiet(*_LOGGERS), quiet_native():
             proto, _ = tf2onnx.convert.from_graph_def(src.graph_def, name=name, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ConversionError(f"tf2onnx cannot convert {src.what}: {short(exc)}") from None
     return proto, nchw
 
 
-def _finish(proto, path: Path, opts: FrontendOptions, *, renames: dict[str, str], in_order: list[str],
-            out_order: list[str], run_tf: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
-            nchw_onnx: set[str], notes: list[str], close: Callable[[], None], what: str,
-            static_shapes: dict[str, list[int]] | None = None) -> Imported:
+def _finish(
+    proto,
+    path: Path,
+    opts: FrontendOptions,
+    *,
+    renames: dict[str, str],
+    in_order: list[str],
+    out_order: list[str],
+    run_tf: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    nchw_onnx: set[str],
+    notes: list[str],
+    close: Callable[[], None],
+    what: str,
+    static_shapes: dict[str, list[int]] | None = None,
+) -> Imported:
     """Rename I/O, check ops, save; wrap the TF runner to speak ONNX names and layout."""
     import onnx
 
@@ -462,11 +533,12 @@ def _finish(proto, path: Path, opts: FrontendOptions, *, renames: dict[str, str]
     if set(in_names) != set(onnx_inputs) or set(out_names) != set(onnx_outputs):
         raise ConversionError(
             f"the ONNX model's inputs/outputs ({', '.join(onnx_inputs)} -> {', '.join(onnx_outputs)}) do not "
-            f"match {what}'s ({', '.join(in_names)} -> {', '.join(out_names)})")
+            f"match {what}'s ({', '.join(in_names)} -> {', '.join(out_names)})"
+        )
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf_feeds = {}
-        for t, n in zip(in_order, in_names):
+        for t, n in zip(in_order, in_names, strict=False):
             if n not in feeds:
                 raise UsageError(f"no value for input {n!r}")
             x = feeds[n]
@@ -484,22 +556,38 @@ def load(path: str | os.PathLike, opts: FrontendOptions) -> Imported:
     """Convert a TensorFlow model (``opts.format`` says which kind) into ONNX."""
     path = Path(path)
     if opts.input_values:
-        raise UsageError("--input-value binds PyTorch forward arguments; TensorFlow signatures take only tensors")
+        raise UsageError(
+            "--input-value binds PyTorch forward arguments; TensorFlow signatures take only tensors"
+        )
     if (opts.inputs or opts.outputs) and opts.format != "graphdef":
         raise UsageError("--inputs/--outputs apply to frozen GraphDef (.pb) models")
     if opts.format == "tflite":
         return _load_tflite(path, opts)
     opts.on_step(f"TensorFlow: loading {path.name}")
-    builders = {"savedmodel": _savedmodel_source, "keras": _keras_source, "h5": _keras_source,
-                "graphdef": _graphdef_source}
+    builders = {
+        "savedmodel": _savedmodel_source,
+        "keras": _keras_source,
+        "h5": _keras_source,
+        "graphdef": _graphdef_source,
+    }
     if opts.format not in builders:
         raise UsageError(f"the TensorFlow frontend does not read {opts.format!r}")
     src = builders[opts.format](path, opts)
     try:
         proto, nchw = _convert_graph(src, opts, path.stem)
-        return _finish(proto, path, opts, renames=src.onnx_names, in_order=src.inputs, out_order=src.outputs,
-                       run_tf=src.run, nchw_onnx={src.onnx_names[t] for t in nchw}, notes=src.notes,
-                       close=src.close, what=src.what)
+        return _finish(
+            proto,
+            path,
+            opts,
+            renames=src.onnx_names,
+            in_order=src.inputs,
+            out_order=src.outputs,
+            run_tf=src.run,
+            nchw_onnx={src.onnx_names[t] for t in nchw},
+            notes=src.notes,
+            close=src.close,
+            what=src.what,
+        )
     except BaseException:
         src.close()
         raise
@@ -530,9 +618,16 @@ def _verify_flatbuffer(path: Path) -> None:
         import sys
 
         code = "import sys; from tensorflow.lite.python.interpreter import Interpreter; Interpreter(model_path=sys.argv[1])"
-        ok = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=300).returncode == 0
+        ok = (
+            subprocess.run(
+                [sys.executable, "-c", code, str(path)], capture_output=True, timeout=300
+            ).returncode
+            == 0
+        )
     if not ok:
-        raise UsageError(f"{path}: not a readable TensorFlow Lite model (the flatbuffer is damaged or truncated)")
+        raise UsageError(
+            f"{path}: not a readable TensorFlow Lite model (the flatbuffer is damaged or truncated)"
+        )
 
 
 def _interpreter(path: Path):
@@ -541,7 +636,7 @@ def _interpreter(path: Path):
     try:
         with quiet(*_LOGGERS), quiet_native():
             interp = tf.lite.Interpreter(model_path=str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{path}: not a readable TensorFlow Lite model ({short(exc, 160)})") from None
     return interp
 
@@ -554,12 +649,15 @@ _TFLITE_UNSUPPORTED = {"DENSIFY", "CUSTOM", "CALL_ONCE", "VAR_HANDLE", "READ_VAR
 def _tflite_suspects(interp) -> str:
     """' (op DENSIFY, node X and N more)' for ops tf2onnx is known not to read, else ''."""
     try:
-        details = interp._get_ops_details()  # noqa: SLF001 - the only op listing the interpreter offers
+        details = interp._get_ops_details()
         tensors = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    except Exception:  # noqa: BLE001
+    except Exception:
         return ""
-    hits = [(d["op_name"], tensors.get(d["outputs"][0], "?") if len(d["outputs"]) else "?")
-            for d in details if d["op_name"] in _TFLITE_UNSUPPORTED]
+    hits = [
+        (d["op_name"], tensors.get(d["outputs"][0], "?") if len(d["outputs"]) else "?")
+        for d in details
+        if d["op_name"] in _TFLITE_UNSUPPORTED
+    ]
     if not hits:
         return ""
     op, node = hits[0]
@@ -579,19 +677,31 @@ def _load_tflite(path: Path, opts: FrontendOptions) -> Imported:
     notes = []
     fixed = [d["name"] for d in in_details if len(d["shape_signature"]) and d["shape_signature"][0] > 0]
     if fixed and not opts.static:
-        notes.append(f"the TFLite model fixes the batch of {', '.join(map(_plain, fixed))} "
-                     f"to {in_details[0]['shape_signature'][0]}; kept static")
-    src_shapes = _GraphSource(None, inputs, outputs, {t: _plain(t) for t in inputs + outputs}, shapes,
-                              lambda f: [], "TFLite model", notes)
+        notes.append(
+            f"the TFLite model fixes the batch of {', '.join(map(_plain, fixed))} "
+            f"to {in_details[0]['shape_signature'][0]}; kept static"
+        )
+    src_shapes = _GraphSource(
+        None,
+        inputs,
+        outputs,
+        {t: _plain(t) for t in inputs + outputs},
+        shapes,
+        lambda f: [],
+        "TFLite model",
+        notes,
+    )
     nchw = _nchw_inputs(inputs, shapes, opts)
     opts.on_step("tf2onnx: converting the TFLite model")
     try:
         with quiet(*_LOGGERS), quiet_native():
             proto, _ = tf2onnx.convert.from_tflite(
-                str(path), opset=opts.target_opset, inputs_as_nchw=nchw or None)
-    except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"tf2onnx cannot convert the TFLite model {path.name}: {short(exc)}"
-                              + _tflite_suspects(interp)) from None
+                str(path), opset=opts.target_opset, inputs_as_nchw=nchw or None
+            )
+    except Exception as exc:
+        raise ConversionError(
+            f"tf2onnx cannot convert the TFLite model {path.name}: {short(exc)}" + _tflite_suspects(interp)
+        ) from None
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for d in in_details:
@@ -608,9 +718,20 @@ def _load_tflite(path: Path, opts: FrontendOptions) -> Imported:
     if len(set(names.values())) != len(names):
         names = {t: t for t in names}
     src_shapes.onnx_names = names
-    return _finish(proto, path, opts, renames=names, in_order=inputs, out_order=outputs, run_tf=run,
-                   nchw_onnx={names[t] for t in nchw}, notes=notes, close=lambda: None, what="TFLite model",
-                   static_shapes=_static_onnx_shapes(src_shapes, opts))
+    return _finish(
+        proto,
+        path,
+        opts,
+        renames=names,
+        in_order=inputs,
+        out_order=outputs,
+        run_tf=run,
+        nchw_onnx={names[t] for t in nchw},
+        notes=notes,
+        close=lambda: None,
+        what="TFLite model",
+        static_shapes=_static_onnx_shapes(src_shapes, opts),
+    )
 
 
 # ---------------------------------------------------------------------------- inspect
@@ -651,7 +772,7 @@ def _inspect_savedmodel(path: Path) -> dict:
     pb = path / "saved_model.pb"
     try:
         sm.ParseFromString(pb.read_bytes())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{pb}: not a readable SavedModel ({short(exc, 120)})") from None
     if not sm.meta_graphs:
         raise UsageError(f"{pb}: the SavedModel holds no meta graph")
@@ -687,9 +808,11 @@ def _inspect_savedmodel(path: Path) -> dict:
     }
 
 
-_OPTIMIZER_STATE = re.compile(r"(^|/)(Adam|AdamW|SGD|RMSprop|Adagrad|Nadam|optimizer)(/|$)|^(iter|iterations|"
-                              r"learning_rate|decay|beta_1|beta_2|seed_generator.*)$|/(m|v|momentum|velocity)$",
-                              re.IGNORECASE)
+_OPTIMIZER_STATE = re.compile(
+    r"(^|/)(Adam|AdamW|SGD|RMSprop|Adagrad|Nadam|optimizer)(/|$)|^(iter|iterations|"
+    r"learning_rate|decay|beta_1|beta_2|seed_generator.*)$|/(m|v|momentum|velocity)$",
+    re.IGNORECASE,
+)
 
 
 def _savedmodel_params(tf, meta, path: Path) -> tuple[int, int]:
@@ -730,7 +853,7 @@ def _keras_version(path: Path, fmt: str) -> str | None:
         with h5py.File(path, "r") as f:
             v = f.attrs.get("keras_version")
             return v.decode() if isinstance(v, bytes) else (str(v) if v is not None else None)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -749,8 +872,10 @@ def _inspect_keras(path: Path, fmt: str) -> dict:
     return {
         "producer": f"Keras {version}" if version else "Keras",
         "framework_version": version,
-        "inputs": [spec_dict(_keras_name(t, i), t.dtype, list(t.shape)) for i, t in enumerate(model.inputs or [])],
-        "outputs": [spec_dict(n, t.dtype, list(t.shape)) for n, t in zip(out_names, outputs)],
+        "inputs": [
+            spec_dict(_keras_name(t, i), t.dtype, list(t.shape)) for i, t in enumerate(model.inputs or [])
+        ],
+        "outputs": [spec_dict(n, t.dtype, list(t.shape)) for n, t in zip(out_names, outputs, strict=False)],
         "nodes": len(model.layers),
         "ops": dict(sorted(layers.items(), key=lambda kv: -kv[1])),
         "parameters": params,
@@ -807,9 +932,9 @@ def _inspect_tflite(path: Path) -> dict:
     interp = _interpreter(path)
     ops: dict[str, int] = {}
     try:
-        for op in interp._get_ops_details():  # noqa: SLF001 - the only op listing the interpreter offers
+        for op in interp._get_ops_details():
             ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-    except Exception:  # noqa: BLE001
+    except Exception:
         ops = {}
     io_names = {d["index"] for d in interp.get_input_details() + interp.get_output_details()}
     params = nbytes = 0
@@ -826,7 +951,9 @@ def _inspect_tflite(path: Path) -> dict:
             nbytes += count * np.dtype(d["dtype"]).itemsize
 
     def io(details):
-        return [spec_dict(_plain(d["name"]), d["dtype"], [int(s) for s in d["shape_signature"]]) for d in details]
+        return [
+            spec_dict(_plain(d["name"]), d["dtype"], [int(s) for s in d["shape_signature"]]) for d in details
+        ]
 
     return {
         "producer": "TensorFlow Lite",

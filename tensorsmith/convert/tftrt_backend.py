@@ -25,9 +25,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -64,8 +64,9 @@ class TftrtOptions:
         if self.precision not in PRECISION_MODES:
             raise UsageError(f"--precision {self.precision}: TF-TRT takes fp32, fp16 or int8")
         if self.profile_strategy not in PROFILE_STRATEGIES:
-            raise UsageError(f"--profile-strategy {self.profile_strategy}: expected one of "
-                             f"{', '.join(PROFILE_STRATEGIES)}")
+            raise UsageError(
+                f"--profile-strategy {self.profile_strategy}: expected one of {', '.join(PROFILE_STRATEGIES)}"
+            )
         if self.minimum_segment_size < 1:
             raise UsageError("--min-segment-size must be >= 1")
 
@@ -89,12 +90,21 @@ class TftrtReport:
 
     def to_dict(self) -> dict:
         return {
-            "status": self.status, "input": self.input, "output": self.output, "target": "tftrt",
-            "files": self.files, "tensorflow_version": self.tensorflow_version, "precision": self.precision,
-            "profile_strategy": self.profile_strategy, "profiles": self.profiles,
-            "build_shapes": self.build_shapes, "calibration_samples": self.calibration_samples,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "target": "tftrt",
+            "files": self.files,
+            "tensorflow_version": self.tensorflow_version,
+            "precision": self.precision,
+            "profile_strategy": self.profile_strategy,
+            "profiles": self.profiles,
+            "build_shapes": self.build_shapes,
+            "calibration_samples": self.calibration_samples,
             "verification": self.verification.to_dict() if self.verification else None,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()}, "notes": self.notes, "error": self.error,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "notes": self.notes,
+            "error": self.error,
         }
 
 
@@ -104,7 +114,9 @@ def check_available() -> str:
 
     why = doctor.tftrt_unavailable_reason()
     if why:
-        raise ConversionError(f"--to tftrt: {why}", hint="use --to trt (TensorRT directly, from ONNX) instead")
+        raise ConversionError(
+            f"--to tftrt: {why}", hint="use --to trt (TensorRT directly, from ONNX) instead"
+        )
     import tensorflow as tf
     from tensorflow.python.compiler.tensorrt import trt_convert  # noqa: F401 - registers TRTEngineOp
 
@@ -132,10 +144,14 @@ def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], o
     try:
         loaded = tf.saved_model.load(str(saved_model_dir))
     except Exception as exc:
-        raise UsageError(f"{saved_model_dir}: TensorFlow cannot load this SavedModel ({short(exc, 240)})") from None
+        raise UsageError(
+            f"{saved_model_dir}: TensorFlow cannot load this SavedModel ({short(exc, 240)})"
+        ) from None
     sigs = getattr(loaded, "signatures", {}) or {}
     if signature not in sigs:
-        raise UsageError(f"{saved_model_dir}: no signature {signature!r}; it has: {', '.join(sigs) or 'none'}")
+        raise UsageError(
+            f"{saved_model_dir}: no signature {signature!r}; it has: {', '.join(sigs) or 'none'}"
+        )
     fn = sigs[signature]
     _, kwargs = fn.structured_input_signature
     specs = []
@@ -185,8 +201,12 @@ def convert_tftrt(
         raise UsageError(f"{out}: exists and is not a folder (TF-TRT writes a SavedModel folder)")
     if out.resolve() == src.resolve():
         raise UsageError(f"{out}: the output would overwrite the source SavedModel")
-    report = TftrtReport(input=str(src), output=str(out), precision=options.precision,
-                         profile_strategy=options.profile_strategy)
+    report = TftrtReport(
+        input=str(src),
+        output=str(out),
+        precision=options.precision,
+        profile_strategy=options.profile_strategy,
+    )
     t0 = time.perf_counter()
     if check:
         report.tensorflow_version = check_available()
@@ -196,8 +216,10 @@ def convert_tftrt(
     specs, (_loaded, src_fn) = signature_specs(src, options.signature)
     res = resolve_profiles(specs, options.shapes, max_batch=options.max_batch)
     if res.missing:
-        raise UsageError(f"no shapes to build TF-TRT engines for dynamic input(s) {res.missing_text(specs)}",
-                         hint="give --shapes NAME=MIN:OPT:MAX for each")
+        raise UsageError(
+            f"no shapes to build TF-TRT engines for dynamic input(s) {res.missing_text(specs)}",
+            hint="give --shapes NAME=MIN:OPT:MAX for each",
+        )
     report.profiles = {k: v.to_dict() for k, v in res.profiles.items()}
     report.notes.extend(res.notes)
     report.build_shapes = _build_feeds(specs, res.profiles)
@@ -205,9 +227,13 @@ def convert_tftrt(
     calib = options.calibration_samples
     if options.precision == "int8" and calib is None:
         if options.calibration_data is None:
-            raise UsageError("--precision int8 with --to tftrt needs calibration samples (--calib FILE.npz, a folder, or random)")
-        opt = {s.name: (res.profiles[s.name].opt if s.name in res.profiles else [int(d) for d in s.shape])
-               for s in specs}
+            raise UsageError(
+                "--precision int8 with --to tftrt needs calibration samples (--calib FILE.npz, a folder, or random)"
+            )
+        opt = {
+            s.name: (res.profiles[s.name].opt if s.name in res.profiles else [int(d) for d in s.shape])
+            for s in specs
+        }
         calib = _calibration_samples(options.calibration_data, specs, opt)
     report.calibration_samples = len(calib or [])
 
@@ -249,7 +275,9 @@ def convert_tftrt(
     except (UsageError, ConversionError):
         raise
     except Exception as exc:
-        raise ConversionError(f"TF-TRT conversion of {src} failed: {type(exc).__name__}: {short(exc, 240)}") from exc
+        raise ConversionError(
+            f"TF-TRT conversion of {src} failed: {type(exc).__name__}: {short(exc, 240)}"
+        ) from exc
     report.seconds["convert"] = time.perf_counter() - t0
 
     parent = out.parent if str(out.parent) else Path(".")
@@ -268,8 +296,11 @@ def convert_tftrt(
             report.seconds["verify"] = time.perf_counter() - t0
             if not report.verification.passed:
                 vr = report.verification
-                raise job_failed(report, vr, "the TF-TRT model differs from the original: "
-                                 + failure_summary(vr, more=False))
+                raise job_failed(
+                    report,
+                    vr,
+                    "the TF-TRT model differs from the original: " + failure_summary(vr, more=False),
+                )
         _replace_dir(staged, out)
         report.files = [str(out)]
     finally:
@@ -277,7 +308,9 @@ def convert_tftrt(
     return report
 
 
-def _calibration_samples(path, specs: list[InputSpec], opt_shapes: dict[str, list[int]]) -> list[dict[str, np.ndarray]]:
+def _calibration_samples(
+    path, specs: list[InputSpec], opt_shapes: dict[str, list[int]]
+) -> list[dict[str, np.ndarray]]:
     """Samples through the precision work's loader (.npz/.npy/images/folders) when present;
     ``random``: seeded random samples at the OPT shapes (a smoke test, not a calibration)."""
     from tensorsmith.verify import load_verify_data, random_inputs
@@ -301,7 +334,9 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         samples = load_verify_data(options.verify_data, specs)
         source = str(options.verify_data)
     else:
-        opt = {s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs}
+        opt = {
+            s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs
+        }
         samples = [random_inputs(specs, opt)]
         source = "random"
     converted = tf.saved_model.load(str(staged))
@@ -314,7 +349,9 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         try:
             got = {k: np.asarray(v) for k, v in fn(**tf_feeds).items()}
         except Exception as exc:
-            raise ConversionError(f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}") from exc
+            raise ConversionError(
+                f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}"
+            ) from exc
         merged = _merge(merged, compare(ref, got, tol))
         refs.append(ref)
         gots.append(got)
@@ -326,9 +363,15 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
 
         gate_passed = apply_precision_gate(outputs, refs, gots, options.precision, set(), notes)
         passed = passed if gate_passed is None else gate_passed
-    return VerificationReport(passed=passed, outputs=outputs, samples=len(samples), notes=notes,
-                              input_source=source, input_shapes={k: list(v.shape) for k, v in samples[0].items()},
-                              tolerance=tol)
+    return VerificationReport(
+        passed=passed,
+        outputs=outputs,
+        samples=len(samples),
+        notes=notes,
+        input_source=source,
+        input_shapes={k: list(v.shape) for k, v in samples[0].items()},
+        tolerance=tol,
+    )
 
 
 def _replace_dir(staged: Path, out: Path) -> None:
@@ -350,15 +393,20 @@ def _replace_dir(staged: Path, out: Path) -> None:
 def render(report: TftrtReport, console) -> None:
     from rich.markup import escape
 
-    console.print(escape(f"{report.input} -> {report.output or '(not written)'}: TF-TRT {report.precision}, "
-                         f"profile strategy {report.profile_strategy}, TensorFlow {report.tensorflow_version}"))
+    console.print(
+        escape(
+            f"{report.input} -> {report.output or '(not written)'}: TF-TRT {report.precision}, "
+            f"profile strategy {report.profile_strategy}, TensorFlow {report.tensorflow_version}"
+        )
+    )
     vr = report.verification
     if vr is not None:
-        console.print(f"verification vs TensorFlow: {'passed' if vr.passed else 'FAILED'}, "
-                      f"max abs diff {vr.max_abs_diff:.3g} (rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})")
+        console.print(
+            f"verification vs TensorFlow: {'passed' if vr.passed else 'FAILED'}, "
+            f"max abs diff {vr.max_abs_diff:.3g} (rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})"
+        )
     for n in report.notes:
         console.print(f"[dim]note:[/dim] {escape(n)}")
-
 
 
 __all__ = ["PROFILE_STRATEGIES", "TftrtOptions", "TftrtReport", "check_available", "convert_tftrt"]

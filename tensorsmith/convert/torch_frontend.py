@@ -94,7 +94,9 @@ def _shape_for(name: str, opts: FrontendOptions, n_tensors: int, what: str) -> l
         return list(opts.input_shapes[name])
     if "" in opts.input_shapes and n_tensors == 1:
         return list(opts.input_shapes[""])
-    raise UsageError(f"{what} does not record input shapes: give --input-shape {name}=DIMS (e.g. {name}=1x3x224x224)")
+    raise UsageError(
+        f"{what} does not record input shapes: give --input-shape {name}=DIMS (e.g. {name}=1x3x224x224)"
+    )
 
 
 def _example_shape(shape: list[int], opts: FrontendOptions) -> list[int]:
@@ -123,8 +125,9 @@ def _is_tensor_type(type_text: str) -> bool:
     return type_text in ("Tensor", "Optional[Tensor]", "torch.Tensor")
 
 
-def _finish(onnx_path: Path, opts: FrontendOptions, *, input_names: list[str],
-            run, converter: str, notes: list[str]) -> Imported:
+def _finish(
+    onnx_path: Path, opts: FrontendOptions, *, input_names: list[str], run, converter: str, notes: list[str]
+) -> Imported:
     """Name the outputs and the batch dim, check the ops."""
     import onnx
 
@@ -133,7 +136,7 @@ def _finish(onnx_path: Path, opts: FrontendOptions, *, input_names: list[str],
     out_names = ["output"] if len(onnx_outputs) == 1 else [f"output_{i}" for i in range(len(onnx_outputs))]
     if set(out_names) & set(onnx_inputs):
         out_names = list(onnx_outputs)
-    rename_io(proto, dict(zip(onnx_outputs, out_names)))
+    rename_io(proto, dict(zip(onnx_outputs, out_names, strict=False)))
     if not opts.static:
         name_batch_dims(proto)
     onnx.save(proto, str(onnx_path))
@@ -142,8 +145,10 @@ def _finish(onnx_path: Path, opts: FrontendOptions, *, input_names: list[str],
     unused = [n for n in input_names if n not in onnx_inputs]
     extra = [n for n in onnx_inputs if n not in input_names]
     if extra:
-        raise ConversionError(f"the ONNX model has inputs {', '.join(extra)} the source does not "
-                              f"(source: {', '.join(input_names)})")
+        raise ConversionError(
+            f"the ONNX model has inputs {', '.join(extra)} the source does not "
+            f"(source: {', '.join(input_names)})"
+        )
     if unused:
         notes.append(f"input(s) {', '.join(unused)} do not affect the outputs: the exporter dropped them")
 
@@ -161,7 +166,7 @@ def _load_script(path: Path):
     try:
         with quiet(*_LOGGERS):
             module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{path}: not a loadable TorchScript archive ({short(exc, 160)})") from None
     return module
 
@@ -170,7 +175,7 @@ def _script_args(module) -> list[tuple[str, str, bool, Any]]:
     """(name, type, has_default, default) of forward's arguments after self."""
     try:
         schema = module.forward.schema
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"the TorchScript module has no usable forward ({short(exc, 120)})") from None
     out = []
     for arg in schema.arguments[1:]:
@@ -189,9 +194,16 @@ def _load_torchscript(path: Path, opts: FrontendOptions) -> Imported:
     names = [a[0] for a in args]
     unknown = sorted(set(opts.input_values) - set(names))
     if unknown:
-        raise UsageError(f"--input-value names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}")
-    tensor_args = [a for a in args if _is_tensor_type(a[1]) and a[0] not in opts.input_values
-                   and not (a[2] and a[0] not in opts.input_shapes)]
+        raise UsageError(
+            f"--input-value names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}"
+        )
+    tensor_args = [
+        a
+        for a in args
+        if _is_tensor_type(a[1])
+        and a[0] not in opts.input_values
+        and not (a[2] and a[0] not in opts.input_shapes)
+    ]
     notes = []
     if was_training:
         notes.append("the archive was saved in training mode; converted and verified in eval mode")
@@ -204,9 +216,13 @@ def _load_torchscript(path: Path, opts: FrontendOptions) -> Imported:
             value = _coerce(name, type_text, opts.input_values[name])
             bound[name] = value
             example.append(value)
-            notes.append(f"forward argument {name} ({type_text}) bound to the constant {value!r} (--input-value)")
+            notes.append(
+                f"forward argument {name} ({type_text}) bound to the constant {value!r} (--input-value)"
+            )
         elif _is_tensor_type(type_text) and (not has_default or name in opts.input_shapes):
-            shapes[name] = _shape_for(name, opts, len(tensor_args), f"TorchScript forward({', '.join(names)})")
+            shapes[name] = _shape_for(
+                name, opts, len(tensor_args), f"TorchScript forward({', '.join(names)})"
+            )
             example.append(torch.zeros(_example_shape(shapes[name], opts)))
             input_names.append(name)
         elif has_default:
@@ -215,21 +231,32 @@ def _load_torchscript(path: Path, opts: FrontendOptions) -> Imported:
             if default is not None:
                 notes.append(f"forward argument {name} ({type_text}) left at its default {default!r}")
         else:
-            raise UsageError(f"forward argument {name!r} is a {type_text}, not a tensor: "
-                             f"bind it with --input-value {name}=VALUE")
+            raise UsageError(
+                f"forward argument {name!r} is a {type_text}, not a tensor: "
+                f"bind it with --input-value {name}=VALUE"
+            )
     onnx_path = opts.work_dir / "converted.onnx"
     dynamic = None if opts.static else {n: {0: BATCH_DIM} for n in input_names if len(shapes[n]) >= 1}
     # The exporter takes no None and turns every argument into a graph input, so a
     # module with bound arguments is exported through a scripted wrapper that takes
     # only the tensors and passes the bound values as literals (then folded).
-    target = _bound_wrapper(module, args, input_names, bound, opts.work_dir) if bound else copy.deepcopy(module)
+    target = (
+        _bound_wrapper(module, args, input_names, bound, opts.work_dir) if bound else copy.deepcopy(module)
+    )
     tensors = tuple(x for x in example if isinstance(x, torch.Tensor))
     opts.on_step("torch.onnx: TorchScript exporter")
     try:
         with quiet(*_LOGGERS), quiet_native(), torch.no_grad():
-            torch.onnx.export(target, tensors, str(onnx_path), dynamo=False,
-                              opset_version=opts.target_opset, input_names=input_names, dynamic_axes=dynamic)
-    except Exception as exc:  # noqa: BLE001
+            torch.onnx.export(
+                target,
+                tensors,
+                str(onnx_path),
+                dynamo=False,
+                opset_version=opts.target_opset,
+                input_names=input_names,
+                dynamic_axes=dynamic,
+            )
+    except Exception as exc:
         raise _export_error(exc, "the TorchScript exporter") from None
     if opts.static:
         notes.append(f"static shapes {', '.join(f'{n}={_fmt(shapes[n])}' for n in input_names)}")
@@ -237,13 +264,23 @@ def _load_torchscript(path: Path, opts: FrontendOptions) -> Imported:
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         call = []
         for name, *_ in args:
-            call.append(torch.from_numpy(np.ascontiguousarray(feeds[name])) if name in input_names else bound.get(name))
+            call.append(
+                torch.from_numpy(np.ascontiguousarray(feeds[name]))
+                if name in input_names
+                else bound.get(name)
+            )
         fresh = copy.deepcopy(module)  # a stateful module starts from the saved state every time
         with torch.no_grad():
             return _numpy(_flatten(fresh(*call)))
 
-    return _finish(onnx_path, opts, input_names=input_names, run=run,
-                   converter="torch.onnx TorchScript exporter", notes=notes)
+    return _finish(
+        onnx_path,
+        opts,
+        input_names=input_names,
+        run=run,
+        converter="torch.onnx TorchScript exporter",
+        notes=notes,
+    )
 
 
 _LITERALS = (bool, int, float, str, type(None))
@@ -281,8 +318,10 @@ def _bound_wrapper(module, args, tensor_names: list[str], bound: dict[str, Any],
             continue
         value = bound[name]
         if not _is_literal(value):
-            raise UsageError(f"forward argument {name!r} ({type_text}) defaults to {value!r}, which cannot be "
-                             f"written as a constant; bind it with --input-value {name}=VALUE")
+            raise UsageError(
+                f"forward argument {name!r} ({type_text}) defaults to {value!r}, which cannot be "
+                f"written as a constant; bind it with --input-value {name}=VALUE"
+            )
         call.append(repr(value))
     params = ", ".join(f"{n}: torch.Tensor" for n in tensor_names)
     source = textwrap.dedent(f"""\
@@ -307,9 +346,11 @@ def _bound_wrapper(module, args, tensor_names: list[str], bound: dict[str, Any],
         spec.loader.exec_module(wrapper_mod)
         with quiet(*_LOGGERS):
             return torch.jit.script(wrapper_mod.Bound(copy.deepcopy(module)))
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"cannot bind the non-tensor arguments ({', '.join(f'{k}={v!r}' for k, v in bound.items())}): "
-                         f"{short(exc, 200)}") from None
+    except Exception as exc:
+        raise UsageError(
+            f"cannot bind the non-tensor arguments ({', '.join(f'{k}={v!r}' for k, v in bound.items())}): "
+            f"{short(exc, 200)}"
+        ) from None
     finally:
         sys.modules.pop(mod_name, None)
 
@@ -341,7 +382,7 @@ def check_pt2_safe(path: Path, trust_remote_code: bool) -> None:
         if not any(n.endswith("models/model.json") or re.search(r"models/[^/]+\.json$", n) for n in names):
             raise UsageError(f"{path}: not a torch.export archive (no models/*.json)")
         for n in names:
-            if n.endswith("_weights_config.json") or n.endswith("_constants_config.json"):
+            if n.endswith(("_weights_config.json", "_constants_config.json")):
                 try:
                     config = json.loads(zf.read(n)).get("config", {})
                 except (ValueError, AttributeError):
@@ -350,12 +391,15 @@ def check_pt2_safe(path: Path, trust_remote_code: bool) -> None:
                     pname = str(meta.get("path_name", ""))
                     if meta.get("use_pickle") or pname.startswith(("custom_obj_", "opaque_obj_")):
                         risky.append(fqn)
-            elif "/data/sample_inputs/" in n or "/data/weights/" in n and n.endswith(".pt") \
-                    or "/data/constants/" in n and n.endswith(".pt"):
+            elif (
+                "/data/sample_inputs/" in n
+                or ("/data/weights/" in n and n.endswith(".pt"))
+                or ("/data/constants/" in n and n.endswith(".pt"))
+            ):
                 try:
                     with quiet(*_LOGGERS):
                         torch.load(io.BytesIO(zf.read(n)), weights_only=True, map_location="cpu")
-                except Exception:  # noqa: BLE001
+                except Exception:
                     risky.append(n.split("/", 1)[-1])
     if risky:
         raise UsageError(
@@ -371,7 +415,7 @@ def _load_ep(path: Path, opts: FrontendOptions):
     try:
         with quiet(*_LOGGERS):
             return torch.export.load(str(path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UsageError(f"{path}: not a loadable torch.export archive ({short(exc, 160)})") from None
 
 
@@ -397,8 +441,10 @@ def _load_exported(path: Path, opts: FrontendOptions) -> Imported:
     from torch.utils import _pytree as pytree
 
     if opts.input_values:
-        raise UsageError("--input-value does not apply to .pt2 archives: torch.export already made "
-                         "non-tensor arguments constants")
+        raise UsageError(
+            "--input-value does not apply to .pt2 archives: torch.export already made "
+            "non-tensor arguments constants"
+        )
     opts.on_step(f"PyTorch: loading {path.name}")
     ep = _load_ep(path, opts)
     placeholders = _ep_inputs(ep)
@@ -415,7 +461,9 @@ def _load_exported(path: Path, opts: FrontendOptions) -> Imported:
     sym = {n: _sym_shape(v) for n, v in placeholders}
     unknown = sorted(set(opts.input_shapes) - set(names) - {""})
     if unknown:
-        raise UsageError(f"--input-shape names unknown input(s) {', '.join(unknown)}; inputs are {', '.join(names)}")
+        raise UsageError(
+            f"--input-shape names unknown input(s) {', '.join(unknown)}; inputs are {', '.join(names)}"
+        )
     program = ep
     if opts.static and any(isinstance(d, str) for s in sym.values() for d in (s or [])):
         from tensorsmith.shapes import InputSpec, resolve_shapes
@@ -423,14 +471,14 @@ def _load_exported(path: Path, opts: FrontendOptions) -> Imported:
         specs = [InputSpec(n, np.dtype("float32"), sym[n] or []) for n in names]
         concrete, _ = resolve_shapes(specs, opts.input_shapes)
         flat = list(flat_example)
-        for i, n in zip(tensor_leaves, names):
+        for i, n in zip(tensor_leaves, names, strict=False):
             flat[i] = torch.zeros(concrete[n], dtype=dtypes[n])
         args, kwargs = pytree.tree_unflatten(flat, in_spec)
         opts.on_step("torch.export: re-exporting with static shapes")
         try:
             with quiet(*_LOGGERS):
                 program = torch.export.export(ep.module(), tuple(args), kwargs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _export_error(exc, "torch.export (static re-export)") from None
         notes.append(f"static shapes {', '.join(f'{n}={_fmt(concrete[n])}' for n in names)}")
     onnx_path = opts.work_dir / "converted.onnx"
@@ -439,14 +487,15 @@ def _load_exported(path: Path, opts: FrontendOptions) -> Imported:
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         flat = list(flat_example)
-        for i, n in zip(tensor_leaves, names):
+        for i, n in zip(tensor_leaves, names, strict=False):
             flat[i] = torch.from_numpy(np.ascontiguousarray(feeds[n]))
         args, kwargs = pytree.tree_unflatten(flat, in_spec)
         with torch.no_grad():
             return _numpy(_flatten(module(*args, **kwargs)))
 
-    return _finish(onnx_path, opts, input_names=names, run=run,
-                   converter="torch.onnx dynamo exporter", notes=notes)
+    return _finish(
+        onnx_path, opts, input_names=names, run=run, converter="torch.onnx dynamo exporter", notes=notes
+    )
 
 
 def _dynamo_export(program, onnx_path: Path, opts: FrontendOptions, **kwargs) -> None:
@@ -454,10 +503,11 @@ def _dynamo_export(program, onnx_path: Path, opts: FrontendOptions, **kwargs) ->
     opts.on_step("torch.onnx: dynamo exporter")
     try:
         with quiet(*_LOGGERS), quiet_native():
-            onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opts.target_opset,
-                                             optimize=False, verbose=False, **kwargs)
+            onnx_program = torch.onnx.export(
+                program, dynamo=True, opset_version=opts.target_opset, optimize=False, verbose=False, **kwargs
+            )
             onnx_program.save(str(onnx_path))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _export_error(exc, "the dynamo exporter") from None
 
 
@@ -475,10 +525,12 @@ def _import_factory(spec: str):
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise UsageError(f"{spec}: cannot import module {module_name!r}: {type(exc).__name__}: {short(exc, 160)}") from None
+        raise UsageError(
+            f"{spec}: cannot import module {module_name!r}: {type(exc).__name__}: {short(exc, 160)}"
+        ) from None
     finally:
         if added:
             with contextlib.suppress(ValueError):
@@ -498,9 +550,11 @@ def load_weights(path: Path, trust_remote_code: bool) -> tuple[dict, str | None]
     try:
         with quiet(*_LOGGERS):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError for a non-zip file...
+    except Exception as exc:
         text = " ".join(str(exc).split())
-        refused = "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(exc).__name__
+        refused = (
+            "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(exc).__name__
+        )
         if not refused:
             raise UsageError(f"--weights {path}: not a readable PyTorch file ({short(exc, 160)})") from None
         if not trust_remote_code:
@@ -529,8 +583,10 @@ def _build_factory(spec: str, opts: FrontendOptions):
     factory = _import_factory(spec)
     try:
         model = factory()
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{spec}: calling the factory failed: {type(exc).__name__}: {short(exc, 160)}") from None
+    except Exception as exc:
+        raise UsageError(
+            f"{spec}: calling the factory failed: {type(exc).__name__}: {short(exc, 160)}"
+        ) from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"{spec}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
     notes = []
@@ -542,9 +598,13 @@ def _build_factory(spec: str, opts: FrontendOptions):
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             text = " ".join(str(exc).split())
-            raise UsageError(f"--weights {opts.weights} does not fit {spec}: {short(Exception(text), 240)}") from None
-        notes.append(f"weights from {Path(opts.weights).name} ({len(state)} tensors, weights_only=True"
-                     f"{'' if not note else ' refused; full unpickle'})")
+            raise UsageError(
+                f"--weights {opts.weights} does not fit {spec}: {short(Exception(text), 240)}"
+            ) from None
+        notes.append(
+            f"weights from {Path(opts.weights).name} ({len(state)} tensors, weights_only=True"
+            f"{'' if not note else ' refused; full unpickle'})"
+        )
     else:
         notes.append("no --weights: the factory's own initial weights")
     return model.eval(), notes
@@ -563,12 +623,19 @@ def _load_factory(spec: str, opts: FrontendOptions) -> Imported:
     names = [p.name for p in params]
     unknown = sorted(set(opts.input_values) - set(names))
     if unknown:
-        raise UsageError(f"--input-value names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}")
+        raise UsageError(
+            f"--input-value names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}"
+        )
     unknown = sorted(set(opts.input_shapes) - set(names) - {""})
     if unknown:
-        raise UsageError(f"--input-shape names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}")
-    tensors = [p for p in params if p.name not in opts.input_values
-               and (p.default is p.empty or p.name in opts.input_shapes)]
+        raise UsageError(
+            f"--input-shape names unknown argument(s) {', '.join(unknown)}; forward takes {', '.join(names)}"
+        )
+    tensors = [
+        p
+        for p in params
+        if p.name not in opts.input_values and (p.default is p.empty or p.name in opts.input_shapes)
+    ]
     kwargs: dict[str, Any] = {}
     shapes: dict[str, list[int]] = {}
     bound: dict[str, Any] = {}
@@ -579,21 +646,26 @@ def _load_factory(spec: str, opts: FrontendOptions) -> Imported:
         elif p in tensors:
             ann = p.annotation
             if ann in (int, float, bool, str) or ann in ("int", "float", "bool", "str"):
-                raise UsageError(f"forward argument {p.name!r} is a {getattr(ann, '__name__', ann)}, not a tensor: "
-                                 f"bind it with --input-value {p.name}=VALUE")
+                raise UsageError(
+                    f"forward argument {p.name!r} is a {getattr(ann, '__name__', ann)}, not a tensor: "
+                    f"bind it with --input-value {p.name}=VALUE"
+                )
             shapes[p.name] = _shape_for(p.name, opts, len(tensors), f"{spec} forward({', '.join(names)})")
             kwargs[p.name] = torch.zeros(_example_shape(shapes[p.name], opts))
     input_names = list(kwargs)
     dynamic = None
     if not opts.static:
         batch = torch.export.Dim(BATCH_DIM, min=1)
-        dynamic = {n: ({0: batch} if n in kwargs and shapes[n] else None) for n in names
-                   if n in kwargs or n in bound}
+        dynamic = {
+            n: ({0: batch} if n in kwargs and shapes[n] else None) for n in names if n in kwargs or n in bound
+        }
     opts.on_step("torch.export: tracing the module")
     try:
         with quiet(*_LOGGERS), torch.no_grad():
-            program = torch.export.export(model, (), {**kwargs, **bound}, dynamic_shapes=dynamic, strict=False)
-    except Exception as exc:  # noqa: BLE001
+            program = torch.export.export(
+                model, (), {**kwargs, **bound}, dynamic_shapes=dynamic, strict=False
+            )
+    except Exception as exc:
         err = _export_error(exc, "torch.export")
         if dynamic and ("specializ" in str(exc) or "Constraints violated" in str(exc)):
             err.hint = "the batch dimension cannot be dynamic for this model; pass --static"
@@ -608,8 +680,9 @@ def _load_factory(spec: str, opts: FrontendOptions) -> Imported:
         with torch.no_grad():
             return _numpy(_flatten(model(**call, **bound)))
 
-    return _finish(onnx_path, opts, input_names=input_names, run=run,
-                   converter="torch.onnx dynamo exporter", notes=notes)
+    return _finish(
+        onnx_path, opts, input_names=input_names, run=run, converter="torch.onnx dynamo exporter", notes=notes
+    )
 
 
 # ---------------------------------------------------------------------------- entry
@@ -662,10 +735,20 @@ def inspect(path: str | os.PathLike, fmt: str | None = None) -> dict:
         info.update(
             file_bytes=dir_bytes(p),
             producer="TorchScript",
-            inputs=[spec_dict(n, "float32" if _is_tensor_type(t) else None, None) | {"type": t}
-                    for n, t, *_ in args],
-            outputs=[{"name": "output", "dtype": None, "shape": None,
-                      "type": str(module.forward.schema.returns[0].type) if module.forward.schema.returns else None}],
+            inputs=[
+                spec_dict(n, "float32" if _is_tensor_type(t) else None, None) | {"type": t}
+                for n, t, *_ in args
+            ],
+            outputs=[
+                {
+                    "name": "output",
+                    "dtype": None,
+                    "shape": None,
+                    "type": str(module.forward.schema.returns[0].type)
+                    if module.forward.schema.returns
+                    else None,
+                }
+            ],
             nodes=sum(ops.values()) or None,
             ops=dict(sorted(ops.items(), key=lambda kv: -kv[1])),
             parameters=params,
@@ -675,8 +758,9 @@ def inspect(path: str | os.PathLike, fmt: str | None = None) -> dict:
         p = Path(path)
         opts = FrontendOptions(format=fmt, work_dir=p.parent)
         ep = _load_ep(p, opts)
-        params, nbytes = _param_stats([*ep.state_dict.values(), *[c for c in ep.constants.values()
-                                                                  if isinstance(c, torch.Tensor)]])
+        params, nbytes = _param_stats(
+            [*ep.state_dict.values(), *[c for c in ep.constants.values() if isinstance(c, torch.Tensor)]]
+        )
         ops = {}
         for node in ep.graph.nodes:
             if node.op == "call_function":
@@ -689,8 +773,10 @@ def inspect(path: str | os.PathLike, fmt: str | None = None) -> dict:
             producer="torch.export",
             framework_version=_pt2_version(p),
             inputs=[spec_dict(n, _np_dtype(v), _sym_shape(v)) for n, v in _ep_inputs(ep)],
-            outputs=[spec_dict("output" if len(outs) == 1 else f"output_{i}", _np_dtype(v), _sym_shape(v))
-                     for i, v in enumerate(outs)],
+            outputs=[
+                spec_dict("output" if len(outs) == 1 else f"output_{i}", _np_dtype(v), _sym_shape(v))
+                for i, v in enumerate(outs)
+            ],
             nodes=sum(ops.values()),
             ops=dict(sorted(ops.items(), key=lambda kv: -kv[1])),
             parameters=params,
@@ -726,7 +812,7 @@ def _np_dtype(val) -> str | None:
         return None
     try:
         return np.dtype(torch.empty((), dtype=dt).numpy().dtype).name
-    except Exception:  # noqa: BLE001
+    except Exception:
         return str(dt).replace("torch.", "")
 
 
@@ -741,6 +827,6 @@ def _pt2_version(path: Path) -> str | None:
                     if isinstance(ver, dict):
                         return f"schema {ver.get('major')}.{ver.get('minor')}"
                     return str(ver) if ver else None
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return None

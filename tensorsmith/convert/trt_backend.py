@@ -55,9 +55,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -106,8 +106,10 @@ class TrtOptions:
         if self.builder_opt_level is not None and not 0 <= self.builder_opt_level <= 5:
             raise UsageError("--builder-opt-level must be 0..5")
         if self.hardware_compat is not None and self.hardware_compat.lower() not in HARDWARE_COMPAT:
-            raise UsageError(f"--hardware-compat {self.hardware_compat}: expected none, ampere_plus or "
-                             "same_compute_capability")
+            raise UsageError(
+                f"--hardware-compat {self.hardware_compat}: expected none, ampere_plus or "
+                "same_compute_capability"
+            )
         if self.precision not in (None, "auto", "fp32", "fp16", "int8"):
             raise UsageError(f"--precision {self.precision}: expected fp32, fp16 or int8")
         if self.workspace is not None and self.workspace <= 0:
@@ -132,7 +134,13 @@ class ParserError:
     message: str
 
     def to_dict(self) -> dict:
-        return {"node": self.node, "name": self.name, "op": self.op, "code": self.code, "message": self.message}
+        return {
+            "node": self.node,
+            "name": self.name,
+            "op": self.op,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -204,7 +212,9 @@ def parse_workspace(text: str | None) -> int | None:
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -325,22 +335,30 @@ def select_mode(major: int, graph, requested: str | None) -> NetworkMode:
     if requested == "int8" and not graph.has_qdq:
         raise ConversionError(
             "INT8 asked for, but the graph has no QuantizeLinear/DequantizeLinear; tensorsmith builds INT8 "
-            "engines from explicit Q/DQ only", hint="convert with --precision int8 first",
+            "engines from explicit Q/DQ only",
+            hint="convert with --precision int8 first",
         )
     if major >= 11:
         if requested == "fp16" and not (graph.fp16 or graph.bf16):
             raise ConversionError(
                 "FP16 asked for, but the graph is FP32 and TensorRT 11 builds strongly typed networks only "
-                "(the precision must be in the ONNX)", hint="convert with --precision fp16 first",
+                "(the precision must be in the ONNX)",
+                hint="convert with --precision fp16 first",
             )
         return NetworkMode(True, [], compute, text, ["TensorRT 11: strongly typed (the only mode)"])
     if requested == "fp16" and not (graph.fp16 or graph.bf16):
         flags = ["FP16"] + (["INT8"] if graph.has_qdq else [])
-        return NetworkMode(False, flags, "int8" if graph.has_qdq else "fp16", text,
-                           ["TensorRT 10: FP32 graph built with the FP16 flag (weak typing)"])
+        return NetworkMode(
+            False,
+            flags,
+            "int8" if graph.has_qdq else "fp16",
+            text,
+            ["TensorRT 10: FP32 graph built with the FP16 flag (weak typing)"],
+        )
     if typed:
-        return NetworkMode(True, [], compute, text,
-                           ["TensorRT 10: strongly typed (the graph carries its precision)"])
+        return NetworkMode(
+            True, [], compute, text, ["TensorRT 10: strongly typed (the graph carries its precision)"]
+        )
     return NetworkMode(False, [], "fp32", text)
 
 
@@ -357,7 +375,7 @@ def _make_logger(trt):
             self.errors: list[str] = []
             self.warnings: list[str] = []
 
-        def log(self, severity, msg):  # noqa: D401 - TensorRT callback
+        def log(self, severity, msg):
             text = " ".join(str(msg).split())
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(text)
@@ -404,7 +422,7 @@ def build_engine(
         raise UsageError(
             f"no optimization profile for dynamic input(s) {res.missing_text(specs)}",
             hint="give --shapes NAME=MIN:OPT:MAX for each (only a lone dynamic batch axis gets the default "
-                 f"1:1:{options.max_batch})",
+            f"1:1:{options.max_batch})",
         )
     report.profiles = {k: v.to_dict() for k, v in res.profiles.items()}
     report.notes.extend(res.notes)
@@ -465,7 +483,9 @@ def build_engine(
     if serialized is None:
         report.status = "failed"
         why = "; ".join(logger.errors[-3:]) or "no error message from TensorRT"
-        raise _with_job(ConversionError(f"TensorRT could not build an engine from {onnx_path}: {why}"), report)
+        raise _with_job(
+            ConversionError(f"TensorRT could not build an engine from {onnx_path}: {why}"), report
+        )
     plan = bytes(memoryview(serialized))
     report.plan_bytes = len(plan)
     report.timing_cache = _save_timing_cache(config, options.timing_cache, cache_state)
@@ -480,14 +500,28 @@ def build_engine(
             step("verify (TensorRT vs onnxruntime)")
             t0 = time.perf_counter()
             report.verification = verify_engine(
-                trt, plan, onnx_path, specs, res.profiles, options.tolerance, precision=mode.precision,
-                verify_data=options.verify_data, version_compat=options.version_compat, logger=logger,
+                trt,
+                plan,
+                onnx_path,
+                specs,
+                res.profiles,
+                options.tolerance,
+                precision=mode.precision,
+                verify_data=options.verify_data,
+                version_compat=options.version_compat,
+                logger=logger,
             )
             report.seconds["verify"] = time.perf_counter() - t0
             if not report.verification.passed:
                 vr = report.verification
-                raise _with_job(job_failed(report, vr, "the TensorRT engine differs from onnxruntime: "
-                                           + failure_summary(vr, more=False)), report)
+                raise _with_job(
+                    job_failed(
+                        report,
+                        vr,
+                        "the TensorRT engine differs from onnxruntime: " + failure_summary(vr, more=False),
+                    ),
+                    report,
+                )
         sidecar = sidecar_contents(report, onnx_path, options)
         (tmp / sidecar_path(plan_path).name).write_text(json.dumps(sidecar, indent=2) + "\n")
         os.replace(staged_plan, plan_path)
@@ -509,13 +543,15 @@ def _parser_errors(parser) -> list[ParserError]:
     for i in range(parser.num_errors):
         e = parser.get_error(i)
         node = _call(e, "node")
-        out.append(ParserError(
-            node=node if isinstance(node, int) and node >= 0 else None,
-            name=str(_call(e, "node_name") or ""),
-            op=str(_call(e, "node_operator") or ""),
-            code=_enum_name(_call(e, "code")),
-            message=" ".join(str(_call(e, "desc") or e).split()),
-        ))
+        out.append(
+            ParserError(
+                node=node if isinstance(node, int) and node >= 0 else None,
+                name=str(_call(e, "node_name") or ""),
+                op=str(_call(e, "node_operator") or ""),
+                code=_enum_name(_call(e, "code")),
+                message=" ".join(str(_call(e, "desc") or e).split()),
+            )
+        )
     return out
 
 
@@ -546,10 +582,15 @@ def _parse_failure(onnx_path, report: BuildReport, logger) -> ConversionError:
         where = f"node {e.name!r}" if e.name else (f"node #{e.node}" if e.node is not None else "graph")
         parts.append(f"{where} ({e.op or '?'}): {e.message}")
     more = f" (+{len(errs) - 3} more, see --json)" if len(errs) > 3 else ""
-    return _with_job(ConversionError(
-        f"TensorRT's ONNX parser failed on {len(errs)} node(s) of {onnx_path}: " + "; ".join(parts) + more,
-        hint="`tensorsmith lint MODEL.onnx --for trt` lists what TensorRT does not support",
-    ), report)
+    return _with_job(
+        ConversionError(
+            f"TensorRT's ONNX parser failed on {len(errs)} node(s) of {onnx_path}: "
+            + "; ".join(parts)
+            + more,
+            hint="`tensorsmith lint MODEL.onnx --for trt` lists what TensorRT does not support",
+        ),
+        report,
+    )
 
 
 def _add_profile(trt, builder, network, config, profiles: dict[str, Profile]) -> None:
@@ -564,9 +605,10 @@ def _add_profile(trt, builder, network, config, profiles: dict[str, Profile]) ->
                     "tensorsmith build does not set shape-tensor profiles"
                 )
             if tensor.name not in profiles:
-                raise UsageError(f"no optimization profile for dynamic input {tensor.name!r} "
-                                 f"(shape {shape} in TensorRT)",
-                                 hint=f"give --shapes {tensor.name}=MIN:OPT:MAX")
+                raise UsageError(
+                    f"no optimization profile for dynamic input {tensor.name!r} (shape {shape} in TensorRT)",
+                    hint=f"give --shapes {tensor.name}=MIN:OPT:MAX",
+                )
             dynamic.append(tensor.name)
     if not dynamic:
         return
@@ -678,7 +720,9 @@ def sidecar_contents(report: BuildReport, onnx_path, options: TrtOptions) -> dic
             "timing_cache": str(options.timing_cache) if options.timing_cache else None,
             "max_batch": options.max_batch,
         },
-        "verification": None if report.verification is None else {
+        "verification": None
+        if report.verification is None
+        else {
             "passed": report.verification.passed,
             "max_abs_diff": report.verification.max_abs_diff,
             "rtol": report.verification.tolerance.rtol,
@@ -694,9 +738,20 @@ def sidecar_contents(report: BuildReport, onnx_path, options: TrtOptions) -> dic
 # running an engine (verification)
 
 
-def verify_engine(trt, plan: bytes, onnx_path, specs, profiles: dict[str, Profile], tol: Tolerance | None, *,
-                  precision: str = "fp32", verify_data=None, version_compat: bool = False, logger=None,
-                  memory=None) -> VerificationReport:
+def verify_engine(
+    trt,
+    plan: bytes,
+    onnx_path,
+    specs,
+    profiles: dict[str, Profile],
+    tol: Tolerance | None,
+    *,
+    precision: str = "fp32",
+    verify_data=None,
+    version_compat: bool = False,
+    logger=None,
+    memory=None,
+) -> VerificationReport:
     """Run the engine and onnxruntime on the same inputs; compare every output.
 
     The gate: ``tol`` when given (``--rtol/--atol``); else, for an FP16/BF16/INT8
@@ -713,12 +768,16 @@ def verify_engine(trt, plan: bytes, onnx_path, specs, profiles: dict[str, Profil
         for k, s in enumerate(samples):
             for name, arr in s.items():
                 p = profiles.get(name)
-                if p and not all(lo <= d <= hi for lo, d, hi in zip(p.min, arr.shape, p.max)):
-                    raise UsageError(f"--verify-data sample {k}: {name} shape {list(arr.shape)} is outside "
-                                     f"its profile {p.text()}")
+                if p and not all(lo <= d <= hi for lo, d, hi in zip(p.min, arr.shape, p.max, strict=False)):
+                    raise UsageError(
+                        f"--verify-data sample {k}: {name} shape {list(arr.shape)} is outside "
+                        f"its profile {p.text()}"
+                    )
         source = str(verify_data)
     else:
-        opt = {s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs}
+        opt = {
+            s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs
+        }
         samples = [random_inputs(specs, opt)]
         mx = {s.name: (profiles[s.name].max if s.name in profiles else opt[s.name]) for s in specs}
         if mx != opt:
@@ -728,8 +787,10 @@ def verify_engine(trt, plan: bytes, onnx_path, specs, profiles: dict[str, Profil
     try:
         sess = ort_session(onnx_path)
     except Exception as exc:
-        raise UsageError(f"onnxruntime cannot load {onnx_path} for verification: {' '.join(str(exc).split())[:200]}",
-                         hint="skip the check with --no-verify") from None
+        raise UsageError(
+            f"onnxruntime cannot load {onnx_path} for verification: {' '.join(str(exc).split())[:200]}",
+            hint="skip the check with --no-verify",
+        ) from None
     use_gate = tol is None and precision in ("fp16", "bf16", "int8")
     if tol is None:
         tol = PRECISION_TOLERANCE.get(precision, PRECISION_TOLERANCE["fp32"])
@@ -758,14 +819,22 @@ def verify_engine(trt, plan: bytes, onnx_path, specs, profiles: dict[str, Profil
 
         try:
             from tensorsmith.precision.gate import class_score_outputs
+
             classes = class_score_outputs(load_proto(onnx_path))
         except ImportError:
             classes = set()
         gate_passed = apply_precision_gate(outputs, refs, gots, precision, classes, notes)
         passed = passed if gate_passed is None else gate_passed
     shapes_used = {k: list(v.shape) for k, v in samples[0].items()}
-    return VerificationReport(passed=passed, outputs=outputs, samples=len(samples),
-                              input_source=source, input_shapes=shapes_used, notes=notes, tolerance=tol)
+    return VerificationReport(
+        passed=passed,
+        outputs=outputs,
+        samples=len(samples),
+        input_source=source,
+        input_shapes=shapes_used,
+        notes=notes,
+        tolerance=tol,
+    )
 
 
 def apply_precision_gate(outputs, refs, gots, precision: str, class_outputs: set, notes: list) -> bool | None:
@@ -783,8 +852,10 @@ def apply_precision_gate(outputs, refs, gots, precision: str, class_outputs: set
         m = metrics.get(o.name)
         if m is not None:
             o.passed, o.reason = m.passed, m.reason
-    notes.append(f"{precision} result judged by the precision gate {thresholds.to_dict()} "
-                 f"(worst cosine {result.worst_cosine:.5f}); max abs diff shown for information")
+    notes.append(
+        f"{precision} result judged by the precision gate {thresholds.to_dict()} "
+        f"(worst cosine {result.worst_cosine:.5f}); max abs diff shown for information"
+    )
     return result.passed
 
 
@@ -869,8 +940,10 @@ def device_memory():
             return _TorchMemory(torch)
     if importlib.util.find_spec("cuda") is not None:
         return _CudaPythonMemory()
-    raise ConversionError("verifying a TensorRT engine needs torch with CUDA or cuda-python "
-                          "(pip install cuda-python) to move tensors to the GPU")
+    raise ConversionError(
+        "verifying a TensorRT engine needs torch with CUDA or cuda-python "
+        "(pip install cuda-python) to move tensors to the GPU"
+    )
 
 
 class _TorchMemory:
@@ -962,8 +1035,13 @@ def prepare(
     path (``OUT.trt.lint.json``). Returns the ``LintReport``."""
     from tensorsmith.lint.trt import lint_trt
 
-    report = lint_trt(onnx_path, shapes=options.shapes, max_batch=options.max_batch,
-                      precision=options.precision, **(lint_options or {}))
+    report = lint_trt(
+        onnx_path,
+        shapes=options.shapes,
+        max_batch=options.max_batch,
+        precision=options.precision,
+        **(lint_options or {}),
+    )
     atomic_write(lint_report_path(plan_path), (json.dumps(report.to_dict(), indent=2) + "\n").encode())
     return report
 
@@ -972,23 +1050,45 @@ def render(report: BuildReport, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"{report.input} -> {report.output or '(not written)'}"), title_justify="left",
-              show_header=False)
+    t = Table(
+        title=escape(f"{report.input} -> {report.output or '(not written)'}"),
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column(style="bold")
     t.add_column()
     mode = report.mode
     rows = [
         ("TensorRT", report.tensorrt_version),
-        ("GPU", None if not report.gpu else f"{report.gpu.get('name')} (compute {report.gpu.get('compute_capability')})"),
-        ("precision", None if not mode else f"{mode.precision} (graph {mode.graph}; "
-                                            f"{'strongly' if mode.strongly_typed else 'weakly'} typed"
-                                            f"{'; flags ' + ', '.join(mode.builder_flags) if mode.builder_flags else ''})"),
-        ("profiles", "; ".join(f"{k} {Profile(v['min'], v['opt'], v['max']).text()}" for k, v in report.profiles.items())
-         or "static shapes"),
+        (
+            "GPU",
+            None
+            if not report.gpu
+            else f"{report.gpu.get('name')} (compute {report.gpu.get('compute_capability')})",
+        ),
+        (
+            "precision",
+            None
+            if not mode
+            else f"{mode.precision} (graph {mode.graph}; "
+            f"{'strongly' if mode.strongly_typed else 'weakly'} typed"
+            f"{'; flags ' + ', '.join(mode.builder_flags) if mode.builder_flags else ''})",
+        ),
+        (
+            "profiles",
+            "; ".join(
+                f"{k} {Profile(v['min'], v['opt'], v['max']).text()}" for k, v in report.profiles.items()
+            )
+            or "static shapes",
+        ),
         ("plan", f"{report.plan_bytes:,} B" if report.plan_bytes else None),
-        ("timing cache", None if not report.timing_cache else
-         f"{report.timing_cache['path']} ({report.timing_cache.get('loaded_bytes', 0):,} B in, "
-         f"{report.timing_cache.get('written_bytes', 0):,} B out)"),
+        (
+            "timing cache",
+            None
+            if not report.timing_cache
+            else f"{report.timing_cache['path']} ({report.timing_cache.get('loaded_bytes', 0):,} B in, "
+            f"{report.timing_cache.get('written_bytes', 0):,} B out)",
+        ),
         ("time", ", ".join(f"{k} {v:.2f} s" for k, v in report.seconds.items())),
     ]
     for k, v in rows:
@@ -997,23 +1097,43 @@ def render(report: BuildReport, console) -> None:
     console.print(t)
     vr = report.verification
     if vr is not None:
-        v = Table(title=f"verification vs onnxruntime ({vr.input_source}, {vr.samples} sample(s), "
-                        f"rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
-                  title_justify="left", header_style="bold")
+        v = Table(
+            title=f"verification vs onnxruntime ({vr.input_source}, {vr.samples} sample(s), "
+            f"rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
+            title_justify="left",
+            header_style="bold",
+        )
         v.add_column("output")
         v.add_column("max abs diff", justify="right")
         v.add_column("max rel diff", justify="right")
         v.add_column("ok")
         for o in vr.outputs:
-            v.add_row(escape(o.name), f"{o.max_abs_diff:.3g}", f"{o.max_rel_diff:.3g}",
-                      "[green]yes[/green]" if o.passed else f"[red]no[/red] {escape(o.reason)}")
+            v.add_row(
+                escape(o.name),
+                f"{o.max_abs_diff:.3g}",
+                f"{o.max_rel_diff:.3g}",
+                "[green]yes[/green]" if o.passed else f"[red]no[/red] {escape(o.reason)}",
+            )
         console.print(v)
     for n in report.notes:
         console.print(f"[dim]note:[/dim] {escape(n)}")
 
 
 __all__ = [
-    "BuildReport", "EngineRunner", "NetworkMode", "PRECISION_TOLERANCE", "TrtOptions", "build_command",
-    "build_engine", "import_tensorrt", "missing_for_build", "parse_workspace", "prepare", "prepared_onnx_path",
-    "select_mode", "sidecar_contents", "sidecar_path", "verify_engine",
+    "PRECISION_TOLERANCE",
+    "BuildReport",
+    "EngineRunner",
+    "NetworkMode",
+    "TrtOptions",
+    "build_command",
+    "build_engine",
+    "import_tensorrt",
+    "missing_for_build",
+    "parse_workspace",
+    "prepare",
+    "prepared_onnx_path",
+    "select_mode",
+    "sidecar_contents",
+    "sidecar_path",
+    "verify_engine",
 ]

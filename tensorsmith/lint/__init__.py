@@ -97,8 +97,7 @@ def render(report: LintReport, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    head = (f"lint {escape(report.model)} for TensorRT {report.target_version} "
-            f"(precision {report.precision})")
+    head = f"lint {escape(report.model)} for TensorRT {report.target_version} (precision {report.precision})"
     if report.clean:
         console.print(f"{head}: [green]clean[/green]")
     else:
@@ -112,9 +111,11 @@ def render(report: LintReport, console) -> None:
             sev = "[red]error[/red]" if f.severity == "error" else "[yellow]warning[/yellow]"
             t.add_row(sev, f.rule, escape(f.node or f.tensor or ""), escape(f.op or ""), escape(f.message))
         console.print(t)
-        console.print(f"{len(report.errors)} error(s), {len(report.findings) - len(report.errors)} warning(s)")
+        console.print(
+            f"{len(report.errors)} error(s), {len(report.findings) - len(report.errors)} warning(s)"
+        )
     for note in report.notes:
         console.print(f"[dim]note:[/dim] {escape(note)}")
 
 
-__all__ = ["Finding", "LintReport", "TARGETS", "lint_file", "render"]
+__all__ = ["TARGETS", "Finding", "LintReport", "lint_file", "render"]

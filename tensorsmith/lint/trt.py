@@ -38,8 +38,7 @@ from onnx import TensorProto, numpy_helper
 
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, parse_profile_specs, resolve_profiles
 from tensorsmith.errors import UsageError
-from tensorsmith.lint import Finding, LintReport
-from tensorsmith.lint import trt_ops
+from tensorsmith.lint import Finding, LintReport, trt_ops
 
 FP16_MAX = 65504.0
 
@@ -66,11 +65,28 @@ RULES = {
 _DT = TensorProto
 _FLOATS = {_DT.FLOAT, _DT.FLOAT16, _DT.BFLOAT16, _DT.DOUBLE}
 _TYPE_NAMES = {
-    _DT.FLOAT: "FP32", _DT.FLOAT16: "FP16", _DT.BFLOAT16: "BF16", _DT.DOUBLE: "DOUBLE",
-    _DT.INT32: "INT32", _DT.INT64: "INT64", _DT.INT8: "INT8", _DT.UINT8: "UINT8", _DT.BOOL: "BOOL",
+    _DT.FLOAT: "FP32",
+    _DT.FLOAT16: "FP16",
+    _DT.BFLOAT16: "BF16",
+    _DT.DOUBLE: "DOUBLE",
+    _DT.INT32: "INT32",
+    _DT.INT64: "INT64",
+    _DT.INT8: "INT8",
+    _DT.UINT8: "UINT8",
+    _DT.BOOL: "BOOL",
 }
-_REDUCE_OPS = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-               "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare"}
+_REDUCE_OPS = {
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+}
 _SUM_REDUCE = {"ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceProd", "ReduceLogSumExp"}
 _ALL_INPUT_OPS = {"Concat", "Sum", "Max", "Min", "Mean", "Where", "Add", "Sub", "Mul", "Div"}
 _RESIZE_COORD = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
@@ -286,8 +302,16 @@ class GraphPrecision:
         return "+".join(parts) or "fp32"
 
 
-_QUANT_NAMES = {_DT.INT8: "int8", _DT.UINT8: "uint8", _DT.INT4: "int4", _DT.UINT4: "uint4",
-                _DT.INT16: "int16", _DT.UINT16: "uint16", _DT.FLOAT8E4M3FN: "fp8", _DT.FLOAT8E5M2: "fp8"}
+_QUANT_NAMES = {
+    _DT.INT8: "int8",
+    _DT.UINT8: "uint8",
+    _DT.INT4: "int4",
+    _DT.UINT4: "uint4",
+    _DT.INT16: "int16",
+    _DT.UINT16: "uint16",
+    _DT.FLOAT8E4M3FN: "fp8",
+    _DT.FLOAT8E5M2: "fp8",
+}
 
 
 def graph_precision(idx: _Index) -> GraphPrecision:
@@ -343,8 +367,11 @@ def lint_trt(
     requested = None if precision in (None, "auto") else precision
 
     report = LintReport(
-        model=str(path), target="trt", target_version=f"{version[0]}.{version[1]}",
-        precision=gp.text(), table=trt_ops.SOURCE,
+        model=str(path),
+        target="trt",
+        target_version=f"{version[0]}.{version[1]}",
+        precision=gp.text(),
+        table=trt_ops.SOURCE,
     )
     if version[0] >= 11:
         report.notes.append("TensorRT 11 table = 10.15 table + Swish + DFT (from the 11.x release notes)")
@@ -355,20 +382,26 @@ def lint_trt(
     weak_fp16 = False
     if requested == "fp16" and not (gp.fp16 or gp.bf16):
         if version[0] >= 11:
-            findings.append(Finding(
-                "precision-not-in-graph", "error",
-                "FP16 asked for, but the graph is FP32 and TensorRT 11 builds strongly typed networks "
-                "only: convert the graph to FP16 first (convert --precision fp16)",
-            ))
+            findings.append(
+                Finding(
+                    "precision-not-in-graph",
+                    "error",
+                    "FP16 asked for, but the graph is FP32 and TensorRT 11 builds strongly typed networks "
+                    "only: convert the graph to FP16 first (convert --precision fp16)",
+                )
+            )
         else:
             weak_fp16 = True
             report.precision = f"{gp.text()} (built with the FP16 flag)"
     if requested == "int8" and not gp.has_qdq:
-        findings.append(Finding(
-            "precision-not-in-graph", "error",
-            "INT8 asked for, but the graph has no QuantizeLinear/DequantizeLinear: TensorRT needs "
-            "explicit Q/DQ (convert --precision int8 first)",
-        ))
+        findings.append(
+            Finding(
+                "precision-not-in-graph",
+                "error",
+                "INT8 asked for, but the graph has no QuantizeLinear/DequantizeLinear: TensorRT needs "
+                "explicit Q/DQ (convert --precision int8 first)",
+            )
+        )
 
     _check_opset(proto, version, findings)
     supported, unsupported = trt_ops.table_for(version)
@@ -390,11 +423,15 @@ def lint_trt(
     for name, axes in res.missing.items():
         shape = by_name[name].shape
         dims = ", ".join(f"{a} ({shape[a] or '?'})" for a in axes)
-        findings.append(Finding(
-            "dynamic-no-profile", "error",
-            f"input {name} has dynamic axes {dims} and no profile (only a lone dynamic batch axis "
-            f"gets the default); give --shapes {name}=MIN:OPT:MAX", tensor=name,
-        ))
+        findings.append(
+            Finding(
+                "dynamic-no-profile",
+                "error",
+                f"input {name} has dynamic axes {dims} and no profile (only a lone dynamic batch axis "
+                f"gets the default); give --shapes {name}=MIN:OPT:MAX",
+                tensor=name,
+            )
+        )
     return report
 
 
@@ -406,14 +443,27 @@ def _check_opset(proto: onnx.ModelProto, version, findings: list[Finding]) -> No
     lo, sure, maybe = trt_ops.opset_range(version)
     ver = f"{version[0]}.{version[1]}"
     if opset < lo:
-        findings.append(Finding("opset", "error", f"opset {opset} is older than TensorRT {ver} imports ({lo}-{maybe}); "
-                                "upgrade with onnx.version_converter"))
+        findings.append(
+            Finding(
+                "opset",
+                "error",
+                f"opset {opset} is older than TensorRT {ver} imports ({lo}-{maybe}); "
+                "upgrade with onnx.version_converter",
+            )
+        )
     elif opset > maybe:
-        findings.append(Finding("opset", "error", f"opset {opset} is newer than TensorRT {ver} documents ({lo}-{maybe})"))
+        findings.append(
+            Finding("opset", "error", f"opset {opset} is newer than TensorRT {ver} documents ({lo}-{maybe})")
+        )
     elif opset > sure:
-        findings.append(Finding("opset", "warning",
-                                f"opset {opset} may be newer than TensorRT {ver} imports (10.0 documents opsets "
-                                f"{lo}-{sure}, 10.15 {lo}-{maybe})"))
+        findings.append(
+            Finding(
+                "opset",
+                "warning",
+                f"opset {opset} may be newer than TensorRT {ver} imports (10.0 documents opsets "
+                f"{lo}-{sure}, 10.15 {lo}-{maybe})",
+            )
+        )
 
 
 def _check_op(idx: _Index, ref: _NodeRef, version, supported, unsupported, findings: list[Finding]) -> None:
@@ -424,18 +474,29 @@ def _check_op(idx: _Index, ref: _NodeRef, version, supported, unsupported, findi
     if domain not in ("", "ai.onnx"):
         if (n.domain, op) in idx.functions:
             return  # a model-local function: TensorRT 10+ imports its body (checked as nodes)
-        findings.append(Finding(
-            "custom-op", "error",
-            f"{domain}::{op} is not an ONNX operator TensorRT imports; it needs a TensorRT plugin "
-            f"registered as {op!r}", node=ref.label, op=f"{domain}::{op}",
-        ))
+        findings.append(
+            Finding(
+                "custom-op",
+                "error",
+                f"{domain}::{op} is not an ONNX operator TensorRT imports; it needs a TensorRT plugin "
+                f"registered as {op!r}",
+                node=ref.label,
+                op=f"{domain}::{op}",
+            )
+        )
         return
     if op not in supported:
         since = trt_ops.ADDED_IN.get(op)
         why = f" (imported from TensorRT {since[0]}.{since[1]})" if since and version < since else ""
-        findings.append(Finding("unsupported-op", "error",
-                                f"{op} is not supported by the TensorRT {ver} ONNX parser{why}",
-                                node=ref.label, op=op))
+        findings.append(
+            Finding(
+                "unsupported-op",
+                "error",
+                f"{op} is not supported by the TensorRT {ver} ONNX parser{why}",
+                node=ref.label,
+                op=op,
+            )
+        )
         return
     _check_restrictions(idx, ref, version, findings)
 
@@ -525,38 +586,66 @@ def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
         scale_name = n.input[1] if len(n.input) > 1 else ""
         scale = idx.array(scale_name) if scale_name else None
         if not scale_name or not idx.is_const(scale_name):
-            findings.append(Finding("qdq-scale", "error", "scale must be a build-time constant (initializer)",
-                                    node=label, op=op, tensor=scale_name or None))
+            findings.append(
+                Finding(
+                    "qdq-scale",
+                    "error",
+                    "scale must be a build-time constant (initializer)",
+                    node=label,
+                    op=op,
+                    tensor=scale_name or None,
+                )
+            )
         elif scale is not None and scale.size and not bool(np.all(scale > 0)):
-            findings.append(Finding("qdq-scale", "error", "scale values must all be > 0",
-                                    node=label, op=op, tensor=scale_name))
+            findings.append(
+                Finding(
+                    "qdq-scale", "error", "scale values must all be > 0", node=label, op=op, tensor=scale_name
+                )
+            )
         # quantized type
         qtype = _qdq_type(idx, n, quantize=quantize)
         if qtype in (_DT.UINT8, _DT.UINT16, _DT.INT16, _DT.UINT4):
             what = _QUANT_NAMES.get(qtype, str(qtype))
             side = "activations" if not _is_weight_qdq(idx, n) else "weights"
-            findings.append(Finding(
-                "qdq-uint8", "error",
-                f"{what} quantization of {side} (asymmetric/unsigned) is not supported: TensorRT "
-                "quantizes to signed int8 with zero point 0 (UINT8 only at network inputs/outputs)",
-                node=label, op=op,
-            ))
+            findings.append(
+                Finding(
+                    "qdq-uint8",
+                    "error",
+                    f"{what} quantization of {side} (asymmetric/unsigned) is not supported: TensorRT "
+                    "quantizes to signed int8 with zero point 0 (UINT8 only at network inputs/outputs)",
+                    node=label,
+                    op=op,
+                )
+            )
         # zero point
         if len(n.input) > 2 and n.input[2]:
             zp_name = n.input[2]
             if not idx.is_const(zp_name):
-                findings.append(Finding("qdq-zero-point", "error", "zero point must be a constant 0",
-                                        node=label, op=op, tensor=zp_name))
+                findings.append(
+                    Finding(
+                        "qdq-zero-point",
+                        "error",
+                        "zero point must be a constant 0",
+                        node=label,
+                        op=op,
+                        tensor=zp_name,
+                    )
+                )
             else:
                 zp = idx.array(zp_name)
                 if zp is not None and zp.size and bool(np.any(zp.astype(np.float64) != 0)):
                     vals = np.unique(zp.astype(np.float64))
                     shown = ", ".join(f"{v:g}" for v in vals[:4]) + (", ..." if vals.size > 4 else "")
-                    findings.append(Finding(
-                        "qdq-zero-point", "error",
-                        f"zero point must be 0 (TensorRT quantization is symmetric); found {shown}",
-                        node=label, op=op, tensor=zp_name,
-                    ))
+                    findings.append(
+                        Finding(
+                            "qdq-zero-point",
+                            "error",
+                            f"zero point must be 0 (TensorRT quantization is symmetric); found {shown}",
+                            node=label,
+                            op=op,
+                            tensor=zp_name,
+                        )
+                    )
         # axis / granularity
         if scale is not None and scale.ndim >= 1 and scale.size > 1:
             _check_qdq_axis(idx, ref, scale, qtype, findings)
@@ -577,16 +666,27 @@ def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findin
     rank = len(data_shape)
     if scale.ndim > 1 or _attr(n, "block_size", 0):
         if qtype not in (_DT.INT4,):
-            findings.append(Finding("qdq-axis", "error",
-                                    "block quantization is only supported for INT4 weights",
-                                    node=ref.label, op=n.op_type))
+            findings.append(
+                Finding(
+                    "qdq-axis",
+                    "error",
+                    "block quantization is only supported for INT4 weights",
+                    node=ref.label,
+                    op=n.op_type,
+                )
+            )
         return
     if not _is_weight_qdq(idx, n):
-        findings.append(Finding(
-            "qdq-axis", "error",
-            f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
-            "activations per tensor (one scale)", node=ref.label, op=n.op_type,
-        ))
+        findings.append(
+            Finding(
+                "qdq-axis",
+                "error",
+                f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
+                "activations per tensor (one scale)",
+                node=ref.label,
+                op=n.op_type,
+            )
+        )
         return
     axis = _attr(n, "axis", 1)
     if rank and axis < 0:
@@ -609,11 +709,16 @@ def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findin
         elif consumer.op == "MatMul" and k == 1 and rank:
             expected = rank - 1
         if expected is not None and axis != expected:
-            findings.append(Finding(
-                "qdq-axis", "error" if consumer.op in ("Conv", "ConvTranspose") else "warning",
-                f"weights of {consumer.op} quantized per channel along axis {axis}; TensorRT expects the "
-                f"output-channel axis {expected}", node=ref.label, op=n.op_type,
-            ))
+            findings.append(
+                Finding(
+                    "qdq-axis",
+                    "error" if consumer.op in ("Conv", "ConvTranspose") else "warning",
+                    f"weights of {consumer.op} quantized per channel along axis {axis}; TensorRT expects the "
+                    f"output-channel axis {expected}",
+                    node=ref.label,
+                    op=n.op_type,
+                )
+            )
             return
 
 
@@ -648,35 +753,50 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
         if t.data_type == _DT.FLOAT16:
             bad = np.isinf(a)
             if bad.any():
-                findings.append(Finding(
-                    "fp16-range", "warning",
-                    f"FP16 constant holds {int(bad.sum())} inf value(s) (overflowed when it was converted?)",
-                    tensor=name, node=_owner(idx, name),
-                ))
+                findings.append(
+                    Finding(
+                        "fp16-range",
+                        "warning",
+                        f"FP16 constant holds {int(bad.sum())} inf value(s) (overflowed when it was converted?)",
+                        tensor=name,
+                        node=_owner(idx, name),
+                    )
+                )
             continue
         finite = np.isfinite(a)
         over = finite & (np.abs(a) > FP16_MAX)
         if over.any():
-            findings.append(Finding(
-                "fp16-range", "warning",
-                f"{int(over.sum())} value(s) beyond +-65504 (largest {float(np.abs(a[over]).max()):.4g}) become "
-                "inf in FP16", tensor=name, node=_owner(idx, name),
-            ))
+            findings.append(
+                Finding(
+                    "fp16-range",
+                    "warning",
+                    f"{int(over.sum())} value(s) beyond +-65504 (largest {float(np.abs(a[over]).max()):.4g}) become "
+                    "inf in FP16",
+                    tensor=name,
+                    node=_owner(idx, name),
+                )
+            )
     layernorm_reduces: set[int] = set()
     for ref in idx.nodes:
         n = ref.node
         if not _fp16_node(idx, n, weak_fp16):
             continue
         if _is_square(idx, n):
-            reduces = [c for c, _ in idx.consumers.get(n.output[0], []) if c.op in ("ReduceMean", "ReduceSum")]
+            reduces = [
+                c for c, _ in idx.consumers.get(n.output[0], []) if c.op in ("ReduceMean", "ReduceSum")
+            ]
             if reduces:
                 layernorm_reduces.update(id(r.node) for r in reduces)
-                findings.append(Finding(
-                    "fp16-layernorm", "warning",
-                    "squares summed by a reduction (a decomposed LayerNorm/RMSNorm variance): they overflow "
-                    "FP16 once |x| > 255; use LayerNormalization (opset >= 17) or keep this subgraph in FP32",
-                    node=ref.label, op=n.op_type,
-                ))
+                findings.append(
+                    Finding(
+                        "fp16-layernorm",
+                        "warning",
+                        "squares summed by a reduction (a decomposed LayerNorm/RMSNorm variance): they overflow "
+                        "FP16 once |x| > 255; use LayerNormalization (opset >= 17) or keep this subgraph in FP32",
+                        node=ref.label,
+                        op=n.op_type,
+                    )
+                )
     for ref in idx.nodes:
         n = ref.node
         if not _fp16_node(idx, n, weak_fp16):
@@ -684,20 +804,28 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
         if n.op_type in _SUM_REDUCE and id(n) not in layernorm_reduces:
             extent = _reduced_extent(idx, n)
             size = f" over {extent} elements" if extent else ""
-            findings.append(Finding(
-                "fp16-reduce", "warning",
-                f"{n.op_type}{size} in FP16 can exceed 65504; keep it in FP32 if the values are large",
-                node=ref.label, op=n.op_type,
-            ))
+            findings.append(
+                Finding(
+                    "fp16-reduce",
+                    "warning",
+                    f"{n.op_type}{size} in FP16 can exceed 65504; keep it in FP32 if the values are large",
+                    node=ref.label,
+                    op=n.op_type,
+                )
+            )
         elif n.op_type == "Exp" and not _max_subtracted(idx, n.input[0]):
             sums = [c for c, _ in idx.consumers.get(n.output[0], []) if c.op in ("ReduceSum",)]
             if sums:
-                findings.append(Finding(
-                    "fp16-softmax", "warning",
-                    "hand-written softmax without subtracting the max: exp() overflows FP16 for "
-                    "inputs above 11.09; use Softmax or subtract ReduceMax first",
-                    node=ref.label, op="Exp",
-                ))
+                findings.append(
+                    Finding(
+                        "fp16-softmax",
+                        "warning",
+                        "hand-written softmax without subtracting the max: exp() overflows FP16 for "
+                        "inputs above 11.09; use Softmax or subtract ReduceMax first",
+                        node=ref.label,
+                        op="Exp",
+                    )
+                )
 
 
 def _owner(idx: _Index, name: str) -> str | None:
@@ -756,14 +884,25 @@ def _reduced_extent(idx: _Index, n: onnx.NodeProto) -> int | None:
 def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
     for vi in idx.graph_inputs:
         if idx.dtype.get(vi.name) == _DT.DOUBLE:
-            findings.append(Finding("double-cast", "warning",
-                                    "DOUBLE input: TensorRT casts it to FLOAT (values clamped to +-FLT_MAX)",
-                                    tensor=vi.name))
+            findings.append(
+                Finding(
+                    "double-cast",
+                    "warning",
+                    "DOUBLE input: TensorRT casts it to FLOAT (values clamped to +-FLT_MAX)",
+                    tensor=vi.name,
+                )
+            )
     for name, t in idx.const.items():
         if t.data_type == _DT.DOUBLE:
-            findings.append(Finding("double-cast", "warning",
-                                    "DOUBLE constant: TensorRT casts it to FLOAT (values clamped to +-FLT_MAX)",
-                                    tensor=name, node=_owner(idx, name)))
+            findings.append(
+                Finding(
+                    "double-cast",
+                    "warning",
+                    "DOUBLE constant: TensorRT casts it to FLOAT (values clamped to +-FLT_MAX)",
+                    tensor=name,
+                    node=_owner(idx, name),
+                )
+            )
     for ref in idx.nodes:
         n = ref.node
         if n.domain not in ("", "ai.onnx"):
@@ -771,13 +910,26 @@ def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
         if n.op_type == "Cast":
             to = _attr(n, "to")
             if to == _DT.DOUBLE:
-                findings.append(Finding("double-cast", "warning",
-                                        "Cast to DOUBLE: TensorRT computes it as FLOAT",
-                                        node=ref.label, op="Cast"))
+                findings.append(
+                    Finding(
+                        "double-cast",
+                        "warning",
+                        "Cast to DOUBLE: TensorRT computes it as FLOAT",
+                        node=ref.label,
+                        op="Cast",
+                    )
+                )
             elif to == _DT.UINT8 and n.output[0] not in idx.graph_outputs:
-                findings.append(Finding("uint8-internal", "warning",
-                                        "Cast to UINT8 inside the network: TensorRT allows UINT8 only as "
-                                        "network input or output", node=ref.label, op="Cast"))
+                findings.append(
+                    Finding(
+                        "uint8-internal",
+                        "warning",
+                        "Cast to UINT8 inside the network: TensorRT allows UINT8 only as "
+                        "network input or output",
+                        node=ref.label,
+                        op="Cast",
+                    )
+                )
             continue
         types = supported.get(n.op_type)
         if not types or "INT64" in types:
@@ -785,12 +937,17 @@ def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
         idxs = range(len(n.input)) if n.op_type in _ALL_INPUT_OPS else [0]
         for k in idxs:
             if k < len(n.input) and n.input[k] and idx.dtype.get(n.input[k]) == _DT.INT64:
-                findings.append(Finding(
-                    "int64-cast", "warning",
-                    f"INT64 input to {n.op_type}, which TensorRT runs in {', '.join(types)}: it is cast to "
-                    "INT32 (values beyond +-2^31 clamp) or the import fails",
-                    node=ref.label, op=n.op_type, tensor=n.input[k],
-                ))
+                findings.append(
+                    Finding(
+                        "int64-cast",
+                        "warning",
+                        f"INT64 input to {n.op_type}, which TensorRT runs in {', '.join(types)}: it is cast to "
+                        "INT32 (values beyond +-2^31 clamp) or the import fails",
+                        node=ref.label,
+                        op=n.op_type,
+                        tensor=n.input[k],
+                    )
+                )
                 break
 
 
@@ -798,4 +955,11 @@ def rules_table() -> list[dict]:
     return [{"rule": k, "description": v} for k, v in RULES.items()]
 
 
-__all__ = ["RULES", "graph_precision", "installed_trt_version", "lint_trt", "parse_trt_version", "rules_table"]
+__all__ = [
+    "RULES",
+    "graph_precision",
+    "installed_trt_version",
+    "lint_trt",
+    "parse_trt_version",
+    "rules_table",
+]

@@ -24,7 +24,9 @@ than 10.x ones; ``tensorsmith lint --json`` reports which table was used.
 
 from __future__ import annotations
 
-SOURCE = "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15, opset 9-24) + changelogs; see module docstring"
+SOURCE = (
+    "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15, opset 9-24) + changelogs; see module docstring"
+)
 
 # Newest version each table describes; ``lint --trt-version 10.x`` means 10.15.
 LATEST = {10: (10, 15), 11: (11, 2)}

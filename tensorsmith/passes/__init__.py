@@ -42,9 +42,7 @@ def resolve(names: list[str] | None = None, skip: list[str] | None = None) -> li
     skip = list(skip or [])
     for name in [*chosen, *skip]:
         if name not in PASSES:
-            raise UsageError(
-                f"unknown pass {name!r}; known passes: {', '.join(PASSES)}"
-            )
+            raise UsageError(f"unknown pass {name!r}; known passes: {', '.join(PASSES)}")
     return [n for n in chosen if n not in skip]
 
 

@@ -10,7 +10,9 @@ from tensorsmith.passes.base import Pass
 
 class EliminateCommonSubexpressions(Pass):
     name = "eliminate-cse"
-    description = "Merge duplicate nodes (same op, attributes and inputs) and duplicate constant initializers."
+    description = (
+        "Merge duplicate nodes (same op, attributes and inputs) and duplicate constant initializers."
+    )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = sum(1 for _ in model.graph.all_nodes())

@@ -10,7 +10,9 @@ from tensorsmith.passes.base import Pass, release_unused_weights
 
 class RemoveDeadCode(Pass):
     name = "remove-dead-code"
-    description = "Remove nodes and initializers whose results nobody uses (also in subgraphs), and unused functions."
+    description = (
+        "Remove nodes and initializers whose results nobody uses (also in subgraphs), and unused functions."
+    )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = sum(1 for _ in model.graph.all_nodes())

@@ -23,7 +23,9 @@ def _training_mode(node: ir.Node) -> bool | None:
 
 class RemoveDropout(Pass):
     name = "remove-dropout"
-    description = "Remove inference Dropout (any ratio); a used mask becomes an all-true constant of the input's shape."
+    description = (
+        "Remove inference Dropout (any ratio); a used mask becomes an all-true constant of the input's shape."
+    )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
@@ -52,7 +54,9 @@ class RemoveDropout(Pass):
                         "",
                         "ConstantOfShape",
                         [shape.outputs[0]],
-                        attributes=[ir.AttrTensor("value", ir.tensor(np.array([1], dtype=fill_dtype.numpy())))],
+                        attributes=[
+                            ir.AttrTensor("value", ir.tensor(np.array([1], dtype=fill_dtype.numpy())))
+                        ],
                         num_outputs=1,
                     )
                     graph.insert_before(node, [shape, fill])

@@ -130,7 +130,11 @@ def fold_static_shape_parts(pass_: Pass, model: ir.Model) -> bool:
                 steps = _const_ints(ins[4]) if ins[4] is not None else np.array([1])
                 if starts is None or ends is None or axes is None or steps is None:
                     continue
-                if axes.reshape(-1).tolist() not in ([0], [-1]) or starts.size != 1 or steps.reshape(-1)[0] == 0:
+                if (
+                    axes.reshape(-1).tolist() not in ([0], [-1])
+                    or starts.size != 1
+                    or steps.reshape(-1)[0] == 0
+                ):
                     continue
                 sl = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), int(steps.reshape(-1)[0]))
                 chosen = dims[sl]
@@ -140,7 +144,9 @@ def fold_static_shape_parts(pass_: Pass, model: ir.Model) -> bool:
             out = node.outputs[0]
             if out.is_graph_output():
                 continue
-            const = ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(picked))], num_outputs=1)
+            const = ir.Node(
+                "", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(picked))], num_outputs=1
+            )
             graph.insert_before(node, const)
             const.outputs[0].type = ir.TensorType(ir.DataType.INT64)
             const.outputs[0].shape = ir.Shape(list(picked.shape))
@@ -166,7 +172,9 @@ class FoldConstantsOptions(PassOptions):
 
 class FoldConstants(Pass):
     name = "fold-constants"
-    description = "Evaluate nodes whose inputs are all constant (also inside If/Loop bodies), never growing the file."
+    description = (
+        "Evaluate nodes whose inputs are all constant (also inside If/Loop bodies), never growing the file."
+    )
     Options = FoldConstantsOptions
 
     def _release_folded(self) -> None:
@@ -203,7 +211,11 @@ class FoldConstants(Pass):
         if out_dtype is None:
             out_dtype = max((t.dtype for t in tensors), key=lambda d: d.itemsize)
         est_out = biggest.size * out_dtype.itemsize
-        freed = sum(t.nbytes for v, t in zip(inputs, tensors) if len(v.uses()) <= 1 and not v.is_graph_output())
+        freed = sum(
+            t.nbytes
+            for v, t in zip(inputs, tensors, strict=False)
+            if len(v.uses()) <= 1 and not v.is_graph_output()
+        )
         if est_out > freed:
             self.explain(node, f"folding would grow the model by {est_out - freed} bytes")
             return False
@@ -237,9 +249,9 @@ class FoldConstants(Pass):
         # The folder may leave Constant nodes; lift them to initializers so that
         # later passes (and Conv+BN fusion) see them as constants, and drop what
         # became unused.
-        lifted = ir.passes.common.LiftConstantsToInitializersPass(
-            lift_all_constants=False, size_limit=16
-        )(model)
+        lifted = ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=16)(
+            model
+        )
         self._release_folded()
         release_unused_weights(model)
         folded = nodes_before - sum(1 for _ in model.graph.all_nodes())

@@ -88,7 +88,9 @@ class FuseConvAffine(Pass):
             return False
         cdt = np.promote_types(w.dtype, np.float32)
         if node.op_type == "Mul":
-            new_w = np.multiply(w, vec.astype(cdt).reshape((-1,) + (1,) * (w.ndim - 1)), dtype=cdt).astype(w.dtype, copy=False)
+            new_w = np.multiply(w, vec.astype(cdt).reshape((-1,) + (1,) * (w.ndim - 1)), dtype=cdt).astype(
+                w.dtype, copy=False
+            )
             new_b = (b.astype(np.float64) * vec.astype(np.float64)).astype(w.dtype)
         else:
             new_w = None

@@ -162,7 +162,9 @@ class FuseConvBatchNorm(Pass):
                 self.explain(bn, "channel count mismatch")
                 return False
             s = np.broadcast_to(scale, (m_per_g * group,)).reshape(group, 1, m_per_g, *([1] * (w.ndim - 2)))
-            new_w = np.multiply(w.reshape(group, c_in // group, m_per_g, *w.shape[2:]), s, dtype=cdt).reshape(w.shape)
+            new_w = np.multiply(w.reshape(group, c_in // group, m_per_g, *w.shape[2:]), s, dtype=cdt).reshape(
+                w.shape
+            )
         elif op == "Gemm":
             if w.ndim != 2:
                 return False
@@ -193,13 +195,21 @@ class FuseConvBatchNorm(Pass):
             c = np.zeros(1) if old_c is None else old_c.astype(np.float64) * beta
             new_b = c * scale64 + shift
         else:
-            old_b = _const(bias_add.inputs[1] if bias_add.inputs[0] is layer.outputs[0] else bias_add.inputs[0]) if bias_add is not None else None
+            old_b = (
+                _const(bias_add.inputs[1] if bias_add.inputs[0] is layer.outputs[0] else bias_add.inputs[0])
+                if bias_add is not None
+                else None
+            )
             b = np.zeros(1) if old_b is None else old_b.astype(np.float64)
             new_b = b * scale64 + shift
 
         dtype = weight.dtype
-        new_w_value = new_initializer(graph, (weight_value.name or "W") + "_bnfused", new_w.astype(dtype, copy=False))
-        new_b_value = new_initializer(graph, (weight_value.name or "W") + "_bnfused_bias", new_b.astype(dtype))
+        new_w_value = new_initializer(
+            graph, (weight_value.name or "W") + "_bnfused", new_w.astype(dtype, copy=False)
+        )
+        new_b_value = new_initializer(
+            graph, (weight_value.name or "W") + "_bnfused_bias", new_b.astype(dtype)
+        )
 
         layer.replace_input_with(1, new_w_value)
         bn_out = bn.outputs[0]

@@ -179,7 +179,9 @@ def _default_opset(model: ir.Model, graph) -> int:
 
 class FuseHardSwish(Pass):
     name = "fuse-hardswish"
-    description = "Fuse decomposed hard-swish / hard-sigmoid (Add, Clip, Mul, Div) into HardSwish or Mul+HardSigmoid."
+    description = (
+        "Fuse decomposed hard-swish / hard-sigmoid (Add, Clip, Mul, Div) into HardSwish or Mul+HardSigmoid."
+    )
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
@@ -199,8 +201,11 @@ class FuseHardSwish(Pass):
             if m.hard_sigmoid is not None:
                 hs = m.hard_sigmoid
                 if not _is_standard(hs):
-                    self.explain(node, f"HardSigmoid {hs.name!r} has alpha/beta other than 1/6, 0.5 "
-                                       "(a different function, not hard-swish)")
+                    self.explain(
+                        node,
+                        f"HardSigmoid {hs.name!r} has alpha/beta other than 1/6, 0.5 "
+                        "(a different function, not hard-swish)",
+                    )
                     return False
                 if opset < 14:
                     return False  # already Mul(x, HardSigmoid(x)): the form wanted below opset 14
@@ -218,25 +223,38 @@ class FuseHardSwish(Pass):
                 self.explain(final, f"{n.op_type} {n.name!r} is in another graph")
                 return None
             if v.is_graph_output() or len(v.uses()) != 1:
-                self.explain(final, f"intermediate {n.op_type} output {v.name!r} has other consumers or is a graph output")
+                self.explain(
+                    final,
+                    f"intermediate {n.op_type} output {v.name!r} has other consumers or is a graph output",
+                )
                 return None
         dtypes = {ir.DataType.from_numpy(c.dtype) for c in m.consts}
         for v in (m.x, final.outputs[0]):
             if v.dtype is not None:
                 dtypes.add(v.dtype)
         if len(dtypes) != 1:
-            self.explain(final, "the element type is unknown or inconsistent" if not dtypes
-                         else f"mixed element types {sorted(d.name for d in dtypes)}")
+            self.explain(
+                final,
+                "the element type is unknown or inconsistent"
+                if not dtypes
+                else f"mixed element types {sorted(d.name for d in dtypes)}",
+            )
             return None
         (dtype,) = dtypes
         if dtype not in _DTYPES:
-            self.explain(final, f"element type {dtype.name} (only FLOAT and FLOAT16: onnxruntime has no "
-                                "kernel for other HardSigmoid/HardSwish types)")
+            self.explain(
+                final,
+                f"element type {dtype.name} (only FLOAT and FLOAT16: onnxruntime has no "
+                "kernel for other HardSigmoid/HardSwish types)",
+            )
             return None
         ndim = max((c.ndim for c in m.consts), default=0)
         if ndim and (m.x.shape is None or len(m.x.shape) < ndim):
-            self.explain(final, f"a size-1 constant of rank {ndim} could broadcast x (x's rank is "
-                                f"{'unknown' if m.x.shape is None else len(m.x.shape)})")
+            self.explain(
+                final,
+                f"a size-1 constant of rank {ndim} could broadcast x (x's rank is "
+                f"{'unknown' if m.x.shape is None else len(m.x.shape)})",
+            )
             return None
         return dtype
 
@@ -250,8 +268,13 @@ class FuseHardSwish(Pass):
             new = [ir.Node("", "HardSwish", [x], num_outputs=1)]
             key = "hard-swish->HardSwish"
         else:
-            hs = ir.Node("", "HardSigmoid", [x], [ir.AttrFloat32("alpha", _SIXTH), ir.AttrFloat32("beta", 0.5)],
-                         num_outputs=1)
+            hs = ir.Node(
+                "",
+                "HardSigmoid",
+                [x],
+                [ir.AttrFloat32("alpha", _SIXTH), ir.AttrFloat32("beta", 0.5)],
+                num_outputs=1,
+            )
             hs.outputs[0].type = ir.TensorType(dtype)
             hs.outputs[0].shape = x.shape.copy() if x.shape is not None else None
             new = [hs]

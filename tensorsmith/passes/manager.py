@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import onnx_ir as ir
 
@@ -103,10 +103,9 @@ class PassManager:
         ):
             if len(values) != len(before):
                 raise ConversionError(
-                    f"pass {name!r} changed the number of graph {kind}s "
-                    f"({len(before)} -> {len(values)})"
+                    f"pass {name!r} changed the number of graph {kind}s ({len(before)} -> {len(values)})"
                 )
-            for value, (old_name, old_dtype, old_shape) in zip(values, before):
+            for value, (old_name, old_dtype, old_shape) in zip(values, before, strict=False):
                 if value.name != old_name:
                     raise ConversionError(
                         f"pass {name!r} renamed graph {kind} {old_name!r} to {value.name!r}"

@@ -10,7 +10,7 @@ latency. Modules: ``calibration`` (data), ``fp16``, ``int8``, ``gate``,
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,7 +21,7 @@ TARGETS = ("ort", "trt")
 
 INT8_NEEDS_DATA = (
     "--precision int8 needs calibration data: --calib DIR_OR_FILE.npz (arrays named after the inputs), "
-    "--calib IMAGES_DIR with --calib-preprocess \"resize=224,mean=...,std=...,layout=NCHW\", "
+    '--calib IMAGES_DIR with --calib-preprocess "resize=224,mean=...,std=...,layout=NCHW", '
     "--calib-loader module:function (your own code), or --calib random (smoke tests only: "
     "the result is not meaningful); --int8-mode dynamic (MatMul only) needs none"
 )
@@ -35,19 +35,19 @@ class PrecisionOptions(BaseModel):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     target: Literal["ort", "trt"] = "ort"
     fp16_io: bool = False
-    calib: Optional[str] = None
-    calib_preprocess: Optional[str] = None
-    calib_loader: Optional[str] = None
+    calib: str | None = None
+    calib_preprocess: str | None = None
+    calib_loader: str | None = None
     calib_samples: int = Field(100, ge=1)
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    val: Optional[str] = None
+    val: str | None = None
     int8_mode: Literal["static", "dynamic"] = "static"
-    min_cosine: Optional[float] = Field(None, ge=-1.0, le=1.0)
-    min_top1: Optional[float] = Field(None, ge=0.0, le=1.0)
-    max_abs: Optional[float] = Field(None, ge=0.0)
-    max_rel: Optional[float] = Field(None, ge=0.0)
+    min_cosine: float | None = Field(None, ge=-1.0, le=1.0)
+    min_top1: float | None = Field(None, ge=0.0, le=1.0)
+    max_abs: float | None = Field(None, ge=0.0)
+    max_rel: float | None = Field(None, ge=0.0)
     fallback_budget: int = Field(10, ge=0)
-    min_speedup: Optional[float] = Field(None, ge=0.0)
+    min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
 
@@ -55,7 +55,7 @@ class PrecisionOptions(BaseModel):
     def lowered(self) -> bool:
         return self.precision != "fp32"
 
-    def check(self) -> "PrecisionOptions":
+    def check(self) -> PrecisionOptions:
         """Cross-flag rules; raises ``UsageError`` (exit 2)."""
         if self.calib and self.calib_loader:
             raise UsageError("give --calib or --calib-loader, not both")
@@ -76,28 +76,55 @@ class PrecisionOptions(BaseModel):
 
 
 def options_from_cli(
-    precision: str | None, *, target: str | None = None, fp16_io: bool = False, calib: str | None = None,
-    calib_preprocess: str | None = None, calib_loader: str | None = None, calib_samples: int | None = None,
-    calib_method: str | None = None, val: str | None = None, int8_mode: str | None = None,
-    min_cosine: float | None = None, min_top1: float | None = None, max_abs: float | None = None,
-    max_rel: float | None = None, fallback_budget: int | None = None, min_speedup: float | None = None,
+    precision: str | None,
+    *,
+    target: str | None = None,
+    fp16_io: bool = False,
+    calib: str | None = None,
+    calib_preprocess: str | None = None,
+    calib_loader: str | None = None,
+    calib_samples: int | None = None,
+    calib_method: str | None = None,
+    val: str | None = None,
+    int8_mode: str | None = None,
+    min_cosine: float | None = None,
+    min_top1: float | None = None,
+    max_abs: float | None = None,
+    max_rel: float | None = None,
+    fallback_budget: int | None = None,
+    min_speedup: float | None = None,
     keep_fp32: list[str] | None = None,
 ) -> PrecisionOptions:
     """Build (and check) options from CLI values; ``None`` means the default."""
     values = {
-        "precision": (precision or "fp32").lower(), "target": (target or "ort").lower(), "fp16_io": fp16_io,
-        "calib": calib, "calib_preprocess": calib_preprocess, "calib_loader": calib_loader,
-        "calib_samples": calib_samples, "calib_method": calib_method.lower() if calib_method else None,
-        "val": val, "int8_mode": int8_mode.lower() if int8_mode else None, "min_cosine": min_cosine,
-        "min_top1": min_top1, "max_abs": max_abs, "max_rel": max_rel, "fallback_budget": fallback_budget,
-        "min_speedup": min_speedup, "keep_fp32": keep_fp32,
+        "precision": (precision or "fp32").lower(),
+        "target": (target or "ort").lower(),
+        "fp16_io": fp16_io,
+        "calib": calib,
+        "calib_preprocess": calib_preprocess,
+        "calib_loader": calib_loader,
+        "calib_samples": calib_samples,
+        "calib_method": calib_method.lower() if calib_method else None,
+        "val": val,
+        "int8_mode": int8_mode.lower() if int8_mode else None,
+        "min_cosine": min_cosine,
+        "min_top1": min_top1,
+        "max_abs": max_abs,
+        "max_rel": max_rel,
+        "fallback_budget": fallback_budget,
+        "min_speedup": min_speedup,
+        "keep_fp32": keep_fp32,
     }
     if values["target"] in ("tensorrt", "trt"):
         values["target"] = "trt"
     elif values["target"] in ("onnxruntime", "ort", "cpu", "onnx"):
         values["target"] = "ort"
-    choices = {"precision": PRECISIONS, "target": TARGETS, "calib_method": ("minmax", "entropy", "percentile"),
-               "int8_mode": ("static", "dynamic")}
+    choices = {
+        "precision": PRECISIONS,
+        "target": TARGETS,
+        "calib_method": ("minmax", "entropy", "percentile"),
+        "int8_mode": ("static", "dynamic"),
+    }
     for key, allowed in choices.items():
         if values[key] is not None and values[key] not in allowed:
             flag = "--" + key.replace("_", "-")
@@ -105,7 +132,7 @@ def options_from_cli(
     try:
         opts = PrecisionOptions(**{k: v for k, v in values.items() if v is not None})
     except Exception as exc:  # pydantic ValidationError: name the flag
-        errors = getattr(exc, "errors", lambda: [])()
+        errors = getattr(exc, "errors", list)()
         if errors:
             err = errors[0]
             flag = "--" + str(err["loc"][0]).replace("_", "-")

@@ -23,9 +23,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,12 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
-        return {"source": self.source, "samples": len(self.samples), "random": self.random, "files": self.files}
+        return {
+            "source": self.source,
+            "samples": len(self.samples),
+            "random": self.random,
+            "files": self.files,
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -72,7 +78,9 @@ def _check_finite(arr: np.ndarray, source: str, name: str) -> None:
         raise UsageError(f"{source}: array {name!r} contains {bad} values")
 
 
-def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str) -> list[dict[str, np.ndarray]]:
+def samples_from_arrays(
+    arrays: dict[str, np.ndarray], specs: list[InputSpec], source: str
+) -> list[dict[str, np.ndarray]]:
     """Validate ``arrays`` (named after the inputs) and split them into samples."""
     missing = [s for s in specs if s.name not in arrays]
     if missing:
@@ -101,7 +109,7 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], s
                 f"found {list(arr.shape)}"
             )
         sample_shape = arr.shape[1:] if stacked[spec.name] else arr.shape
-        for want, got in zip(spec.shape, sample_shape):
+        for want, got in zip(spec.shape, sample_shape, strict=False):
             if isinstance(want, int) and want != got:
                 raise UsageError(
                     f"{source}: input {spec.name!r} expects shape {format_shape(spec.shape)}, "
@@ -122,7 +130,9 @@ def samples_from_arrays(arrays: dict[str, np.ndarray], specs: list[InputSpec], s
         ]
     # one feed; split a symbolic batch into batch-1 samples when every input agrees
     batches = {np.shape(arrays[s.name])[0] for s in specs if s.shape and not isinstance(s.shape[0], int)}
-    splittable = specs and all(s.shape and not isinstance(s.shape[0], int) for s in specs) and len(batches) == 1
+    splittable = (
+        specs and all(s.shape and not isinstance(s.shape[0], int) for s in specs) and len(batches) == 1
+    )
     if splittable and (b := batches.pop()) > 1:
         return [{s.name: cast(s, np.asarray(arrays[s.name])[i : i + 1]) for s in specs} for i in range(b)]
     return [{s.name: cast(s, np.asarray(arrays[s.name])) for s in specs}]
@@ -165,8 +175,10 @@ class Preprocess:
 
     def describe(self) -> str:
         size = "input size" if self.size is None else f"{self.size[0]}x{self.size[1]}"
-        return (f"resize={size}, scale={self.scale:g}, mean={','.join(f'{m:g}' for m in self.mean)}, "
-                f"std={','.join(f'{s:g}' for s in self.std)}, layout={self.layout}")
+        return (
+            f"resize={size}, scale={self.scale:g}, mean={','.join(f'{m:g}' for m in self.mean)}, "
+            f"std={','.join(f'{s:g}' for s in self.std)}, layout={self.layout}"
+        )
 
 
 PREPROCESS_KEYS = ("resize", "mean", "std", "scale", "layout", "color")
@@ -184,7 +196,9 @@ def parse_preprocess(text: str | None) -> Preprocess:
             current, _, first = token.partition("=")
             current = current.strip().lower()
             if current not in PREPROCESS_KEYS:
-                raise UsageError(f"--calib-preprocess: unknown key {current!r}; known: {', '.join(PREPROCESS_KEYS)}")
+                raise UsageError(
+                    f"--calib-preprocess: unknown key {current!r}; known: {', '.join(PREPROCESS_KEYS)}"
+                )
             values[current] = [first.strip()] if first.strip() else []
         elif current is None:
             raise UsageError(f"--calib-preprocess: expected KEY=VALUE, got {token!r}")
@@ -195,7 +209,9 @@ def parse_preprocess(text: str | None) -> Preprocess:
         try:
             out = tuple(float(v) for v in values[key])
         except ValueError:
-            raise UsageError(f"--calib-preprocess: {key} needs numbers, got {','.join(values[key])!r}") from None
+            raise UsageError(
+                f"--calib-preprocess: {key} needs numbers, got {','.join(values[key])!r}"
+            ) from None
         if len(out) not in (1, 3):
             raise UsageError(f"--calib-preprocess: {key} takes 1 or 3 numbers, got {len(out)}")
         return out
@@ -231,7 +247,9 @@ def parse_preprocess(text: str | None) -> Preprocess:
     return pre
 
 
-def _image_spec(specs: list[InputSpec], pre: Preprocess, source: str) -> tuple[InputSpec, int, tuple[int, int]]:
+def _image_spec(
+    specs: list[InputSpec], pre: Preprocess, source: str
+) -> tuple[InputSpec, int, tuple[int, int]]:
     if len(specs) != 1 or len(specs[0].shape) != 4:
         raise UsageError(
             f"{source}: images can calibrate a model with one rank-4 image input; this model has "
@@ -251,11 +269,15 @@ def _image_spec(specs: list[InputSpec], pre: Preprocess, source: str) -> tuple[I
             "give resize=HxW in --calib-preprocess"
         )
     if channels not in (1, 3):
-        raise UsageError(f"{source}: input {spec.name!r} has {channels} channels; images give 1 or 3 ({pre.layout})")
+        raise UsageError(
+            f"{source}: input {spec.name!r} has {channels} channels; images give 1 or 3 ({pre.layout})"
+        )
     return spec, channels, size
 
 
-def load_image(path: Path, spec: InputSpec, channels: int, size: tuple[int, int], pre: Preprocess) -> dict[str, np.ndarray]:
+def load_image(
+    path: Path, spec: InputSpec, channels: int, size: tuple[int, int], pre: Preprocess
+) -> dict[str, np.ndarray]:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:  # pragma: no cover - pillow is a dependency
@@ -286,7 +308,6 @@ def load_image(path: Path, spec: InputSpec, channels: int, size: tuple[int, int]
 # sources
 
 
-
 def _shuffled(files: list[Path]) -> list[Path]:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
     return [files[i] for i in order]
@@ -311,9 +332,7 @@ def load_path(
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
         files = [f for f in files if f.suffix.lower() in ARRAY_EXTS | IMAGE_EXTS]
         if not files:
-            raise UsageError(
-                f"{what} {p}: the folder holds no calibration data (.npz, .npy or images)"
-            )
+            raise UsageError(f"{what} {p}: the folder holds no calibration data (.npz, .npy or images)")
         # a folder sorted by class must not give the gate only the last class
         files = _shuffled(files)
     kinds = {"image" if f.suffix.lower() in IMAGE_EXTS else "array" for f in files}
@@ -325,7 +344,7 @@ def load_path(
         if preprocess is None:
             raise UsageError(
                 f"{what} {p}: images need --calib-preprocess, e.g. "
-                "\"resize=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW\""
+                '"resize=224,mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW"'
             )
         spec, channels, size = _image_spec(specs, pre, f"{what} {p}")
         for f in files:
@@ -367,7 +386,9 @@ def load_loader(spec_text: str, specs: list[InputSpec], *, limit: int | None = N
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise UsageError(f"--calib-loader {spec_text}: cannot import {module_name!r} ({short(exc, 160)})") from None
+            raise UsageError(
+                f"--calib-loader {spec_text}: cannot import {module_name!r} ({short(exc, 160)})"
+            ) from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -386,19 +407,27 @@ def load_loader(spec_text: str, specs: list[InputSpec], *, limit: int | None = N
             elif len(specs) == 1:
                 arrays = {specs[0].name: item}
             else:
-                raise UsageError(f"{source}: a multi-input model needs dicts named after the inputs, got {type(item).__name__}")
+                raise UsageError(
+                    f"{source}: a multi-input model needs dicts named after the inputs, got {type(item).__name__}"
+                )
             samples.extend(samples_from_arrays({k: np.asarray(v) for k, v in arrays.items()}, specs, source))
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"--calib-loader {spec_text} failed: {type(exc).__name__}: {short(exc, 160)}") from None
+        raise UsageError(
+            f"--calib-loader {spec_text} failed: {type(exc).__name__}: {short(exc, 160)}"
+        ) from None
     if not samples:
         raise UsageError(f"--calib-loader {spec_text}: returned no samples")
     return Dataset(samples[:limit] if limit else samples, f"--calib-loader {spec_text}")
 
 
 def random_dataset(
-    specs: list[InputSpec], input_shapes: dict[str, list[int]] | None, n: int, *, seed: int = RANDOM_SEED,
+    specs: list[InputSpec],
+    input_shapes: dict[str, list[int]] | None,
+    n: int,
+    *,
+    seed: int = RANDOM_SEED,
     int_bounds: dict[str, int] | None = None,
 ) -> Dataset:
     """Seeded random samples (N(0,1) floats; integers in [0, 10), or below the size of the
@@ -410,7 +439,9 @@ def random_dataset(
     return Dataset(samples, "random", random=True, notes=notes)
 
 
-def split_holdout(data: Dataset, calib_limit: int, *, max_val: int = 32, what: str = "--calib") -> tuple[Dataset, Dataset]:
+def split_holdout(
+    data: Dataset, calib_limit: int, *, max_val: int = 32, what: str = "--calib"
+) -> tuple[Dataset, Dataset]:
     """Hold back part of ``data`` for the gate: 20% (1..max_val samples) never used for calibration."""
     n = len(data.samples)
     if n < 2:
@@ -419,6 +450,8 @@ def split_holdout(data: Dataset, calib_limit: int, *, max_val: int = 32, what: s
             hint="give more samples or --val PATH",
         )
     n_val = max(1, min(max_val, round(n * 0.2)))
-    calib = Dataset(data.samples[: n - n_val][:calib_limit], data.source, data.random, data.files, list(data.notes))
+    calib = Dataset(
+        data.samples[: n - n_val][:calib_limit], data.source, data.random, data.files, list(data.notes)
+    )
     val = Dataset(data.samples[n - n_val :], f"held back from {data.source}", data.random)
     return calib, val

@@ -21,8 +21,8 @@ keeps the worst nodes in FP32 and checks the gate again.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -52,7 +52,9 @@ def tensor_types(proto: onnx.ModelProto) -> dict[str, int]:
     except Exception:
         inferred = proto
     g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.input) + list(g.output)
+    }
     for t in g.initializer:
         types[t.name] = t.data_type
     return types
@@ -74,13 +76,15 @@ def activation_peaks(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]
     """Largest |value| of every float tensor of ``proto`` over ``samples``."""
     types = tensor_types(proto)
     inits = {t.name for t in proto.graph.initializer}
-    names = [o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_TYPES and o not in inits]
+    names = [
+        o for n in proto.graph.node for o in n.output if o and types.get(o) in FLOAT_TYPES and o not in inits
+    ]
     sess = ort_session(with_outputs(proto, names, types))
     out_names = [o.name for o in sess.get_outputs()]
     peaks: dict[str, float] = {}
     for feeds in samples:
         values = sess.run(out_names, session_feeds(sess, feeds))
-        for name, v in zip(out_names, values):
+        for name, v in zip(out_names, values, strict=False):
             v = np.asarray(v)
             if v.dtype.kind == "f" and v.size:
                 finite = v[np.isfinite(v)]
@@ -102,9 +106,13 @@ def rank_nodes(
     """Candidate nodes of ``lowered`` (names shared with ``fp32``), worst first."""
     t32 = tensor_types(fp32)
     tlow = tensor_types(lowered)
-    inits = {t.name for t in fp32.graph.initializer} | {n.output[0] for n in fp32.graph.node if n.op_type == "Constant"}
+    inits = {t.name for t in fp32.graph.initializer} | {
+        n.output[0] for n in fp32.graph.node if n.op_type == "Constant"
+    }
     common = [
-        o for n in fp32.graph.node for o in n.output
+        o
+        for n in fp32.graph.node
+        for o in n.output
         if o and o not in inits and t32.get(o) in FLOAT_TYPES and tlow.get(o) in FLOAT_TYPES
     ]
     common += [i.name for i in fp32.graph.input if t32.get(i.name) in FLOAT_TYPES]
@@ -116,8 +124,8 @@ def rank_nodes(
     num: dict[str, float] = dict.fromkeys(shared, 0.0)
     den: dict[str, float] = dict.fromkeys(shared, 0.0)
     for feeds in samples:
-        ref = dict(zip(names32, s32.run(names32, session_feeds(s32, feeds))))
-        got = dict(zip(shared, slow.run(shared, session_feeds(slow, feeds))))
+        ref = dict(zip(names32, s32.run(names32, session_feeds(s32, feeds)), strict=False))
+        got = dict(zip(shared, slow.run(shared, session_feeds(slow, feeds)), strict=False))
         for n in shared:
             r = np.asarray(ref[n], dtype=np.float64)
             g = np.asarray(got[n], dtype=np.float64)
@@ -164,12 +172,14 @@ def rank_nodes(
 def output_error(refs: list[dict[str, np.ndarray]], gots: list[dict[str, np.ndarray]]) -> float:
     """Relative L2 error over every float output and sample: ``||got - ref|| / ||ref||``."""
     num = den = 0.0
-    for ref, got in zip(refs, gots):
+    for ref, got in zip(refs, gots, strict=False):
         for name, r in ref.items():
             r = np.asarray(r)
             if r.dtype.kind != "f" or name not in got:
                 continue
-            d = np.nan_to_num(np.asarray(got[name], np.float64) - r.astype(np.float64), nan=1e30, posinf=1e30, neginf=-1e30)
+            d = np.nan_to_num(
+                np.asarray(got[name], np.float64) - r.astype(np.float64), nan=1e30, posinf=1e30, neginf=-1e30
+            )
             num += float(np.sum(d * d))
             den += float(np.sum(r.astype(np.float64) ** 2))
     return math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else 1.0)
@@ -195,7 +205,7 @@ def sensitivity(
             model = build_one(name)
             sess = ort_session(model)
             names = [o.name for o in sess.get_outputs()]
-            gots = [dict(zip(names, sess.run(names, session_feeds(sess, s)))) for s in samples]
+            gots = [dict(zip(names, sess.run(names, session_feeds(sess, s)), strict=False)) for s in samples]
         except Exception:  # the quantizer cannot quantize this node alone: it is not ranked
             gots = None
         if gots is not None:

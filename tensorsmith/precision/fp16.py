@@ -49,7 +49,14 @@ CONVERTER = "onnxruntime.transformers.float16"
 
 # Ops that overflow or lose too much in float16 regardless of the data seen.
 KNOWN_FP16_BREAKERS = {
-    "Pow", "ReduceSumSquare", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd", "CumSum", "Range",
+    "Pow",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "CumSum",
+    "Range",
 }
 
 
@@ -121,7 +128,9 @@ def _initializer_problems(proto: onnx.ModelProto) -> dict[str, str]:
 
 
 def plan_blocklist(
-    proto: onnx.ModelProto, activation_max: dict[str, float] | None = None, extra_nodes: dict[str, str] | None = None
+    proto: onnx.ModelProto,
+    activation_max: dict[str, float] | None = None,
+    extra_nodes: dict[str, str] | None = None,
 ) -> list[KeptNode]:
     """The nodes to keep FP32, each with its reason."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
@@ -132,7 +141,9 @@ def plan_blocklist(
     kept: dict[str, KeptNode] = {}
     for node in proto.graph.node:
         if node.op_type in blocked_ops:
-            kept[node.name] = KeptNode(node.name, node.op_type, f"{node.op_type} is kept FP32 (float16 overflow/precision)")
+            kept[node.name] = KeptNode(
+                node.name, node.op_type, f"{node.op_type} is kept FP32 (float16 overflow/precision)"
+            )
             continue
         if node.op_type == "Constant":
             continue
@@ -142,7 +153,11 @@ def plan_blocklist(
             continue
         peak = max((activation_max.get(o, 0.0) for o in node.output), default=0.0)
         if peak > ACTIVATION_LIMIT:
-            kept[node.name] = KeptNode(node.name, node.op_type, f"output reaches {peak:.3g} on the samples (float16 limit {FP16_MAX:g})")
+            kept[node.name] = KeptNode(
+                node.name,
+                node.op_type,
+                f"output reaches {peak:.3g} on the samples (float16 limit {FP16_MAX:g})",
+            )
     for name, reason in (extra_nodes or {}).items():
         node = next((n for n in proto.graph.node if n.name == name), None)
         if node is not None and name not in kept:
@@ -222,8 +237,12 @@ def repair(proto: onnx.ModelProto) -> dict[str, int]:
         if node.op_type != "Cast" or _to(node) != TensorProto.FLOAT or node.output[0] in outputs:
             continue
         src = producer.get(node.input[0])
-        if src is not None and src.op_type == "Cast" and _to(src) == TensorProto.FLOAT16 and \
-                declared.get(src.input[0]) == TensorProto.FLOAT:
+        if (
+            src is not None
+            and src.op_type == "Cast"
+            and _to(src) == TensorProto.FLOAT16
+            and declared.get(src.input[0]) == TensorProto.FLOAT
+        ):
             rename[node.output[0]] = src.input[0]
     if rename:
         for node in keep_nodes:
@@ -269,9 +288,14 @@ def repair(proto: onnx.ModelProto) -> dict[str, int]:
             if attr.name == "to" and want in floats and attr.i in floats and attr.i != want:
                 attr.i = want
                 fixed_casts += 1
-    return {"casts_moved_into_subgraphs": homed, "merged_casts": merged, "renamed_nodes": renamed,
-            "round_trips_removed": len(rename),
-            "value_info_dropped": dropped_vi, "cast_to_fixed": fixed_casts}
+    return {
+        "casts_moved_into_subgraphs": homed,
+        "merged_casts": merged,
+        "renamed_nodes": renamed,
+        "round_trips_removed": len(rename),
+        "value_info_dropped": dropped_vi,
+        "cast_to_fixed": fixed_casts,
+    }
 
 
 def _to(node: onnx.NodeProto) -> int | None:
@@ -344,7 +368,7 @@ def _subgraphs(graph: onnx.GraphProto):
     """Every subgraph below ``graph`` (If branches, Loop/Scan bodies), depth first."""
     for node in graph.node:
         for attr in node.attribute:
-            for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
                 yield g
                 yield from _subgraphs(g)
 
@@ -371,5 +395,3 @@ def check(proto: onnx.ModelProto) -> None:
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except Exception as exc:
         raise ConversionError(f"the float16 model is not valid ONNX: {short(exc, 200)}") from exc
-
-

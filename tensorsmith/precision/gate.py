@@ -28,7 +28,7 @@ class Thresholds:
     max_rel: float | None = None
 
     @classmethod
-    def defaults(cls, precision: str) -> "Thresholds":
+    def defaults(cls, precision: str) -> Thresholds:
         if precision == "fp16":
             return cls(min_cosine=0.999)
         if precision == "int8":
@@ -36,7 +36,12 @@ class Thresholds:
         return cls()
 
     def to_dict(self) -> dict:
-        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs, "max_rel": self.max_rel}
+        return {
+            "min_cosine": self.min_cosine,
+            "min_top1": self.min_top1,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+        }
 
 
 @dataclass
@@ -53,8 +58,15 @@ class OutputMetrics:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "cosine": self.cosine, "cosine_min": self.cosine_min, "max_abs": self.max_abs,
-            "max_rel": self.max_rel, "top1": self.top1, "exact": self.exact, "passed": self.passed, "reason": self.reason,
+            "name": self.name,
+            "cosine": self.cosine,
+            "cosine_min": self.cosine_min,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "top1": self.top1,
+            "exact": self.exact,
+            "passed": self.passed,
+            "reason": self.reason,
         }
 
 
@@ -163,11 +175,14 @@ def evaluate(
         m = OutputMetrics(name)
         cosines, agree, total = [], 0, 0
         scale = 0.0
-        for ref, got in zip(refs, gots):
+        for ref, got in zip(refs, gots, strict=False):
             r = np.asarray(ref[name])
             g = np.asarray(got.get(name)) if name in got else None
             if g is None or g.shape != r.shape:
-                m.passed, m.reason = False, "missing output" if g is None else f"shape {list(g.shape)} != FP32 {list(r.shape)}"
+                m.passed, m.reason = (
+                    False,
+                    "missing output" if g is None else f"shape {list(g.shape)} != FP32 {list(r.shape)}",
+                )
                 break
             if r.dtype.kind not in "fc":
                 same = bool(np.array_equal(r, g))

@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -43,9 +43,27 @@ MIN_OPSET = 13
 ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
 # Ops onnxruntime's CPU provider runs in int8 without leaving the int8 chain.
 CORE_OPS = [
-    "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "Resize", "Relu", "Clip", "LeakyRelu", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split",
-    "Slice", "Pad",
+    "Conv",
+    "ConvTranspose",
+    "MatMul",
+    "Gemm",
+    "Add",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Resize",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Split",
+    "Slice",
+    "Pad",
 ]
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
@@ -137,7 +155,9 @@ def speed_exclusions(proto: onnx.ModelProto) -> dict[str, str]:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
             x = shapes.get(node.input[0])
             if producer.get(node.input[0]) in POOLED or (x and len(x) >= 3 and all(d == 1 for d in x[2:])):
-                out[node.name] = "convolution on a 1x1 map (squeeze-excite): int8 saves nothing, costs accuracy"
+                out[node.name] = (
+                    "convolution on a 1x1 map (squeeze-excite): int8 saves nothing, costs accuracy"
+                )
             elif len(w) >= 3 and group > 1 and w[1] == 1:
                 out[node.name] = "depthwise convolution: Q/DQ costs more than int8 saves"
             elif len(w) >= 3 and w[1] * group <= 4:
@@ -146,7 +166,11 @@ def speed_exclusions(proto: onnx.ModelProto) -> dict[str, str]:
             a, b = (shapes.get(i) for i in node.input)
             if node.input[1] in inits or node.input[0] in inits:
                 out[node.name] = f"{node.op_type} with a constant: cheaper in float"
-            elif a is not None and b is not None and (len(a) != len(b) or any(x != y for x, y in zip(a, b))):
+            elif (
+                a is not None
+                and b is not None
+                and (len(a) != len(b) or any(x != y for x, y in zip(a, b, strict=False)))
+            ):
                 out[node.name] = f"broadcasting {node.op_type}: int8 kernel is slower than float"
         elif node.op_type in ("HardSwish", "HardSigmoid", "Sigmoid", "Div", "Softmax", "Mul"):
             out[node.name] = f"{node.op_type} between quantized layers: no int8 gain"
@@ -158,7 +182,9 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 def activation_matmuls(proto: onnx.ModelProto) -> dict[str, str]:
     """MatMuls of two activations (attention scores and context): int8 costs them accuracy."""
-    consts = {t.name for t in proto.graph.initializer} | {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    consts = {t.name for t in proto.graph.initializer} | {
+        o for n in proto.graph.node if n.op_type == "Constant" for o in n.output
+    }
     return {
         n.name: "MatMul of two activations (attention): int8 costs accuracy, little time"
         for n in proto.graph.node
@@ -212,7 +238,9 @@ class Settings:
     def extra_options(self) -> dict:
         opts: dict = {"WeightSymmetric": True}
         if self.target == "trt":
-            opts.update({"ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": True})
+            opts.update(
+                {"ActivationSymmetric": True, "WeightSymmetric": True, "QDQKeepRemovableActivations": True}
+            )
         if self.method == "percentile":
             opts["CalibPercentile"] = 99.999
         return opts
@@ -220,8 +248,11 @@ class Settings:
     def describe(self) -> dict:
         a, w = self.quant_types()
         return {
-            "target": self.target, "mode": self.mode,
-            "activations": "n/a (dynamic)" if self.mode == "dynamic" else f"{a.name}{' symmetric' if self.target == 'trt' else ''}",
+            "target": self.target,
+            "mode": self.mode,
+            "activations": "n/a (dynamic)"
+            if self.mode == "dynamic"
+            else f"{a.name}{' symmetric' if self.target == 'trt' else ''}",
             "weights": f"{w.name} symmetric{' per-channel' if self.per_channel else ''}",
             "format": "QDQ" if self.mode == "static" else "DynamicQuantizeMatMul (MatMulInteger)",
             "calibration_method": None if self.mode == "dynamic" else self.method,
@@ -231,7 +262,12 @@ class Settings:
 class _Reader:
     """onnxruntime's CalibrationDataReader over a list of samples, reporting progress."""
 
-    def __init__(self, samples: list[dict[str, np.ndarray]], input_names: set[str], on_sample: Callable[[], None] | None):
+    def __init__(
+        self,
+        samples: list[dict[str, np.ndarray]],
+        input_names: set[str],
+        on_sample: Callable[[], None] | None,
+    ):
         self.samples = samples
         self.names = input_names
         self.i = 0
@@ -256,8 +292,11 @@ class _Reader:
 def _method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[name]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[name]
 
 
 def quantize(
@@ -278,8 +317,13 @@ def quantize(
         with quiet():
             if settings.mode == "dynamic":
                 quantize_dynamic(
-                    str(prepared_path), str(out_path), op_types_to_quantize=["MatMul"], per_channel=settings.per_channel,
-                    weight_type=wt, nodes_to_exclude=list(config.exclude), nodes_to_quantize=config.only,
+                    str(prepared_path),
+                    str(out_path),
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=settings.per_channel,
+                    weight_type=wt,
+                    nodes_to_exclude=list(config.exclude),
+                    nodes_to_quantize=config.only,
                     extra_options={"MatMulConstBOnly": True},
                 )
             else:
@@ -287,14 +331,19 @@ def quantize(
                 if not cache_path.exists():
                     if not calib_samples:
                         raise ConversionError("INT8 calibration needs samples")
-                    proto_inputs = {i.name for i in onnx.load(str(prepared_path), load_external_data=False).graph.input}
+                    proto_inputs = {
+                        i.name for i in onnx.load(str(prepared_path), load_external_data=False).graph.input
+                    }
                     reader = _Reader(calib_samples, proto_inputs, on_sample)
                 quantize_static(
-                    str(prepared_path), str(out_path), reader,
+                    str(prepared_path),
+                    str(out_path),
+                    reader,
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=config.op_types,
                     per_channel=settings.per_channel,
-                    activation_type=act, weight_type=wt,
+                    activation_type=act,
+                    weight_type=wt,
                     nodes_to_exclude=list(config.exclude),
                     nodes_to_quantize=config.only,
                     calibrate_method=_method(settings.method),
@@ -342,8 +391,19 @@ def non_finite_ranges(cache_path: Path) -> list[str]:
     return bad
 
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QLinearAdd", "QLinearMul", "MatMulNBits"}
+QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "QLinearAdd",
+    "QLinearMul",
+    "MatMulNBits",
+}
 
 
 def already_quantized(proto: onnx.ModelProto) -> str:
@@ -351,11 +411,22 @@ def already_quantized(proto: onnx.ModelProto) -> str:
     ops = sorted({n.op_type for n in proto.graph.node if n.op_type in QUANTIZED_OPS})
     if ops:
         return f"it has {', '.join(ops)} nodes"
-    int_weights = {t.name for t in proto.graph.initializer
-                   if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4,
-                                      onnx.TensorProto.UINT4)}
-    casts = [n for n in proto.graph.node if n.op_type == "Cast" and n.input and n.input[0] in int_weights
-             and any(a.name == "to" and a.i in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) for a in n.attribute)]
+    int_weights = {
+        t.name
+        for t in proto.graph.initializer
+        if t.data_type
+        in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
+    }
+    casts = [
+        n
+        for n in proto.graph.node
+        if n.op_type == "Cast"
+        and n.input
+        and n.input[0] in int_weights
+        and any(
+            a.name == "to" and a.i in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) for a in n.attribute
+        )
+    ]
     if casts:
         return f"{len(casts)} int8 weight(s) are cast to float at run time"
     return ""
@@ -385,7 +456,6 @@ def zero_points(proto: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
             elif n.input[2] in inits:
                 out.append((n.name, numpy_helper.to_array(inits[n.input[2]])))
     return out
-
 
 
 def file_bytes(path: str | os.PathLike) -> int:

@@ -50,18 +50,15 @@ def measure(
     per = [session_feeds(s, feeds) for s in sessions]
     # warm-up, and a first estimate of the cost of one round
     t0 = time.perf_counter()
-    for s, f in zip(sessions, per):
+    for s, f in zip(sessions, per, strict=False):
         s.run(None, f)
         s.run(None, f)
     one_round = max((time.perf_counter() - t0) / 2, 1e-6)
     runs = int(min(max_runs, max(min_runs, budget_s / one_round)))
     times: list[list[float]] = [[] for _ in sessions]
     for _ in range(runs):
-        for i, (s, f) in enumerate(zip(sessions, per)):
+        for i, (s, f) in enumerate(zip(sessions, per, strict=False)):
             t = time.perf_counter()
             s.run(None, f)
             times[i].append(time.perf_counter() - t)
-    return [
-        Latency(float(np.median(t)) * 1e3, float(np.percentile(t, 90)) * 1e3, runs)
-        for t in times
-    ]
+    return [Latency(float(np.median(t)) * 1e3, float(np.percentile(t, 90)) * 1e3, runs) for t in times]

@@ -29,29 +29,50 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Add", "Sum"}
+FUSABLE_ACTIVATIONS = {
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Add",
+    "Sum",
+}
 _TOKEN = re.compile(r"(_token_\d+)+$")
 
 
-def kernel_times(path: str | os.PathLike, feeds: dict[str, np.ndarray], *, runs: int = 20) -> dict[str, tuple[str, float]]:
+def kernel_times(
+    path: str | os.PathLike, feeds: dict[str, np.ndarray], *, runs: int = 20
+) -> dict[str, tuple[str, float]]:
     """``{kernel name: (op type, microseconds per run)}``, onnxruntime CPU, 1 thread, all optimizations."""
-    from tensorsmith.verify import session_feeds
-    from tensorsmith.verify import ort_session
+    from tensorsmith.verify import ort_session, session_feeds
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-profile-") as tmp:
-        sess = ort_session(path, optimize=True, threads=1, sequential=True, profile_prefix=str(Path(tmp) / "profile"))
+        sess = ort_session(
+            path, optimize=True, threads=1, sequential=True, profile_prefix=str(Path(tmp) / "profile")
+        )
         f = session_feeds(sess, feeds)
         for _ in range(runs + 1):
             sess.run(None, f)
         events = json.loads(Path(sess.end_profiling()).read_text())
     # the first run is a warm-up: skip every kernel that ran before it ended
-    run_ends = sorted(e["ts"] + e.get("dur", 0) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    run_ends = sorted(
+        e["ts"] + e.get("dur", 0)
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     warm_end = run_ends[0] if len(run_ends) > 1 else -1
     counted = len(run_ends) - 1 if len(run_ends) > 1 else 1
     total: dict[str, float] = defaultdict(float)
     ops: dict[str, str] = {}
     for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time") and e.get("ts", 0) > warm_end:
+        if (
+            e.get("cat") == "Node"
+            and str(e.get("name", "")).endswith("_kernel_time")
+            and e.get("ts", 0) > warm_end
+        ):
             name = e["name"][: -len("_kernel_time")]
             total[name] += float(e.get("dur", 0))
             ops[name] = e.get("args", {}).get("op_name", "?")
@@ -98,7 +119,18 @@ def _fusion_head(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> o
 
 # Float ops that onnxruntime fuses into a preceding FP32 convolution (NCHWc activations,
 # HardSigmoid * x -> HardSwish, ...) but runs on their own after a QLinearConv.
-FUSED_AFTER_CONV = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Mul", "PRelu", "Add"}
+FUSED_AFTER_CONV = {
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Mul",
+    "PRelu",
+    "Add",
+}
 
 
 def slower_in_int8(
@@ -132,7 +164,8 @@ def slower_in_int8(
         boundary = int8.q_us.get(node.input[0], 0.0) + sum(int8.dq_us.get(o, 0.0) for o in node.output)
         broken = sum(
             max(0.0, int8.node_us.get(c.name, 0.0) - fp32.node_us.get(c.name, 0.0))
-            for o in node.output for c in consumers.get(o, [])
+            for o in node.output
+            for c in consumers.get(o, [])
             if c.op_type in FUSED_AFTER_CONV
         )
         if t8 + boundary + broken >= t32:

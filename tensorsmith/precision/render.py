@@ -18,43 +18,80 @@ def render_precision(p: dict, console) -> None:
     if p.get("layout"):
         title += f", layout {p['layout']}"
     t = Table(title=title, title_justify="left", header_style="bold")
-    for col, just in (("precision", "left"), ("file size", "right"), ("ORT CPU latency", "right"), ("speed-up", "right"),
-                      ("cosine (worst output)", "right"), ("top-1 agreement", "right"), ("kept FP32", "right")):
+    for col, just in (
+        ("precision", "left"),
+        ("file size", "right"),
+        ("ORT CPU latency", "right"),
+        ("speed-up", "right"),
+        ("cosine (worst output)", "right"),
+        ("top-1 agreement", "right"),
+        ("kept FP32", "right"),
+    ):
         t.add_column(col, justify=just)
     for row in p.get("table", []):
         t.add_row(
-            row["precision"], human_bytes(row["size"]), _fmt(row.get("latency_ms"), ".3f") + (" ms" if row.get("latency_ms") is not None else ""),
+            row["precision"],
+            human_bytes(row["size"]),
+            _fmt(row.get("latency_ms"), ".3f") + (" ms" if row.get("latency_ms") is not None else ""),
             _fmt(row.get("speedup"), ".2f") + ("x" if row.get("speedup") is not None else ""),
-            _fmt(row.get("cosine"), ".5f"), _fmt(row.get("top1"), ".1%"), _fmt(row.get("kept_fp32"), "d"),
+            _fmt(row.get("cosine"), ".5f"),
+            _fmt(row.get("top1"), ".1%"),
+            _fmt(row.get("kept_fp32"), "d"),
         )
     console.print(t)
     gate = p.get("gate") or {}
     if gate:
         th = gate.get("thresholds", {})
         rules = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in th.items() if v is not None)
-        g = Table(title=f"accuracy gate on {gate.get('samples')} validation sample(s) ({rules or 'no thresholds'})",
-                  title_justify="left", header_style="bold")
+        g = Table(
+            title=f"accuracy gate on {gate.get('samples')} validation sample(s) ({rules or 'no thresholds'})",
+            title_justify="left",
+            header_style="bold",
+        )
         for col in ("output", "cosine", "worst sample", "max abs err", "max rel err", "top-1", "result"):
             g.add_column(col, justify="left" if col in ("output", "result") else "right")
         for o in gate.get("outputs", []):
             if o.get("exact") is not None:
-                g.add_row(escape(o["name"]), "-", "-", "-", "-", "-",
-                          "[green]pass[/green] (exact)" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}")
+                g.add_row(
+                    escape(o["name"]),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "[green]pass[/green] (exact)"
+                    if o["passed"]
+                    else f"[red]FAIL[/red] {escape(o['reason'])}",
+                )
                 continue
-            g.add_row(escape(o["name"]), f"{o['cosine']:.5f}", f"{o['cosine_min']:.5f}", f"{o['max_abs']:.3g}",
-                      f"{o['max_rel']:.3g}", _fmt(o.get("top1"), ".1%"),
-                      "[green]pass[/green]" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}")
+            g.add_row(
+                escape(o["name"]),
+                f"{o['cosine']:.5f}",
+                f"{o['cosine_min']:.5f}",
+                f"{o['max_abs']:.3g}",
+                f"{o['max_rel']:.3g}",
+                _fmt(o.get("top1"), ".1%"),
+                "[green]pass[/green]" if o["passed"] else f"[red]FAIL[/red] {escape(o['reason'])}",
+            )
         console.print(g)
     layouts = p.get("layouts") or []
     if len(layouts) > 1:
-        lt = Table(title="INT8 layouts timed against FP32 (the fastest that passes the gate is kept)",
-                   title_justify="left", header_style="bold")
+        lt = Table(
+            title="INT8 layouts timed against FP32 (the fastest that passes the gate is kept)",
+            title_justify="left",
+            header_style="bold",
+        )
         for col in ("layout", "speed-up", "cosine", "gate", "kept FP32"):
             lt.add_column(col, justify="left" if col in ("layout", "gate") else "right")
         for row in layouts:
             mark = " *" if row["layout"] == p.get("layout") else ""
-            lt.add_row(escape(row["layout"]) + mark, _fmt(row.get("speedup"), ".2f") + "x", _fmt(row.get("cosine"), ".5f"),
-                       "pass" if row.get("gate_passed") else "fail", _fmt(row.get("kept_fp32"), "d"))
+            lt.add_row(
+                escape(row["layout"]) + mark,
+                _fmt(row.get("speedup"), ".2f") + "x",
+                _fmt(row.get("cosine"), ".5f"),
+                "pass" if row.get("gate_passed") else "fail",
+                _fmt(row.get("kept_fp32"), "d"),
+            )
         console.print(lt)
     kept = p.get("kept") or []
     if kept:
@@ -68,12 +105,18 @@ def render_precision(p: dict, console) -> None:
         console.print(k)
     cal = p.get("calibration")
     if cal:
-        console.print(f"  [dim]calibration: {cal['samples']} sample(s) from {escape(str(cal['source']))}, {cal.get('method')}[/dim]")
+        console.print(
+            f"  [dim]calibration: {cal['samples']} sample(s) from {escape(str(cal['source']))}, {cal.get('method')}[/dim]"
+        )
     val = p.get("validation")
     if val:
-        console.print(f"  [dim]validation: {val['samples']} sample(s) from {escape(str(val['source']))}[/dim]")
+        console.print(
+            f"  [dim]validation: {val['samples']} sample(s) from {escape(str(val['source']))}[/dim]"
+        )
     if lat:
-        console.print(f"  [dim]latency: onnxruntime CPU, 1 thread, batch of the first sample, median of {lat.get('runs')} round-robin runs[/dim]")
+        console.print(
+            f"  [dim]latency: onnxruntime CPU, 1 thread, batch of the first sample, median of {lat.get('runs')} round-robin runs[/dim]"
+        )
     for w in p.get("warnings", []):
         console.print(f"  [yellow]warning: {escape(w)}[/yellow]")
     for n in p.get("notes", []):
@@ -98,6 +141,10 @@ def kept_rows(kept: list[dict]) -> list[tuple[str, str, float | None, str]]:
             why = "measured slower in int8 here (kernel + Q/DQ + broken fusions >= FP32 kernel)"
         groups.setdefault((n.get("op", "?"), why), []).append(n["name"])
     for (op, why), names in groups.items():
-        label = names[0] if len(names) == 1 else f"{len(names)} nodes: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        label = (
+            names[0]
+            if len(names) == 1
+            else f"{len(names)} nodes: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        )
         rows.append((label, op, None, why))
     return rows

@@ -44,9 +44,9 @@ class LowerResult:
     report: dict = field(default_factory=dict)
 
 
-
-def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str,
-             hint: str | None = None) -> list[dict[str, np.ndarray]]:
+def _run_all(
+    sess, samples: list[dict[str, np.ndarray]], what: str, progress, label: str, hint: str | None = None
+) -> list[dict[str, np.ndarray]]:
     names = [o.name for o in sess.get_outputs()]
     out = []
     advance = progress.track(label, len(samples))
@@ -56,10 +56,13 @@ def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, la
                 values = sess.run(names, session_feeds(sess, s))
             except Exception as exc:
                 if what == "source":
-                    raise UsageError(f"the FP32 model fails on validation sample {i}: {short(exc, 200)}",
-                                     hint=hint) from None
-                raise ConversionError(f"the {what} model fails in onnxruntime on sample {i}: {short(exc, 200)}") from None
-            out.append(dict(zip(names, values)))
+                    raise UsageError(
+                        f"the FP32 model fails on validation sample {i}: {short(exc, 200)}", hint=hint
+                    ) from None
+                raise ConversionError(
+                    f"the {what} model fails in onnxruntime on sample {i}: {short(exc, 200)}"
+                ) from None
+            out.append(dict(zip(names, values, strict=False)))
             advance()
     finally:
         progress.done(label)
@@ -70,8 +73,13 @@ def _run_all(sess, samples: list[dict[str, np.ndarray]], what: str, progress, la
 # data
 
 
-def load_data(opts: PrecisionOptions, specs, input_shapes, progress, int_bounds: dict[str, int] | None = None,
-              ) -> tuple[cal.Dataset | None, cal.Dataset, list[str]]:
+def load_data(
+    opts: PrecisionOptions,
+    specs,
+    input_shapes,
+    progress,
+    int_bounds: dict[str, int] | None = None,
+) -> tuple[cal.Dataset | None, cal.Dataset, list[str]]:
     """(calibration set or None, validation set, warnings). ``int_bounds``: for random samples."""
     warnings: list[str] = []
     need_calib = opts.precision == "int8" and opts.int8_mode == "static"
@@ -81,10 +89,16 @@ def load_data(opts: PrecisionOptions, specs, input_shapes, progress, int_bounds:
         val = cal.load_path(opts.val, specs, what="--val", preprocess=opts.calib_preprocess, limit=256)
     calib: cal.Dataset | None = None
     if opts.calib == "random":
-        warnings.append("--calib random: calibrating on random inputs, for smoke tests only; the result is not meaningful")
-        calib = cal.random_dataset(specs, input_shapes, min(opts.calib_samples, RANDOM_CALIB), int_bounds=int_bounds)
+        warnings.append(
+            "--calib random: calibrating on random inputs, for smoke tests only; the result is not meaningful"
+        )
+        calib = cal.random_dataset(
+            specs, input_shapes, min(opts.calib_samples, RANDOM_CALIB), int_bounds=int_bounds
+        )
         if val is None:
-            val = cal.random_dataset(specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000, int_bounds=int_bounds)
+            val = cal.random_dataset(
+                specs, input_shapes, 8, seed=cal.RANDOM_SEED + 1000, int_bounds=int_bounds
+            )
             val.source = "random (held apart from calibration)"
     elif opts.calib or opts.calib_loader:
         progress.step("loading calibration data")
@@ -92,7 +106,9 @@ def load_data(opts: PrecisionOptions, specs, input_shapes, progress, int_bounds:
         if opts.calib_loader:
             data = cal.load_loader(opts.calib_loader, specs, limit=limit)
         else:
-            data = cal.load_path(opts.calib, specs, what="--calib", preprocess=opts.calib_preprocess, limit=limit)
+            data = cal.load_path(
+                opts.calib, specs, what="--calib", preprocess=opts.calib_preprocess, limit=limit
+            )
         if val is None:
             calib, val = cal.split_holdout(data, opts.calib_samples, max_val=MAX_VAL)
         else:
@@ -143,15 +159,23 @@ def lower(
         ref_sess = cpu_session(reference_path, threads=0, optimize=False)
     except Exception as exc:
         raise UsageError(f"onnxruntime cannot load the FP32 model: {short(exc, 200)}") from None
-    refs = _run_all(ref_sess, val.samples, "source", progress, "gate: FP32 reference",
-                    hint="the validation samples are random: give inputs the model accepts with --val PATH"
-                    if val.random else None)
+    refs = _run_all(
+        ref_sess,
+        val.samples,
+        "source",
+        progress,
+        "gate: FP32 reference",
+        hint="the validation samples are random: give inputs the model accepts with --val PATH"
+        if val.random
+        else None,
+    )
     class_outputs = gt.class_score_outputs(proto)
     defaults = gt.Thresholds.defaults(opts.precision)
     thresholds = gt.Thresholds(
         min_cosine=opts.min_cosine if opts.min_cosine is not None else defaults.min_cosine,
         min_top1=opts.min_top1 if opts.min_top1 is not None else defaults.min_top1,
-        max_abs=opts.max_abs, max_rel=opts.max_rel,
+        max_abs=opts.max_abs,
+        max_rel=opts.max_rel,
     )
 
     def gate(path: Path, label: str) -> gt.GateResult:
@@ -159,7 +183,9 @@ def lower(
         try:
             sess = cpu_session(path, threads=0, optimize=True)
         except Exception as exc:
-            raise ConversionError(f"the {opts.precision} model does not load in onnxruntime: {short(exc, 200)}") from None
+            raise ConversionError(
+                f"the {opts.precision} model does not load in onnxruntime: {short(exc, 200)}"
+            ) from None
         gots = _run_all(sess, val.samples, opts.precision, progress, f"gate: {label}")
         return gt.evaluate(refs, gots, thresholds, class_outputs)
 
@@ -194,9 +220,12 @@ def lower(
 
 def _latency_dict(base, low) -> dict:
     return {
-        "fp32_ms": round(base.median_ms, 4), "ms": round(low.median_ms, 4),
+        "fp32_ms": round(base.median_ms, 4),
+        "ms": round(low.median_ms, 4),
         "speedup": round(base.median_ms / low.median_ms, 3) if low.median_ms > 0 else None,
-        "runs": low.runs, "threads": 1, "provider": "onnxruntime CPUExecutionProvider",
+        "runs": low.runs,
+        "threads": 1,
+        "provider": "onnxruntime CPUExecutionProvider",
     }
 
 
@@ -205,11 +234,24 @@ def _table(report: dict) -> None:
     lat = report.get("latency") or {}
     gate = report.get("gate") or {}
     rows = [
-        {"precision": "fp32", "size": report["size"]["fp32"], "latency_ms": lat.get("fp32_ms"), "speedup": 1.0 if lat else None,
-         "cosine": 1.0, "top1": 1.0 if gate.get("worst_top1") is not None else None, "kept_fp32": None},
-        {"precision": report["precision"], "size": report["size"]["lowered"], "latency_ms": lat.get("ms"),
-         "speedup": lat.get("speedup"), "cosine": gate.get("worst_cosine"), "top1": gate.get("worst_top1"),
-         "kept_fp32": len(report.get("kept", []))},
+        {
+            "precision": "fp32",
+            "size": report["size"]["fp32"],
+            "latency_ms": lat.get("fp32_ms"),
+            "speedup": 1.0 if lat else None,
+            "cosine": 1.0,
+            "top1": 1.0 if gate.get("worst_top1") is not None else None,
+            "kept_fp32": None,
+        },
+        {
+            "precision": report["precision"],
+            "size": report["size"]["lowered"],
+            "latency_ms": lat.get("ms"),
+            "speedup": lat.get("speedup"),
+            "cosine": gate.get("worst_cosine"),
+            "top1": gate.get("worst_top1"),
+            "kept_fp32": len(report.get("kept", [])),
+        },
     ]
     report["table"] = rows
 
@@ -268,7 +310,9 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
     report["settings"] = {"keep_io": not opts.fp16_io}
     report["repairs"] = res.repairs
     errs = {r.name: r.added for r in fb_nodes}
-    report["kept"] = [dict(k.to_dict(), **({"error": errs[k.name]} if k.name in errs else {})) for k in res.kept]
+    report["kept"] = [
+        dict(k.to_dict(), **({"error": errs[k.name]} if k.name in errs else {})) for k in res.kept
+    ]
     _finish_gate(report, result, fb_nodes, history, opts)
     return path
 
@@ -278,8 +322,14 @@ def _step_size(round_no: int, left: int) -> int:
     return max(1, min(left, 2 ** max(0, round_no - 2)))
 
 
-def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeError], history: list[dict], opts,
-                 hint: str | None = None) -> None:
+def _finish_gate(
+    report: dict,
+    result: gt.GateResult,
+    fb_nodes: list[fb.NodeError],
+    history: list[dict],
+    opts,
+    hint: str | None = None,
+) -> None:
     report["gate"] = result.to_dict()
     report["fallback"] = {
         "budget": opts.fallback_budget,
@@ -289,11 +339,19 @@ def _finish_gate(report: dict, result: gt.GateResult, fb_nodes: list[fb.NodeErro
         "error_after": result.error,
     }
     if not result.passed:
-        what = f"after keeping {len(fb_nodes)} node(s) in FP32 (--fallback-budget {opts.fallback_budget})" if fb_nodes else (
-            "and the fallback found no node to keep in FP32" if opts.fallback_budget else "(fallback disabled: --fallback-budget 0)")
+        what = (
+            f"after keeping {len(fb_nodes)} node(s) in FP32 (--fallback-budget {opts.fallback_budget})"
+            if fb_nodes
+            else (
+                "and the fallback found no node to keep in FP32"
+                if opts.fallback_budget
+                else "(fallback disabled: --fallback-budget 0)"
+            )
+        )
         exc = VerificationError(
             f"{report['precision']} accuracy gate failed {what}: {result.summary()}",
-            hint=hint or "better calibration data, a larger --fallback-budget, or looser --min-cosine/--min-top1",
+            hint=hint
+            or "better calibration data, a larger --fallback-budget, or looser --min-cosine/--min-top1",
         )
         exc.precision_report = report
         raise exc
@@ -320,7 +378,8 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     cache = work / "calibration.json"
     report["settings"] = settings.describe()
     report["converter"] = (
-        "onnxruntime.quantization.quantize_dynamic" if opts.int8_mode == "dynamic"
+        "onnxruntime.quantization.quantize_dynamic"
+        if opts.int8_mode == "dynamic"
         else "onnxruntime.quantization.quantize_static (QDQ)"
     )
     enforce = opts.target == "ort" and opts.measure_latency
@@ -339,8 +398,15 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         else:
             progress.step(f"int8: quantizing ({cfg.name})")
         try:
-            return i8.quantize(prep_path, out, settings, cfg, cache_path=cache,
-                               calib_samples=calib.samples if calib else None, on_sample=advance)
+            return i8.quantize(
+                prep_path,
+                out,
+                settings,
+                cfg,
+                cache_path=cache,
+                calib_samples=calib.samples if calib else None,
+                on_sample=advance,
+            )
         finally:
             if advance is not None:
                 progress.done(label)
@@ -374,8 +440,13 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         if not add_layout(cfg):
             raise ConversionError(_nothing_to_quantize(prepared))
     if not built:
-        exc = failed[0] if failed else ConversionError(
-            "INT8: no layout quantizes any node (every candidate kept FP32); use --precision fp32 or fp16")
+        exc = (
+            failed[0]
+            if failed
+            else ConversionError(
+                "INT8: no layout quantizes any node (every candidate kept FP32); use --precision fp32 or fp16"
+            )
+        )
         exc.precision_report = report
         raise exc
     if opts.measure_latency and len(built) > 1 and rank_samples:  # onnxruntime CPU, static: measured layouts
@@ -386,10 +457,17 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     if len(built) > 1 or opts.measure_latency:
         progress.step(f"timing FP32 and {len(built)} INT8 layout(s) (onnxruntime CPU, 1 thread, round-robin)")
         lat = measure([prep_path] + [p for _, p, _ in built], rank_samples[0] if rank_samples else {})
-        for (cfg, path, g), l in zip(built, lat[1:]):
-            timed.append({"layout": cfg.name, "latency_ms": round(l.median_ms, 4),
-                          "speedup": round(lat[0].median_ms / l.median_ms, 3), "gate_passed": g.passed,
-                          "cosine": g.worst_cosine, "kept_fp32": len(cfg.exclude)})
+        for (cfg, _path, g), lt in zip(built, lat[1:], strict=False):
+            timed.append(
+                {
+                    "layout": cfg.name,
+                    "latency_ms": round(lt.median_ms, 4),
+                    "speedup": round(lat[0].median_ms / lt.median_ms, 3),
+                    "gate_passed": g.passed,
+                    "cosine": g.worst_cosine,
+                    "kept_fp32": len(cfg.exclude),
+                }
+            )
         passing = [i for i, (_, _, g) in enumerate(built) if g.passed]
         if passing:  # the fastest layout that passes
             chosen = min(passing, key=lambda i: lat[1 + i].median_ms)
@@ -416,7 +494,9 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         if not candidates - tried:
             break
         if ranking is None:  # once: a node's effect alone hardly depends on which others are kept
-            ranking = _int8_sensitivity(prepared, prep_path, low, cfg, candidates, rank_samples, build, work, progress)
+            ranking = _int8_sensitivity(
+                prepared, prep_path, low, cfg, candidates, rank_samples, build, work, progress
+            )
         ranked = [r for r in ranking if r.name in candidates and r.name not in tried]
         take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
         if not take or len(take) >= len(candidates):
@@ -424,18 +504,36 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
             report["notes"].append("fallback stopped: the gate would pass only with no node quantized")
             break
         tried.update(r.name for r in take)
-        trial = {**exclude, **{r.name: f"fallback: quantized alone, output error {r.added:.3g}" for r in take}}
+        trial = {
+            **exclude,
+            **{r.name: f"fallback: quantized alone, output error {r.added:.3g}" for r in take},
+        }
         trial_cfg = i8.Config(cfg.name, cfg.op_types, trial)
         try:
             trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
             trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
         except ConversionError as exc:  # the quantizer wrote a model that does not load: undo
-            history.append({"kept": len(fb_nodes) + len(take), "error": None, "passed": False, "accepted": False,
-                            "nodes": [r.name for r in take], "failed": short(exc, 200)})
+            history.append(
+                {
+                    "kept": len(fb_nodes) + len(take),
+                    "error": None,
+                    "passed": False,
+                    "accepted": False,
+                    "nodes": [r.name for r in take],
+                    "failed": short(exc, 200),
+                }
+            )
             continue
         accepted = trial_result.passed or trial_result.error < result.error
-        history.append({"kept": len(fb_nodes) + len(take), "error": trial_result.error, "passed": trial_result.passed,
-                        "accepted": accepted, "nodes": [r.name for r in take]})
+        history.append(
+            {
+                "kept": len(fb_nodes) + len(take),
+                "error": trial_result.error,
+                "passed": trial_result.passed,
+                "accepted": accepted,
+                "nodes": [r.name for r in take],
+            }
+        )
         if accepted:
             fb_nodes.extend(take)
             exclude, cfg, path, result = trial, trial_cfg, trial_path, trial_result
@@ -454,12 +552,20 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
     hint = None
     counts = Counter(n.op_type for n in prepared.graph.node)
-    if opts.int8_mode == "static" and opts.target == "ort" and counts["MatMul"] + counts["Gemm"] > counts["Conv"]:
-        hint = ("static int8 quantizes activations per tensor, which transformers' outlier channels do not survive; "
-                "try --int8-mode dynamic (MatMul weights only, activations quantized per run), or better calibration data")
+    if (
+        opts.int8_mode == "static"
+        and opts.target == "ort"
+        and counts["MatMul"] + counts["Gemm"] > counts["Conv"]
+    ):
+        hint = (
+            "static int8 quantizes activations per tensor, which transformers' outlier channels do not survive; "
+            "try --int8-mode dynamic (MatMul weights only, activations quantized per run), or better calibration data"
+        )
     _finish_gate(report, result, fb_nodes, history, opts, hint)
     if not quantized:
-        exc = ConversionError("INT8: no node is left quantized (every candidate kept FP32); use --precision fp32 or fp16")
+        exc = ConversionError(
+            "INT8: no node is left quantized (every candidate kept FP32); use --precision fp32 or fp16"
+        )
         exc.precision_report = report
         raise exc
 
@@ -483,8 +589,9 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
 SENSITIVITY_MAX = 64
 
 
-def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates: set[str], samples, build, work: Path,
-                      progress) -> list[fb.NodeError]:
+def _int8_sensitivity(
+    prepared, prep_path: Path, low, cfg: i8.Config, candidates: set[str], samples, build, work: Path, progress
+) -> list[fb.NodeError]:
     """Candidates worst first: each quantized alone, its error at the outputs (``fallback.sensitivity``).
 
     Past ``SENSITIVITY_MAX`` candidates, the ones measured are the worst by the local
@@ -498,7 +605,7 @@ def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates
         order = [r.name for r in local[:SENSITIVITY_MAX]]
     ref_sess = ort_session(prep_path)
     names = [o.name for o in ref_sess.get_outputs()]
-    refs = [dict(zip(names, ref_sess.run(names, session_feeds(ref_sess, s)))) for s in samples]
+    refs = [dict(zip(names, ref_sess.run(names, session_feeds(ref_sess, s)), strict=False)) for s in samples]
     one = work / "int8_one_node.onnx"
     label = f"fallback: quantizing {len(order)} node(s) one at a time"
     advance = progress.track(label, len(order))
@@ -506,7 +613,9 @@ def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates
         return fb.sensitivity(
             [(name, ops.get(name, "?")) for name in order],
             lambda name: build(i8.Config(cfg.name, cfg.op_types, dict(cfg.exclude), only=[name]), one),
-            refs, samples, on_node=advance,
+            refs,
+            samples,
+            on_node=advance,
         )
     finally:
         progress.done(label)
@@ -514,13 +623,20 @@ def _int8_sensitivity(prepared, prep_path: Path, low, cfg: i8.Config, candidates
 
 def _nothing_to_quantize(prepared) -> str:
     sub = sorted({n.op_type for n in prepared.graph.node if n.op_type in ("If", "Loop", "Scan")})
-    where = (f"; its compute is inside {'/'.join(sub)} bodies, which onnxruntime's quantizer does not enter"
-             if sub else "")
-    return (f"INT8: onnxruntime's quantizer finds nothing to quantize in this model's main graph{where}; "
-            "use --precision fp32 or fp16")
+    where = (
+        f"; its compute is inside {'/'.join(sub)} bodies, which onnxruntime's quantizer does not enter"
+        if sub
+        else ""
+    )
+    return (
+        f"INT8: onnxruntime's quantizer finds nothing to quantize in this model's main graph{where}; "
+        "use --precision fp32 or fp16"
+    )
 
 
-def _profiled_configs(prepared, prep_path: Path, widest: Path, configs: list[i8.Config], feeds, progress) -> list[i8.Config]:
+def _profiled_configs(
+    prepared, prep_path: Path, widest: Path, configs: list[i8.Config], feeds, progress
+) -> list[i8.Config]:
     """Layouts that also keep FP32 every node measured slower in int8 (onnxruntime's profiler).
 
     ``widest`` is the layout that quantizes the most nodes: its profile gives the

@@ -23,9 +23,10 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tensorsmith.errors import UsageError
 
@@ -37,10 +38,16 @@ CHUNK = 1 << 20
 COMMON_LIBS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "numpy", "protobuf")
 TF_LIBS = ("tensorflow", "tensorflow-cpu", "tf2onnx", "keras", "tf-keras")
 FORMAT_LIBS = {
-    "savedmodel": TF_LIBS, "keras": TF_LIBS, "h5": TF_LIBS, "graphdef": TF_LIBS, "tflite": TF_LIBS,
-    "torchscript": ("torch",), "torch-export": ("torch",), "torch-factory": ("torch",),
+    "savedmodel": TF_LIBS,
+    "keras": TF_LIBS,
+    "h5": TF_LIBS,
+    "graphdef": TF_LIBS,
+    "tflite": TF_LIBS,
+    "torchscript": ("torch",),
+    "torch-export": ("torch",),
+    "torch-factory": ("torch",),
 }
-TARGET_LIBS = {"trt": ("tensorrt",), "tftrt": TF_LIBS + ("tensorrt",)}
+TARGET_LIBS = {"trt": ("tensorrt",), "tftrt": (*TF_LIBS, "tensorrt")}
 PRECISION_LIBS = {"fp16": ("onnxconverter-common",), "int8": ()}
 
 
@@ -205,11 +212,13 @@ def describe_files(paths: Iterable[str | os.PathLike], root: Path) -> list[dict]
         members = _dir_files(p) if p.is_dir() else [p]
         for f in members:
             st = f.stat()
-            out.append({
-                "path": os.path.relpath(f, root).replace(os.sep, "/"),
-                "sha256": sha256_file(f),
-                "bytes": st.st_size,
-            })
+            out.append(
+                {
+                    "path": os.path.relpath(f, root).replace(os.sep, "/"),
+                    "sha256": sha256_file(f),
+                    "bytes": st.st_size,
+                }
+            )
     return out
 
 
@@ -291,7 +300,7 @@ class Manifest:
         self.data.setdefault("jobs", {})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Manifest":
+    def load(cls, path: str | os.PathLike) -> Manifest:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -299,7 +308,11 @@ class Manifest:
             return cls(path)
         except (OSError, ValueError):
             return cls(path)  # unreadable: start afresh (nothing will count as cached)
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("jobs"), dict):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != MANIFEST_FORMAT
+            or not isinstance(data.get("jobs"), dict)
+        ):
             return cls(path)
         return cls(path, data)
 

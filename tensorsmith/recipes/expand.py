@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tensorsmith.errors import UsageError
 from tensorsmith import jobs as job_calls
+from tensorsmith.errors import UsageError
 from tensorsmith.recipes import schema
 from tensorsmith.recipes.yaml_lines import Lines, format_path
 
@@ -102,7 +102,9 @@ def _render_output(template: str, fields: dict[str, str], where: str, what: str)
     if os.path.isabs(text) or text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text):
         raise UsageError(f"{where}: {what}: {text!r} is an absolute path; outputs stay inside output_dir")
     if ".." in re.split(r"[/\\]+", text):
-        raise UsageError(f"{where}: {what}: {text!r} escapes the output folder ('..'); outputs stay inside output_dir")
+        raise UsageError(
+            f"{where}: {what}: {text!r} escapes the output folder ('..'); outputs stay inside output_dir"
+        )
     norm = os.path.normpath(text)
     if norm in (".", "") or text.endswith(("/", "\\")):
         raise UsageError(f"{where}: {what}: {text!r} names a folder, not an output file")
@@ -117,7 +119,9 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
     base = Path(os.path.abspath(recipe_path)).parent
     output_dir = Path(_resolve_path(base, recipe.output_dir))
     if output_dir.exists() and not output_dir.is_dir():
-        raise UsageError(f"{lines.where(('output_dir',))}: output_dir: {output_dir} exists and is not a folder")
+        raise UsageError(
+            f"{lines.where(('output_dir',))}: output_dir: {output_dir} exists and is not a folder"
+        )
 
     models: dict[str, int] = {}
     for i, m in enumerate(recipe.models):
@@ -180,8 +184,18 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
     return Plan(recipe_path, base, output_dir, jobs, recipe, lines)
 
 
-def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str, i: int, j: int,
-                 k: int | None, tname: str, outputs: dict[str, str]) -> Job:
+def _resolve_job(
+    recipe,
+    lines: Lines,
+    base: Path,
+    output_dir: Path,
+    jname: str,
+    i: int,
+    j: int,
+    k: int | None,
+    tname: str,
+    outputs: dict[str, str],
+) -> Job:
     model = recipe.models[i]
     target = recipe.targets[j]
     entry = recipe.jobs[k] if k is not None else None
@@ -215,7 +229,9 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
         if _FACTORY.match(raw) and opts.get("from") in (None, "torch-factory"):
             source = raw
         else:
-            raise UsageError(f"{lines.where(path_loc)}: {format_path(path_loc)}: no such file or folder: {raw}")
+            raise UsageError(
+                f"{lines.where(path_loc)}: {format_path(path_loc)}: no such file or folder: {raw}"
+            )
     for key in job_calls.PATH_OPTIONS:
         if key in opts and not (key == "calib" and opts[key] == "random"):
             p = _resolve_path(base, opts[key])
@@ -248,13 +264,19 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
     else:
         template, out_loc = recipe.output, ("output",)
     fields = {
-        "model": model.name, "target": tname, "job": jname, "to": to,
-        "precision": opts.get("precision") or "fp32", "ext": TARGET_EXT.get(to, ""),
+        "model": model.name,
+        "target": tname,
+        "job": jname,
+        "to": to,
+        "precision": opts.get("precision") or "fp32",
+        "ext": TARGET_EXT.get(to, ""),
     }
     rel = _render_output(template, fields, lines.where(out_loc), format_path(out_loc))
     if to == "trt" and rel.endswith(".onnx"):
-        raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r}: 'to: trt' writes a TensorRT "
-                         "engine; name it .plan (use {ext})")
+        raise UsageError(
+            f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r}: 'to: trt' writes a TensorRT "
+            "engine; name it .plan (use {ext})"
+        )
     if rel in outputs:
         raise UsageError(
             f"{lines.where(out_loc)}: {format_path(out_loc)}: jobs {outputs[rel]!r} and {jname!r} would both write "
@@ -264,15 +286,30 @@ def _resolve_job(recipe, lines: Lines, base: Path, output_dir: Path, jname: str,
     out = output_dir / rel
     real_dir = os.path.realpath(output_dir)
     if os.path.commonpath([real_dir, os.path.realpath(out)]) != real_dir:
-        raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} leads outside the output folder")
+        raise UsageError(
+            f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} leads outside the output folder"
+        )
     inputs = [source] + [opts[key] for key in job_calls.PATH_OPTIONS if key in opts and opts[key] != "random"]
     if any(os.path.exists(p) and os.path.realpath(p) == os.path.realpath(out) for p in inputs):
-        raise UsageError(f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} is an input of job {jname!r}; "
-                         "it would be overwritten")
+        raise UsageError(
+            f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r} is an input of job {jname!r}; "
+            "it would be overwritten"
+        )
     return Job(
-        name=jname, model=model.name, target=tname, source=source, source_format=source_format, to=to,
-        output=str(out), output_rel=rel, output_dir=str(output_dir), options=opts, function=function,
-        kwargs=kwargs, detect_error=detect_error, where=job_where,
+        name=jname,
+        model=model.name,
+        target=tname,
+        source=source,
+        source_format=source_format,
+        to=to,
+        output=str(out),
+        output_rel=rel,
+        output_dir=str(output_dir),
+        options=opts,
+        function=function,
+        kwargs=kwargs,
+        detect_error=detect_error,
+        where=job_where,
     )
 
 

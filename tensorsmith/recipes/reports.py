@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -95,7 +95,11 @@ def _note(record: dict, *, table: bool = False) -> str:
 class RichEvents(Events):
     """A progress row per running job on stderr; one line per finished job."""
 
-    STYLE = {STATUS_OK: ("ok", "green"), STATUS_CACHED: ("cached", "cyan"), STATUS_FAILED: ("FAILED", "red")}
+    STYLE: ClassVar[dict[str, tuple[str, str]]] = {
+        STATUS_OK: ("ok", "green"),
+        STATUS_CACHED: ("cached", "cyan"),
+        STATUS_FAILED: ("FAILED", "red"),
+    }
 
     def __init__(self, console: Console):
         self.console = console
@@ -104,7 +108,14 @@ class RichEvents(Events):
         self.tasks: dict[str, int] = {}
 
     def start(self, total: int, to_run: int, workers: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         cached = total - to_run
         self.console.print(
@@ -112,9 +123,14 @@ class RichEvents(Events):
             + (f", {cached} already done" if cached else "")
         )
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.fields[job]}", style="bold"), BarColumn(bar_width=20),
-            MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.fields[job]}", style="bold"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         )
         self.progress.start()
         self.overall = self.progress.add_task("", total=total, job="all jobs")
@@ -150,7 +166,9 @@ class RichEvents(Events):
         if record["status"] == STATUS_FAILED:
             bits.append(f"exit {record.get('exit_code')}: {record.get('error')}")
         word, style = self.STYLE.get(record["status"], (record["status"], ""))
-        self.console.print(f"  [{style}]{word:<7}[/] {escape(name)}  {escape('  '.join(bits))}", soft_wrap=True)
+        self.console.print(
+            f"  [{style}]{word:<7}[/] {escape(name)}  {escape('  '.join(bits))}", soft_wrap=True
+        )
 
     def note(self, text: str) -> None:
         self.console.print(f"  [yellow]note[/yellow] {escape(text)}")
@@ -178,8 +196,12 @@ def render_summary(result: RunResult, console: Console) -> None:
         nodes = f"{n['nodes_before']}->{n['nodes_after']}" if n["nodes_after"] is not None else ""
         status = r["status"] + (f" ({r.get('exit_code')})" if r["status"] == STATUS_FAILED else "")
         t.add_row(
-            escape(r["name"]), f"[{style.get(r['status'], '')}]{status}[/]", "" if r["status"] == STATUS_CACHED else _fmt_seconds(n["seconds"]),
-            nodes, _check(n), escape(_note(r, table=True)),
+            escape(r["name"]),
+            f"[{style.get(r['status'], '')}]{status}[/]",
+            "" if r["status"] == STATUS_CACHED else _fmt_seconds(n["seconds"]),
+            nodes,
+            _check(n),
+            escape(_note(r, table=True)),
         )
     console.print(t)
     c = result.counts()
@@ -220,19 +242,39 @@ def write_json(result: RunResult, path: str | os.PathLike) -> Path:
 def to_junit(result: RunResult) -> ET.Element:
     c = result.counts()
     suite_name = Path(result.recipe).stem
-    root = ET.Element("testsuites", name="tensorsmith", tests=str(c["total"]), failures=str(c["failed"]),
-                      errors="0", skipped=str(c["would-run"]), time=f"{result.seconds:.3f}")
-    suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(c["total"]), failures=str(c["failed"]),
-                          errors="0", skipped=str(c["would-run"]), time=f"{result.seconds:.3f}",
-                          timestamp=result.started)
+    root = ET.Element(
+        "testsuites",
+        name="tensorsmith",
+        tests=str(c["total"]),
+        failures=str(c["failed"]),
+        errors="0",
+        skipped=str(c["would-run"]),
+        time=f"{result.seconds:.3f}",
+    )
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite_name,
+        tests=str(c["total"]),
+        failures=str(c["failed"]),
+        errors="0",
+        skipped=str(c["would-run"]),
+        time=f"{result.seconds:.3f}",
+        timestamp=result.started,
+    )
     props = ET.SubElement(suite, "properties")
     for k, v in (("recipe", result.recipe), ("output_dir", result.output_dir)):
         ET.SubElement(props, "property", name=k, value=str(v))
     for r in result.records:
         n = job_numbers(r)
         seconds = 0.0 if r["status"] == STATUS_CACHED else float(n["seconds"] or 0.0)
-        case = ET.SubElement(suite, "testcase", classname=f"tensorsmith.{suite_name}.{r.get('model', '')}",
-                             name=r["name"], time=f"{seconds:.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"tensorsmith.{suite_name}.{r.get('model', '')}",
+            name=r["name"],
+            time=f"{seconds:.3f}",
+        )
         cprops = ET.SubElement(case, "properties")
         for k in ("status", "to", "precision", "output", "key"):
             if r.get(k) is not None:
@@ -241,13 +283,23 @@ def to_junit(result: RunResult) -> ET.Element:
             if n[k] is not None:
                 ET.SubElement(cprops, "property", name=k, value=f"{n[k]:.6g}")
         if r["status"] == STATUS_FAILED:
-            failure = ET.SubElement(case, "failure", message=str(r.get("error") or "failed"),
-                                    type=str(r.get("error_type") or "Error"))
-            lines = [f"job {r['name']}: {r.get('error')}", f"exit code {r.get('exit_code')}",
-                     f"source: {r.get('source')}", f"defined at {r.get('where')}"]
-            for out in ((r.get("verification") or {}).get("outputs") or []):
-                lines.append(f"output {out.get('name')}: max_abs_diff {out.get('max_abs_diff')} "
-                             f"passed {out.get('passed')} {out.get('reason') or ''}".rstrip())
+            failure = ET.SubElement(
+                case,
+                "failure",
+                message=str(r.get("error") or "failed"),
+                type=str(r.get("error_type") or "Error"),
+            )
+            lines = [
+                f"job {r['name']}: {r.get('error')}",
+                f"exit code {r.get('exit_code')}",
+                f"source: {r.get('source')}",
+                f"defined at {r.get('where')}",
+            ]
+            for out in (r.get("verification") or {}).get("outputs") or []:
+                lines.append(
+                    f"output {out.get('name')}: max_abs_diff {out.get('max_abs_diff')} "
+                    f"passed {out.get('passed')} {out.get('reason') or ''}".rstrip()
+                )
             if r.get("traceback"):
                 lines.append(r["traceback"])
             failure.text = "\n".join(lines)
@@ -256,7 +308,8 @@ def to_junit(result: RunResult) -> ET.Element:
         else:
             out = ET.SubElement(case, "system-out")
             out.text = f"{r['status']}: {r.get('output')}" + (
-                f" (max abs diff {_fmt_diff(n['max_abs_diff'])})" if n["max_abs_diff"] is not None else "")
+                f" (max abs diff {_fmt_diff(n['max_abs_diff'])})" if n["max_abs_diff"] is not None else ""
+            )
     return root
 
 
@@ -282,7 +335,8 @@ def to_markdown(result: RunResult) -> str:
         "",
         f"**{c['total']} job(s): {', '.join(parts) or 'none'}** in {result.seconds:.1f} s"
         + (f" on {result.workers} worker(s)" if result.workers else "")
-        + f"; outputs in `{result.output_dir}`" + (" (dry run)" if result.dry_run else ""),
+        + f"; outputs in `{result.output_dir}`"
+        + (" (dry run)" if result.dry_run else ""),
         "",
         "| | job | to | precision | time | nodes | size | max abs diff | cosine | speed-up | note |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
@@ -298,7 +352,11 @@ def to_markdown(result: RunResult) -> str:
             f"| {'' if n['cosine'] is None else format(n['cosine'], '.5f')} "
             f"| {'' if n['speedup'] is None else format(n['speedup'], '.2f') + 'x'} | {_md(_note(r))} |"
         )
-    builds = [(r["name"], job_numbers(r)["build_command"]) for r in result.records if job_numbers(r)["build_command"]]
+    builds = [
+        (r["name"], job_numbers(r)["build_command"])
+        for r in result.records
+        if job_numbers(r)["build_command"]
+    ]
     if builds:
         out += ["", "### TensorRT engines to build on a GPU machine", "", "```"]
         out += [cmd for _, cmd in builds]
@@ -307,7 +365,9 @@ def to_markdown(result: RunResult) -> str:
     if failed:
         out += ["", "### Failures", ""]
         for r in failed:
-            out.append(f"- **`{_md(r['name'])}`** (exit {r.get('exit_code')}, {r.get('error_type')}): {_md(r.get('error'))}")
+            out.append(
+                f"- **`{_md(r['name'])}`** (exit {r.get('exit_code')}, {r.get('error_type')}): {_md(r.get('error'))}"
+            )
     return "\n".join(out) + "\n"
 
 

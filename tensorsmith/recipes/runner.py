@@ -23,11 +23,12 @@ import shutil
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tensorsmith.errors import TensorsmithError, UsageError, short
 from tensorsmith.recipes import cache
@@ -75,7 +76,6 @@ def _install(src: Path, dst: Path, scratch: Path) -> None:
         os.replace(src, dst)
 
 
-
 def _report_dict(obj: Any) -> dict | None:
     if obj is None:
         return None
@@ -102,7 +102,12 @@ def execute(job: Job) -> dict:
     from tensorsmith import jobs as job_calls
 
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"name": job.name, "status": STATUS_FAILED, "started": cache.now(), "pid": os.getpid()}
+    result: dict[str, Any] = {
+        "name": job.name,
+        "status": STATUS_FAILED,
+        "started": cache.now(),
+        "pid": os.getpid(),
+    }
     output_dir = Path(job.output_dir)
     final = Path(job.output)
     stage_dir = output_dir / TMP_DIR_NAME / job.name
@@ -131,7 +136,9 @@ def execute(job: Job) -> dict:
             {**f, "path": (f"{rel_parent}/{f['path']}" if rel_parent else f["path"]).replace(os.sep, "/")}
             for f in sorted(described, key=lambda f: (f["path"] != main.name, f["path"]))
         ]
-        result.update(status=STATUS_OK, report=_relocate(report, str(stage_dir), str(final.parent)), exit_code=0)
+        result.update(
+            status=STATUS_OK, report=_relocate(report, str(stage_dir), str(final.parent)), exit_code=0
+        )
     except TensorsmithError as exc:
         result.update(error=exc.one_line(), error_type=type(exc).__name__, exit_code=exc.exit_code)
         detail = getattr(exc, "job", None)
@@ -141,8 +148,10 @@ def execute(job: Job) -> dict:
             result["report"] = {"verification": _report_dict(exc.report)}
     except Exception as exc:  # a bug or an unexpected library failure: this job only
         result.update(
-            error=f"internal error: {type(exc).__name__}: {short(exc, 300)}", error_type="InternalError",
-            exit_code=3, traceback=traceback.format_exc(),
+            error=f"internal error: {type(exc).__name__}: {short(exc, 300)}",
+            error_type="InternalError",
+            exit_code=3,
+            traceback=traceback.format_exc(),
         )
     finally:
         shutil.rmtree(stage_dir, ignore_errors=True)
@@ -171,8 +180,13 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         c = collections.Counter(r["status"] for r in self.records)
-        return {"total": len(self.records), "ok": c[STATUS_OK], "cached": c[STATUS_CACHED],
-                "failed": c[STATUS_FAILED], "would-run": c["would-run"]}
+        return {
+            "total": len(self.records),
+            "ok": c[STATUS_OK],
+            "cached": c[STATUS_CACHED],
+            "failed": c[STATUS_FAILED],
+            "would-run": c["would-run"],
+        }
 
     @property
     def exit_code(self) -> int:
@@ -219,10 +233,18 @@ def _locked(output_dir: Path):
 
 def _base_record(job: Job) -> dict:
     return {
-        "name": job.name, "model": job.model, "target": job.target, "source": job.source,
-        "source_format": job.source_format, "to": job.to, "precision": job.precision or "fp32",
-        "output": job.output_rel.replace(os.sep, "/"), "function": job.function.replace(":", "."),
-        "options": job.options, "where": job.where, "command": cli_command(job),
+        "name": job.name,
+        "model": job.model,
+        "target": job.target,
+        "source": job.source,
+        "source_format": job.source_format,
+        "to": job.to,
+        "precision": job.precision or "fp32",
+        "output": job.output_rel.replace(os.sep, "/"),
+        "function": job.function.replace(":", "."),
+        "options": job.options,
+        "where": job.where,
+        "command": cli_command(job),
     }
 
 
@@ -244,8 +266,9 @@ def _why_rerun(entry: dict | None, material: dict, output_dir: Path) -> str:
     return "outputs missing or modified"
 
 
-def _prepare(plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool, events: Events,
-             workers: int) -> tuple[dict[str, dict], list[Job]]:
+def _prepare(
+    plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool, events: Events, workers: int
+) -> tuple[dict[str, dict], list[Job]]:
     """Keys for every job (hashing in threads); which are cached, which must run."""
     records: dict[str, dict] = {}
     to_run: list[Job] = []
@@ -264,7 +287,13 @@ def _prepare(plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool,
             key, material = cache.job_key(job, source)
             return job, source, key, material, None
         except (TensorsmithError, OSError) as exc:
-            return job, None, None, None, exc.one_line() if isinstance(exc, TensorsmithError) else short(exc, 300)
+            return (
+                job,
+                None,
+                None,
+                None,
+                exc.one_line() if isinstance(exc, TensorsmithError) else short(exc, 300),
+            )
 
     unique = list(dict.fromkeys((j.source, j.source_format) for j in jobs))
     with ThreadPoolExecutor(max_workers=max(1, min(8, workers, len(jobs)))) as pool:
@@ -273,19 +302,35 @@ def _prepare(plan: Plan, jobs: list[Job], manifest: cache.Manifest, force: bool,
     for job, source, key, material, error in hashed:
         record = _base_record(job)
         if error is not None:
-            record.update(status=STATUS_FAILED, error=error, error_type="UsageError", exit_code=2,
-                          seconds={"total": 0.0})
+            record.update(
+                status=STATUS_FAILED,
+                error=error,
+                error_type="UsageError",
+                exit_code=2,
+                seconds={"total": 0.0},
+            )
             records[job.name] = record
             continue
         job.key = key
-        record.update(key=key, key_material=material, inputs={"source": source}, versions=material["versions"])
+        record.update(
+            key=key, key_material=material, inputs={"source": source}, versions=material["versions"]
+        )
         entry = manifest.get(job.name)
-        if not force and entry and entry.get("key") == key and entry.get("status") == STATUS_OK \
-                and cache.outputs_intact(entry, plan.output_dir):
+        if (
+            not force
+            and entry
+            and entry.get("key") == key
+            and entry.get("status") == STATUS_OK
+            and cache.outputs_intact(entry, plan.output_dir)
+        ):
             record.update(
-                status=STATUS_CACHED, outputs=entry.get("outputs", []), report=entry.get("report"),
-                verification=entry.get("verification"), seconds=entry.get("seconds", {}),
-                cached_from=entry.get("finished"), exit_code=0,
+                status=STATUS_CACHED,
+                outputs=entry.get("outputs", []),
+                report=entry.get("report"),
+                verification=entry.get("verification"),
+                seconds=entry.get("seconds", {}),
+                cached_from=entry.get("finished"),
+                exit_code=0,
             )
         else:
             record["why"] = "--force" if force else _why_rerun(entry, material, plan.output_dir)
@@ -300,11 +345,17 @@ def _finish_record(record: dict, result: dict) -> dict:
     if report and isinstance(report.get("seconds"), dict):
         seconds.update(report["seconds"])
     record.update(
-        status=result["status"], error=result.get("error"), error_type=result.get("error_type"),
+        status=result["status"],
+        error=result.get("error"),
+        error_type=result.get("error_type"),
         exit_code=result.get("exit_code", 0 if result["status"] == STATUS_OK else 3),
-        outputs=result.get("outputs", []), report=report,
-        verification=(report or {}).get("verification"), seconds=seconds,
-        started=result.get("started"), finished=result.get("finished"), worker_pid=result.get("pid"),
+        outputs=result.get("outputs", []),
+        report=report,
+        verification=(report or {}).get("verification"),
+        seconds=seconds,
+        started=result.get("started"),
+        finished=result.get("finished"),
+        worker_pid=result.get("pid"),
     )
     if result.get("traceback"):
         record["traceback"] = result["traceback"]
@@ -312,9 +363,32 @@ def _finish_record(record: dict, result: dict) -> dict:
 
 
 def _manifest_entry(record: dict) -> dict:
-    keep = ("key", "status", "model", "target", "source", "source_format", "to", "precision", "output",
-            "function", "options", "inputs", "outputs", "versions", "seconds", "verification", "report",
-            "error", "error_type", "exit_code", "started", "finished", "worker_pid", "key_material")
+    keep = (
+        "key",
+        "status",
+        "model",
+        "target",
+        "source",
+        "source_format",
+        "to",
+        "precision",
+        "output",
+        "function",
+        "options",
+        "inputs",
+        "outputs",
+        "versions",
+        "seconds",
+        "verification",
+        "report",
+        "error",
+        "error_type",
+        "exit_code",
+        "started",
+        "finished",
+        "worker_pid",
+        "key_material",
+    )
     return {k: record.get(k) for k in keep if k in record}
 
 
@@ -339,8 +413,9 @@ def _remove_stale(previous: dict | None, record: dict, output_dir: Path, manifes
 
 def _new_pool(workers: int, queue) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(queue, os.getpid()))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(queue, os.getpid())
+    )
 
 
 def _kill_pool(pool: ProcessPoolExecutor) -> None:
@@ -351,8 +426,15 @@ def _kill_pool(pool: ProcessPoolExecutor) -> None:
             proc.kill()
 
 
-def run(plan: Plan, jobs: list[Job], *, workers: int | None = None, force: bool = False,
-        dry_run: bool = False, events: Events | None = None) -> RunResult:
+def run(
+    plan: Plan,
+    jobs: list[Job],
+    *,
+    workers: int | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    events: Events | None = None,
+) -> RunResult:
     """Run ``jobs`` of ``plan``: cached ones are reported, the rest run in parallel."""
     events = events or Events()
     workers = max(1, workers or default_workers())
@@ -377,7 +459,10 @@ def run(plan: Plan, jobs: list[Job], *, workers: int | None = None, force: bool 
         for name in list(manifest.jobs):
             if name not in names:
                 del manifest.jobs[name]
-        meta = {"recipe": os.path.abspath(plan.recipe_path), "tensorsmith": cache.versions(None, "onnx", None)["tensorsmith"]}
+        meta = {
+            "recipe": os.path.abspath(plan.recipe_path),
+            "tensorsmith": cache.versions(None, "onnx", None)["tensorsmith"],
+        }
         records, to_run = _prepare(plan, jobs, manifest, force, events, workers)
         result.workers = min(workers, len(to_run))
         events.start(len(jobs), len(to_run), result.workers)
@@ -458,8 +543,13 @@ def _schedule(to_run: list[Job], workers: int, finished: Callable[[Job, dict], N
                     broken.append(job)
                     continue
                 except Exception as exc:  # pickling trouble and the like: this job only
-                    res = {"name": job.name, "status": STATUS_FAILED, "exit_code": 3, "error_type": "InternalError",
-                           "error": f"internal error: {type(exc).__name__}: {short(exc, 300)}"}
+                    res = {
+                        "name": job.name,
+                        "status": STATUS_FAILED,
+                        "exit_code": 3,
+                        "error_type": "InternalError",
+                        "error": f"internal error: {type(exc).__name__}: {short(exc, 300)}",
+                    }
                 finished(job, res)
             if broken or pool_broken:
                 broken.extend(inflight.values())  # in flight when the pool broke: suspects too
@@ -469,11 +559,17 @@ def _schedule(to_run: list[Job], workers: int, finished: Callable[[Job, dict], N
                 for job in reversed(broken):
                     crashes[job.name] += 1
                     if len(broken) == 1 or crashes[job.name] >= 2:  # alone in flight: the culprit
-                        finished(job, {
-                            "name": job.name, "status": STATUS_FAILED, "exit_code": 3, "error_type": "WorkerDied",
-                            "error": "the worker process running this job died (a crash in a native library, "
-                                     "or killed for memory)",
-                        })
+                        finished(
+                            job,
+                            {
+                                "name": job.name,
+                                "status": STATUS_FAILED,
+                                "exit_code": 3,
+                                "error_type": "WorkerDied",
+                                "error": "the worker process running this job died (a crash in a native library, "
+                                "or killed for memory)",
+                            },
+                        )
                     else:
                         events.note(f"a worker process died; {job.name} runs again, alone")
                         pending.appendleft(job)

@@ -344,7 +344,9 @@ def parse(data: Any, lines: Lines) -> Recipe:
     if data is None:
         raise UsageError(f"{lines.file}: the recipe is empty")
     if not isinstance(data, dict):
-        raise UsageError(f"{lines.where(())}: a recipe is a mapping (models:, targets:, ...), not a {type(data).__name__}")
+        raise UsageError(
+            f"{lines.where(())}: a recipe is a mapping (models:, targets:, ...), not a {type(data).__name__}"
+        )
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -372,7 +374,9 @@ _LIST_KEYS = ("passes", "skip", "keep_fp32", "inputs", "outputs")
 def _model_name(source: str) -> str:
     from pathlib import PurePath
 
-    stem = PurePath(source.rstrip("/\\")).name if ":" not in source or "/" in source else source.split(":")[-1]
+    stem = (
+        PurePath(source.rstrip("/\\")).name if ":" not in source or "/" in source else source.split(":")[-1]
+    )
     for suffix in (".onnx", ".pt2", ".pt", ".pth", ".keras", ".h5", ".pb", ".tflite"):
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
@@ -439,7 +443,11 @@ def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
     model: dict[str, Any] = {"name": _model_name(source), "path": source, **options}
     to = target.get("to", "onnx")
     precision = target.get("precision")
-    target = {"name": to if precision in (None, "fp32") else f"{to}-{precision}", "to": to, **{k: v for k, v in target.items() if k != "to"}}
+    target = {
+        "name": to if precision in (None, "fp32") else f"{to}-{precision}",
+        "to": to,
+        **{k: v for k, v in target.items() if k != "to"},
+    }
     out_dir, out_name = os.path.split(output)
     recipe = {
         "version": 1,
@@ -452,7 +460,9 @@ def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
         Recipe.model_validate(recipe)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UsageError(f"--dump-recipe: {format_path(err['loc'])}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise UsageError(
+            f"--dump-recipe: {format_path(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
     head = (
         f"# tensorsmith recipe, from `tensorsmith {command} ... --dump-recipe`.\n"
         "# Paths are relative to this file: save it in the folder the command ran in,\n"
