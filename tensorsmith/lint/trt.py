@@ -26,7 +26,6 @@ Rules (ids are stable; ``RULES`` has one line each):
 
 from __future__ import annotations
 
-import collections
 import importlib.metadata
 import re
 from dataclasses import dataclass
@@ -34,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, parse_profile_specs, resolve_profiles
 from tensorsmith.errors import UsageError
 from tensorsmith.lint import Finding, LintReport, trt_ops
-
-FP16_MAX = 65504.0
+from tensorsmith.lint.trt_fp16 import _check_fp16
+from tensorsmith.lint.trt_index import _attr, _Index, _load, _NodeRef, _owner, _text
+from tensorsmith.lint.trt_qdq import _QUANT_NAMES, _check_qdq, _qdq_type
 
 RULES = {
     "unsupported-op": "the TensorRT ONNX parser of this version has no importer for the op",
@@ -87,7 +87,6 @@ _REDUCE_OPS = {
     "ReduceSum",
     "ReduceSumSquare",
 }
-_SUM_REDUCE = {"ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceProd", "ReduceLogSumExp"}
 _ALL_INPUT_OPS = {"Concat", "Sum", "Max", "Min", "Mean", "Where", "Add", "Sub", "Mul", "Div"}
 _RESIZE_COORD = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
 
@@ -129,155 +128,6 @@ def installed_trt_version() -> str | None:
 
 
 # ---------------------------------------------------------------------------
-# graph index
-
-
-@dataclass
-class _NodeRef:
-    node: onnx.NodeProto
-    label: str  # "<graph>/<node>" for display
-    in_function: bool = False
-
-    @property
-    def op(self) -> str:
-        return self.node.op_type
-
-
-class _Index:
-    """Producers, consumers, types, shapes and constants over the main graph, its
-    subgraphs and the model-local functions."""
-
-    def __init__(self, proto: onnx.ModelProto, base_dir: str):
-        self.proto = proto
-        self.base_dir = base_dir
-        self.dtype: dict[str, int] = {}
-        self.shape: dict[str, list] = {}
-        self.producer: dict[str, _NodeRef] = {}
-        self.consumers: dict[str, list[tuple[_NodeRef, int]]] = collections.defaultdict(list)
-        self.const: dict[str, TensorProto] = {}
-        self.nodes: list[_NodeRef] = []
-        self.graph_inputs: list[onnx.ValueInfoProto] = []
-        self.graph_outputs: set[str] = {o.name for o in proto.graph.output}
-        self.functions = {(f.domain, f.name): f for f in proto.functions}
-        self._arrays: dict[str, np.ndarray | None] = {}
-        inits = {i.name for i in proto.graph.initializer}
-        self.graph_inputs = [i for i in proto.graph.input if i.name not in inits]
-        self._walk_graph(proto.graph, "")
-        for f in proto.functions:
-            for i, n in enumerate(f.node):
-                self._add_node(n, f"function {f.domain}:{f.name}", i, in_function=True)
-
-    def _vi(self, vi: onnx.ValueInfoProto) -> None:
-        if not vi.type.HasField("tensor_type"):
-            return
-        tt = vi.type.tensor_type
-        if tt.elem_type:
-            self.dtype.setdefault(vi.name, tt.elem_type)
-        if tt.HasField("shape"):
-            dims = []
-            for d in tt.shape.dim:
-                if d.HasField("dim_value"):
-                    dims.append(int(d.dim_value))
-                elif d.HasField("dim_param"):
-                    dims.append(d.dim_param)
-                else:
-                    dims.append(None)
-            self.shape.setdefault(vi.name, dims)
-
-    def _walk_graph(self, g: onnx.GraphProto, prefix: str) -> None:
-        for vi in [*g.input, *g.output, *g.value_info]:
-            self._vi(vi)
-        for t in g.initializer:
-            self.const[t.name] = t
-            self.dtype.setdefault(t.name, t.data_type)
-            self.shape.setdefault(t.name, list(t.dims))
-        for i, n in enumerate(g.node):
-            self._add_node(n, prefix, i)
-            for attr in n.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    self._walk_graph(attr.g, f"{prefix}{_name(n, i)}/{attr.name}/")
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for k, sg in enumerate(attr.graphs):
-                        self._walk_graph(sg, f"{prefix}{_name(n, i)}/{attr.name}[{k}]/")
-
-    def _add_node(self, n: onnx.NodeProto, prefix: str, i: int, *, in_function: bool = False) -> None:
-        label = f"{prefix}{_name(n, i)}" if not in_function else f"{prefix}/{_name(n, i)}"
-        ref = _NodeRef(n, label, in_function)
-        self.nodes.append(ref)
-        for k, name in enumerate(n.input):
-            if name:
-                self.consumers[name].append((ref, k))
-        for name in n.output:
-            if name:
-                self.producer.setdefault(name, ref)
-        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
-            t = _constant_tensor(n)
-            if t is not None:
-                self.const[n.output[0]] = t
-                self.dtype.setdefault(n.output[0], t.data_type)
-                self.shape.setdefault(n.output[0], list(t.dims))
-
-    def array(self, name: str) -> np.ndarray | None:
-        """The value of a constant tensor (initializer or Constant node), or None."""
-        if name not in self._arrays:
-            t = self.const.get(name)
-            arr = None
-            if t is not None:
-                try:
-                    arr = numpy_helper.to_array(t, self.base_dir)
-                except Exception:
-                    arr = None
-            self._arrays[name] = arr
-        return self._arrays[name]
-
-    def is_const(self, name: str) -> bool:
-        return name in self.const
-
-    def used(self, name: str) -> bool:
-        return bool(name) and (name in self.graph_outputs or bool(self.consumers.get(name)))
-
-
-def _name(n: onnx.NodeProto, i: int) -> str:
-    return n.name or f"{n.op_type}#{i}"
-
-
-def _constant_tensor(n: onnx.NodeProto) -> TensorProto | None:
-    for a in n.attribute:
-        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-            return a.t
-        if a.name == "value_float":
-            return numpy_helper.from_array(np.array(a.f, dtype=np.float32))
-        if a.name == "value_floats":
-            return numpy_helper.from_array(np.array(list(a.floats), dtype=np.float32))
-        if a.name == "value_int":
-            return numpy_helper.from_array(np.array(a.i, dtype=np.int64))
-        if a.name == "value_ints":
-            return numpy_helper.from_array(np.array(list(a.ints), dtype=np.int64))
-    return None
-
-
-def _attr(n: onnx.NodeProto, name: str, default=None):
-    for a in n.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _text(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _load(path: Path) -> onnx.ModelProto:
-    from tensorsmith.model_io import load_proto
-
-    proto = load_proto(path)
-    try:
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception:
-        return proto
-
-
-# ---------------------------------------------------------------------------
 # precision
 
 
@@ -302,18 +152,6 @@ class GraphPrecision:
         return "+".join(parts) or "fp32"
 
 
-_QUANT_NAMES = {
-    _DT.INT8: "int8",
-    _DT.UINT8: "uint8",
-    _DT.INT4: "int4",
-    _DT.UINT4: "uint4",
-    _DT.INT16: "int16",
-    _DT.UINT16: "uint16",
-    _DT.FLOAT8E4M3FN: "fp8",
-    _DT.FLOAT8E5M2: "fp8",
-}
-
-
 def graph_precision(idx: _Index) -> GraphPrecision:
     """What the graph itself says about precision: Q/DQ types, FP16/BF16 tensors."""
     qdq: set[str] = set()
@@ -327,17 +165,6 @@ def graph_precision(idx: _Index) -> GraphPrecision:
             qdq.add(_QUANT_NAMES.get(dt, "int8") if dt else "int8")
     types = set(idx.dtype.values())
     return GraphPrecision(qdq, _DT.FLOAT16 in types, _DT.BFLOAT16 in types)
-
-
-def _qdq_type(idx: _Index, n: onnx.NodeProto, *, quantize: bool) -> int | None:
-    """The quantized element type of a Q (its output) or DQ (its input)."""
-    if len(n.input) > 2 and n.input[2] and n.input[2] in idx.dtype:
-        return idx.dtype[n.input[2]]
-    name = n.output[0] if quantize else n.input[0]
-    dt = idx.dtype.get(name)
-    if dt is None and quantize:
-        dt = _attr(n, "output_dtype") or None
-    return dt
 
 
 # ---------------------------------------------------------------------------
@@ -570,312 +397,6 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
         rank = len(idx.shape.get(n.input[0], []) or [])
         if rank and rank != 4:
             _restriction(findings, ref, f"GridSample on a rank-{rank} input: 4D only before TensorRT 11.2")
-
-
-# -- Q/DQ ---------------------------------------------------------------------
-
-
-def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
-    for ref in idx.nodes:
-        n = ref.node
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.domain not in ("", "ai.onnx"):
-            continue
-        quantize = n.op_type == "QuantizeLinear"
-        label, op = ref.label, n.op_type
-        # scale
-        scale_name = n.input[1] if len(n.input) > 1 else ""
-        scale = idx.array(scale_name) if scale_name else None
-        if not scale_name or not idx.is_const(scale_name):
-            findings.append(
-                Finding(
-                    "qdq-scale",
-                    "error",
-                    "scale must be a build-time constant (initializer)",
-                    node=label,
-                    op=op,
-                    tensor=scale_name or None,
-                )
-            )
-        elif scale is not None and scale.size and not bool(np.all(scale > 0)):
-            findings.append(
-                Finding(
-                    "qdq-scale", "error", "scale values must all be > 0", node=label, op=op, tensor=scale_name
-                )
-            )
-        # quantized type
-        qtype = _qdq_type(idx, n, quantize=quantize)
-        if qtype in (_DT.UINT8, _DT.UINT16, _DT.INT16, _DT.UINT4):
-            what = _QUANT_NAMES.get(qtype, str(qtype))
-            side = "activations" if not _is_weight_qdq(idx, n) else "weights"
-            findings.append(
-                Finding(
-                    "qdq-uint8",
-                    "error",
-                    f"{what} quantization of {side} (asymmetric/unsigned) is not supported: TensorRT "
-                    "quantizes to signed int8 with zero point 0 (UINT8 only at network inputs/outputs)",
-                    node=label,
-                    op=op,
-                )
-            )
-        # zero point
-        if len(n.input) > 2 and n.input[2]:
-            zp_name = n.input[2]
-            if not idx.is_const(zp_name):
-                findings.append(
-                    Finding(
-                        "qdq-zero-point",
-                        "error",
-                        "zero point must be a constant 0",
-                        node=label,
-                        op=op,
-                        tensor=zp_name,
-                    )
-                )
-            else:
-                zp = idx.array(zp_name)
-                if zp is not None and zp.size and bool(np.any(zp.astype(np.float64) != 0)):
-                    vals = np.unique(zp.astype(np.float64))
-                    shown = ", ".join(f"{v:g}" for v in vals[:4]) + (", ..." if vals.size > 4 else "")
-                    findings.append(
-                        Finding(
-                            "qdq-zero-point",
-                            "error",
-                            f"zero point must be 0 (TensorRT quantization is symmetric); found {shown}",
-                            node=label,
-                            op=op,
-                            tensor=zp_name,
-                        )
-                    )
-        # axis / granularity
-        if scale is not None and scale.ndim >= 1 and scale.size > 1:
-            _check_qdq_axis(idx, ref, scale, qtype, findings)
-
-
-def _is_weight_qdq(idx: _Index, n: onnx.NodeProto) -> bool:
-    """A Q/DQ whose data input is a constant (or a Q of a constant): it quantizes weights."""
-    src = n.input[0]
-    if idx.is_const(src):
-        return True
-    prod = idx.producer.get(src)
-    return bool(prod and prod.op == "QuantizeLinear" and idx.is_const(prod.node.input[0]))
-
-
-def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findings: list[Finding]) -> None:
-    n = ref.node
-    data_shape = idx.shape.get(n.input[0]) or []
-    rank = len(data_shape)
-    if scale.ndim > 1 or _attr(n, "block_size", 0):
-        if qtype not in (_DT.INT4,):
-            findings.append(
-                Finding(
-                    "qdq-axis",
-                    "error",
-                    "block quantization is only supported for INT4 weights",
-                    node=ref.label,
-                    op=n.op_type,
-                )
-            )
-        return
-    if not _is_weight_qdq(idx, n):
-        findings.append(
-            Finding(
-                "qdq-axis",
-                "error",
-                f"per-channel quantization ({scale.size} scales) of an activation: TensorRT quantizes "
-                "activations per tensor (one scale)",
-                node=ref.label,
-                op=n.op_type,
-            )
-        )
-        return
-    axis = _attr(n, "axis", 1)
-    if rank and axis < 0:
-        axis += rank
-    # the op that uses the (dequantized) weight decides which axis is its output channel
-    out = n.output[0]
-    if n.op_type == "QuantizeLinear":
-        dq = [c for c, _ in idx.consumers.get(out, []) if c.op == "DequantizeLinear"]
-        if not dq:
-            return
-        out = dq[0].node.output[0]
-    for consumer, k in idx.consumers.get(out, []):
-        expected = None
-        if consumer.op == "Conv" and k == 1:
-            expected = 0
-        elif consumer.op == "ConvTranspose" and k == 1:
-            expected = 1
-        elif consumer.op == "Gemm" and k == 1:
-            expected = 0 if _attr(consumer.node, "transB", 0) else 1
-        elif consumer.op == "MatMul" and k == 1 and rank:
-            expected = rank - 1
-        if expected is not None and axis != expected:
-            findings.append(
-                Finding(
-                    "qdq-axis",
-                    "error" if consumer.op in ("Conv", "ConvTranspose") else "warning",
-                    f"weights of {consumer.op} quantized per channel along axis {axis}; TensorRT expects the "
-                    f"output-channel axis {expected}",
-                    node=ref.label,
-                    op=n.op_type,
-                )
-            )
-            return
-
-
-# -- FP16 ----------------------------------------------------------------------
-
-
-def _fp16_node(idx: _Index, n: onnx.NodeProto, weak_fp16: bool) -> bool:
-    dts = [idx.dtype.get(x) for x in [*n.input, *n.output] if x]
-    if _DT.FLOAT16 in dts:
-        return True
-    return weak_fp16 and _DT.FLOAT in dts
-
-
-def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
-    any_fp16 = weak_fp16 or any(dt == _DT.FLOAT16 for dt in idx.dtype.values())
-    if not any_fp16:
-        return
-    # constants that become (or are) FP16
-    for name, t in idx.const.items():
-        if t.data_type not in (_DT.FLOAT, _DT.DOUBLE, _DT.FLOAT16):
-            continue
-        into_fp16 = weak_fp16 and t.data_type in (_DT.FLOAT, _DT.DOUBLE)
-        into_fp16 = into_fp16 or any(
-            c.op == "Cast" and _attr(c.node, "to") == _DT.FLOAT16 for c, _ in idx.consumers.get(name, [])
-        )
-        arr = None
-        if into_fp16 or t.data_type == _DT.FLOAT16:
-            arr = idx.array(name)
-        if arr is None or not arr.size:
-            continue
-        a = np.asarray(arr, dtype=np.float64)
-        if t.data_type == _DT.FLOAT16:
-            bad = np.isinf(a)
-            if bad.any():
-                findings.append(
-                    Finding(
-                        "fp16-range",
-                        "warning",
-                        f"FP16 constant holds {int(bad.sum())} inf value(s) (overflowed when it was converted?)",
-                        tensor=name,
-                        node=_owner(idx, name),
-                    )
-                )
-            continue
-        finite = np.isfinite(a)
-        over = finite & (np.abs(a) > FP16_MAX)
-        if over.any():
-            findings.append(
-                Finding(
-                    "fp16-range",
-                    "warning",
-                    f"{int(over.sum())} value(s) beyond +-65504 (largest {float(np.abs(a[over]).max()):.4g}) become "
-                    "inf in FP16",
-                    tensor=name,
-                    node=_owner(idx, name),
-                )
-            )
-    layernorm_reduces: set[int] = set()
-    for ref in idx.nodes:
-        n = ref.node
-        if not _fp16_node(idx, n, weak_fp16):
-            continue
-        if _is_square(idx, n):
-            reduces = [
-                c for c, _ in idx.consumers.get(n.output[0], []) if c.op in ("ReduceMean", "ReduceSum")
-            ]
-            if reduces:
-                layernorm_reduces.update(id(r.node) for r in reduces)
-                findings.append(
-                    Finding(
-                        "fp16-layernorm",
-                        "warning",
-                        "squares summed by a reduction (a decomposed LayerNorm/RMSNorm variance): they overflow "
-                        "FP16 once |x| > 255; use LayerNormalization (opset >= 17) or keep this subgraph in FP32",
-                        node=ref.label,
-                        op=n.op_type,
-                    )
-                )
-    for ref in idx.nodes:
-        n = ref.node
-        if not _fp16_node(idx, n, weak_fp16):
-            continue
-        if n.op_type in _SUM_REDUCE and id(n) not in layernorm_reduces:
-            extent = _reduced_extent(idx, n)
-            size = f" over {extent} elements" if extent else ""
-            findings.append(
-                Finding(
-                    "fp16-reduce",
-                    "warning",
-                    f"{n.op_type}{size} in FP16 can exceed 65504; keep it in FP32 if the values are large",
-                    node=ref.label,
-                    op=n.op_type,
-                )
-            )
-        elif n.op_type == "Exp" and not _max_subtracted(idx, n.input[0]):
-            sums = [c for c, _ in idx.consumers.get(n.output[0], []) if c.op in ("ReduceSum",)]
-            if sums:
-                findings.append(
-                    Finding(
-                        "fp16-softmax",
-                        "warning",
-                        "hand-written softmax without subtracting the max: exp() overflows FP16 for "
-                        "inputs above 11.09; use Softmax or subtract ReduceMax first",
-                        node=ref.label,
-                        op="Exp",
-                    )
-                )
-
-
-def _owner(idx: _Index, name: str) -> str | None:
-    p = idx.producer.get(name)
-    return p.label if p else None
-
-
-def _is_square(idx: _Index, n: onnx.NodeProto) -> bool:
-    if n.op_type == "Pow" and len(n.input) == 2:
-        e = idx.array(n.input[1])
-        return e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0
-    return n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]
-
-
-_PASS_THROUGH = {"Expand", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast", "Flatten", "Transpose"}
-
-
-def _through(idx: _Index, name: str, depth: int = 6):
-    """The producer of ``name``, looking through shape-only ops (Expand, Reshape, ...)."""
-    p = idx.producer.get(name)
-    while p is not None and p.op in _PASS_THROUGH and depth > 0 and p.node.input:
-        p = idx.producer.get(p.node.input[0])
-        depth -= 1
-    return p
-
-
-def _max_subtracted(idx: _Index, name: str) -> bool:
-    p = idx.producer.get(name)
-    if p is None or p.op != "Sub" or len(p.node.input) < 2:
-        return False
-    q = _through(idx, p.node.input[1])
-    return q is not None and q.op in ("ReduceMax", "Max", "GlobalMaxPool")
-
-
-def _reduced_extent(idx: _Index, n: onnx.NodeProto) -> int | None:
-    shape = idx.shape.get(n.input[0])
-    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        return None
-    axes = _attr(n, "axes")
-    if axes is None and len(n.input) > 1 and n.input[1]:
-        arr = idx.array(n.input[1])
-        axes = None if arr is None else [int(a) for a in arr.reshape(-1)]
-    if axes is None or len(axes) == 0:
-        if _attr(n, "noop_with_empty_axes", 0):
-            return None
-        axes = list(range(len(shape)))
-    total = 1
-    for a in axes:
-        total *= shape[a]
-    return total
 
 
 # -- types -----------------------------------------------------------------------

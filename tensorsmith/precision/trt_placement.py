@@ -303,6 +303,12 @@ def plan(proto: onnx.ModelProto) -> Plan:
     for node in model.graph:
         if node.op_type not in POOLS or not g.activation(node.inputs[0]):
             continue
+        if node.op_type.startswith("Global"):
+            # measured here (bench/trt_int8.py): a Q/DQ on a global pool's input quantizes the
+            # whole feature map its squeeze-excite Mul also reads (one pair per tensor), and
+            # cost PP-OCR cls 0.976 -> 0.944 cosine; the 1x1 result is quantized at the next
+            # convolution's entry anyway
+            continue
         # [MO-part] find_fusible_partitions: Conv-Act-MaxPool is one fused layer (no Q/DQ)
         if node.op_type == "MaxPool" and g.backbone(node.inputs[0]) is not None:
             continue
