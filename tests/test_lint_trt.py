@@ -324,7 +324,13 @@ def ort_quantized(tmp_path_factory):
     out = {}
     for mode, act, extra in (
         ("ort", QuantType.QUInt8, {}),
-        ("trt", QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True}),
+        # symmetric INT8, but onnxruntime's default INT32 biases: the parser rejects those
+        ("trt-int32-bias", QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True}),
+        (
+            "trt",
+            QuantType.QInt8,
+            {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        ),
     ):
         p = d / f"{mode}.onnx"
         quantize_static(
@@ -342,11 +348,102 @@ def ort_quantized(tmp_path_factory):
 
 
 def test_onnxruntime_qdq_trt_style_clean_ort_style_not(ort_quantized):
+    # symmetric INT8 with float biases: nothing the parser rejects (onnxruntime's op set
+    # still quantizes BatchNormalization weights: placement warnings, not errors)
     trt = lint_file(ort_quantized["trt"])
-    assert trt.clean, trt.findings
+    assert not trt.errors, trt.errors
+    assert set(rules(trt)) <= {"qdq-placement"}
     ort = lint_file(ort_quantized["ort"])
     assert {"qdq-uint8", "qdq-zero-point"} <= set(rules(ort))
-    assert all(f.severity == "error" for f in ort.findings)
+    assert all(f.severity == "error" for f in ort.findings if f.rule != "qdq-placement")
+
+
+def test_onnxruntime_default_qdq_errors_name_int32_bias_and_uint8(ort_quantized):
+    """onnxruntime's default QDQ (UINT8 activations, INT32 biases) and its symmetric flavour
+    (INT32 biases only): errors naming each rejected DequantizeLinear."""
+    for mode in ("ort", "trt-int32-bias"):
+        r = lint_file(ort_quantized[mode])
+        int32 = [f for f in r.findings if f.rule == "qdq-type"]
+        proto = onnx.load(str(ort_quantized[mode]))
+        inits = {t.name: t.data_type for t in proto.graph.initializer}
+        expected = {
+            n.name
+            for n in proto.graph.node
+            if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) == onnx.TensorProto.INT32
+        }
+        assert expected and {f.node for f in int32} == expected
+        assert all(f.severity == "error" and "int32" in f.message for f in int32)
+    ort = lint_file(ort_quantized["ort"])
+    uint8 = [f for f in ort.findings if f.rule == "qdq-uint8"]
+    assert uint8 and all(f.node and "uint8" in f.message for f in uint8)
+
+
+def test_qdq_type_scale_axis_and_blocked(tmp_path):
+    proto = parse("""
+        <ir_version: 9, opset_import: ["" : 21]>
+        g (float[1,4,8,8] x) => (float[1,4,8,8] y, float[4,4] z, float[4] b) {
+            s = Constant <value = float {0.1}> ()
+            neg = Constant <value = float {-0.1}> ()
+            q = QuantizeLinear (x, s)
+            dq = DequantizeLinear (q, neg)
+            w = Constant <value = int8[4,4,1,1] {1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1}> ()
+            ws = Constant <value = float[3] {0.1, 0.1, 0.1}> ()
+            wdq = DequantizeLinear <axis = 0> (w, ws)
+            y = Conv (dq, wdq)
+            m = Constant <value = int8[4,4] {1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1}> ()
+            ms = Constant <value = float[2,4] {0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1}> ()
+            z = DequantizeLinear <axis = 0, block_size = 2> (m, ms)
+            bq = Constant <value = int32[4] {1, 2, 3, 4}> ()
+            bs = Constant <value = float {0.01}> ()
+            b = DequantizeLinear (bq, bs)
+        }
+    """)
+    r = lint_file(save(tmp_path, proto))
+    got = {(f.rule, f.node) for f in r.findings}
+    assert ("qdq-scale", "dq") in got or any(f.rule == "qdq-scale" and "> 0" in f.message for f in r.findings)
+    axis = [f.message for f in r.findings if f.rule == "qdq-axis"]
+    assert any("3 scales along axis 0" in m for m in axis), axis
+    assert any("blocked" in m for m in axis), axis
+    assert any(f.rule == "qdq-type" and f.tensor == "bq" for f in r.findings), r.findings
+
+
+def test_qdq_placement_warnings(tmp_path):
+    """Q/DQ before Softmax, on a constant feeding Pad, and on both inputs of a residual Add:
+    warnings; the same graph with Q/DQ only at the Conv entries: clean."""
+
+    def model(bad: bool):
+        qx = "dx" if bad else "x"
+        add_b = "dr" if bad else "r"
+        return parse(f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1,4,8,8] x) => (float[1,4,8,8] y, float[1,4,8,8] sm) {{
+            s = Constant <value = float {{0.05}}> ()
+            z = Constant <value = int8 {{0}}> ()
+            w = Constant <value = int8[4,4,1,1] {{1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1}}> ()
+            ws = Constant <value = float[4] {{0.1, 0.1, 0.1, 0.1}}> ()
+            wz = Constant <value = int8[4] {{0, 0, 0, 0}}> ()
+            wdq = DequantizeLinear <axis = 0> (w, ws, wz)
+            qx0 = QuantizeLinear (x, s, z)
+            dx = DequantizeLinear (qx0, s, z)
+            c = Conv (dx, wdq)
+            r = Relu (c)
+            qr = QuantizeLinear (r, s, z)
+            dr = DequantizeLinear (qr, s, z)
+            y = Add ({add_b}, dx)
+            sm = Softmax <axis = 1> ({qx})
+        }}
+        """)
+
+    bad = lint_file(save(tmp_path, model(True), "bad.onnx"))
+    msgs = [f.message for f in bad.findings if f.rule == "qdq-placement"]
+    assert all(f.severity == "warning" for f in bad.findings if f.rule == "qdq-placement")
+    assert any("Softmax" in m for m in msgs), msgs
+    assert any("both inputs of Add" in m for m in msgs), msgs
+    good = model(False)
+    good.graph.node.remove(next(n for n in good.graph.node if n.name == "" and n.output[0] == "qr"))
+    good.graph.node.remove(next(n for n in good.graph.node if n.output[0] == "dr"))
+    r = lint_file(save(tmp_path, good, "good.onnx"))
+    assert r.clean, r.findings
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,12 @@ Rules (ids are stable; ``RULES`` has one line each):
 * ``op-restriction``: the checkable "Restrictions" of the operator table (Resize
   modes, TopK ``sorted``/K, pooling dilations and rank, LayerNormalization extra
   outputs, Reduce axes given as a tensor, ...).
-* ``qdq-zero-point``, ``qdq-uint8``, ``qdq-scale``, ``qdq-axis``: TensorRT's
-  quantization is signed and symmetric: zero points must be 0, the quantized type
-  int8 (or fp8/int4), scales build-time constants, activations per tensor,
-  weights per channel along the output-channel axis.
+* ``qdq-zero-point``, ``qdq-uint8``, ``qdq-type``, ``qdq-scale``, ``qdq-axis``:
+  what the parser rejects (``trt_qdq``): zero points must be 0, the quantized type
+  INT8/FP8/INT4/FP4 (an INT32 bias DequantizeLinear is an error), scales positive
+  build-time constants, activations per tensor, weights per channel along the
+  output-channel axis, blocked scales only for INT4 weights.
+* ``qdq-placement`` (warning): a Q/DQ pair not at a fusible group's entry.
 * ``fp16-range``, ``fp16-layernorm``, ``fp16-reduce``, ``fp16-softmax``: where a
   graph computing in FP16 overflows (65504 is the largest FP16 value). TensorRT
   itself warns "Detected layernorm nodes in FP16 ... may cause overflow".
@@ -50,7 +52,10 @@ RULES = {
     "qdq-zero-point": "Q/DQ zero point is not 0 (TensorRT quantization is symmetric)",
     "qdq-uint8": "Q/DQ uses an unsigned or 16-bit type (TensorRT quantizes to signed int8, fp8 or int4)",
     "qdq-scale": "Q/DQ scale is not a positive build-time constant",
-    "qdq-axis": "per-channel Q/DQ on an activation, or along an axis TensorRT does not quantize weights on",
+    "qdq-axis": "per-channel Q/DQ on an activation, along an axis TensorRT does not quantize weights on, "
+    "scales that do not match the axis, or blocked quantization outside INT4 weights",
+    "qdq-type": "Q/DQ of a type the parser rejects (INT32 bias, FP8 E5M2, ...): only INT8, FP8 E4M3, INT4, FP4",
+    "qdq-placement": "Q/DQ pair not at the entry of a group TensorRT fuses: it becomes a reformat layer",
     "fp16-range": "float constant beyond +-65504 that becomes inf in FP16",
     "fp16-layernorm": "squares summed by ReduceMean/ReduceSum (decomposed LayerNorm/RMSNorm) in FP16",
     "fp16-reduce": "sum or product reduction computed in FP16",
