@@ -33,6 +33,10 @@ IS_FAKE = True
 
 STATE: dict = {}
 
+# The stand-in's own helpers: everything else it exposes is a real ``tensorrt`` name of
+# the version it emulates (checked against NVIDIA's bindings by tests/test_trt_api_surface.py)
+FAKE_HELPERS = frozenset({"IS_FAKE", "STATE", "FAKE_HELPERS", "configure", "install", "HostMemory"})
+
 
 def configure(
     *,
@@ -43,7 +47,7 @@ def configure(
     fail_build: bool = False,
 ) -> None:
     """Reset the recordings and choose the behaviour of the next calls."""
-    global __version__, BuilderFlag
+    global __version__, BuilderFlag, NetworkDefinitionCreationFlag, HardwareCompatibilityLevel
     __version__ = version
     STATE.clear()
     STATE.update(
@@ -73,6 +77,18 @@ def configure(
     ]
     BuilderFlag = enum.IntEnum("BuilderFlag", names, start=0)
     sys.modules[__name__].BuilderFlag = BuilderFlag
+    # EXPLICIT_BATCH was removed in TensorRT 11 (every network is explicit-batch)
+    flags = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1} if major < 11 else {"STRONGLY_TYPED": 1}
+    NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", flags)
+    # SAME_COMPUTE_CAPABILITY first appears in the 10.9 bindings (absent from 10.8's)
+    minor = int(version.split(".")[1]) if version.count(".") else 0
+    levels = {"NONE": 0, "AMPERE_PLUS": 1}
+    if (major, minor) >= (10, 9):
+        levels["SAME_COMPUTE_CAPABILITY"] = 2
+    HardwareCompatibilityLevel = enum.IntEnum("HardwareCompatibilityLevel", levels)
+    module = sys.modules[__name__]
+    module.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
+    module.HardwareCompatibilityLevel = HardwareCompatibilityLevel
 
 
 def _record(name, *args, **kwargs):
@@ -82,9 +98,9 @@ def _record(name, *args, **kwargs):
 # -- enums ---------------------------------------------------------------------
 
 
-class NetworkDefinitionCreationFlag(enum.IntEnum):
-    EXPLICIT_BATCH = 0
-    STRONGLY_TYPED = 1
+NetworkDefinitionCreationFlag = enum.IntEnum(
+    "NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1}
+)  # configure()
 
 
 BuilderFlag = enum.IntEnum("BuilderFlag", ["FP16", "INT8"], start=0)  # replaced by configure()
@@ -95,10 +111,9 @@ class MemoryPoolType(enum.IntEnum):
     DLA_MANAGED_SRAM = 1
 
 
-class HardwareCompatibilityLevel(enum.IntEnum):
-    NONE = 0
-    AMPERE_PLUS = 1
-    SAME_COMPUTE_CAPABILITY = 2
+HardwareCompatibilityLevel = enum.IntEnum(
+    "HardwareCompatibilityLevel", {"NONE": 0, "AMPERE_PLUS": 1}
+)  # configure()
 
 
 class TensorIOMode(enum.IntEnum):
