@@ -93,7 +93,14 @@ def census(path: Path) -> dict:
         if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits:
             if inits[n.input[2]].data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT32):
                 bad_dq += 1
-    return {"act_q": len(act_q), "act_tensors": act_q, "w_dq": w_dq, "bad_dq": bad_dq, "nz": nz, "static_q": static_q}
+    return {
+        "act_q": len(act_q),
+        "act_tensors": act_q,
+        "w_dq": w_dq,
+        "bad_dq": bad_dq,
+        "nz": nz,
+        "static_q": static_q,
+    }
 
 
 def accuracy(ref_path: Path, path: Path, feeds: list[dict]) -> tuple[float, float]:
@@ -110,22 +117,25 @@ def accuracy(ref_path: Path, path: Path, feeds: list[dict]) -> tuple[float, floa
             worst = min(worst, float(x @ y / den) if den else float(np.allclose(x, y)))
         x0, y0 = np.asarray(a[0]), np.asarray(b[0])
         if x0.ndim >= 1 and x0.shape[-1] > 1:
-            agree += int((x0.reshape(-1, x0.shape[-1]).argmax(-1) == y0.reshape(-1, y0.shape[-1]).argmax(-1)).sum())
+            agree += int(
+                (x0.reshape(-1, x0.shape[-1]).argmax(-1) == y0.reshape(-1, y0.shape[-1]).argmax(-1)).sum()
+            )
             total += x0.reshape(-1, x0.shape[-1]).shape[0]
     return worst, (agree / total if total else float("nan"))
 
 
-def before(prep: Path, out: Path, cache: Path) -> Path:
-    """The previous ``--target trt`` quantization: onnxruntime's default op set, INT32 biases."""
+def before(prep: Path, out: Path, calib: list[dict]) -> Path:
+    """The previous ``--target trt`` quantization: onnxruntime's default op set, INT32 biases,
+    onnxruntime's own minmax calibration."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from tensorsmith.precision.int8 import quiet
+    from tensorsmith.precision.int8 import _Reader, quiet
 
     with quiet():
         quantize_static(
             str(prep),
             str(out),
-            None,
+            _Reader(calib, {k for s in calib for k in s}, None),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,
@@ -136,7 +146,6 @@ def before(prep: Path, out: Path, cache: Path) -> Path:
                 "WeightSymmetric": True,
                 "QDQKeepRemovableActivations": True,
             },
-            calibration_cache_path=str(cache),
         )
     return out
 
@@ -166,11 +175,15 @@ def modelopt(python: Path, prep: Path, out: Path, calib: Path, method: str) -> t
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, one_line(exc)
     if r.returncode != 0 or not out.exists():
-        return None, one_line((r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout) else "failed")
+        return None, one_line(
+            (r.stderr or r.stdout).strip().splitlines()[-1] if (r.stderr or r.stdout) else "failed"
+        )
     return out, ""
 
 
-def run_model(name: str, src: Path, shapes: dict, work: Path, mo_python: Path | None) -> list[dict]:
+def run_model(
+    name: str, src: Path, shapes: dict, work: Path, mo_python: Path | None, methods: tuple[str, ...]
+) -> list[dict]:
     import onnx
     from precision import IMAGES, samples
 
@@ -202,12 +215,19 @@ def run_model(name: str, src: Path, shapes: dict, work: Path, mo_python: Path | 
     rows = []
     results: dict[str, tuple[Path | None, str, float]] = {}
     for label, method in (("tensorsmith", "minmax"), ("tensorsmith entropy", "entropy")):
+        if method not in methods:
+            continue
         cache = work / f"{name}.{method}.json"
         out = work / f"{name}.{method}.trt.onnx"
         t0 = time.perf_counter()
         try:
             i8.quantize(
-                prep, out, i8.Settings(target="trt", method=method), i8.Config("all-ops"), cache_path=cache, calib_samples=calib
+                prep,
+                out,
+                i8.Settings(target="trt", method=method),
+                i8.Config("all-ops"),
+                cache_path=cache,
+                calib_samples=calib,
             )
             results[label] = (out, "", time.perf_counter() - t0)
         except Exception as exc:
@@ -215,14 +235,22 @@ def run_model(name: str, src: Path, shapes: dict, work: Path, mo_python: Path | 
         if method == "minmax":
             t0 = time.perf_counter()
             try:
-                results["before"] = (before(prep, work / f"{name}.before.onnx", cache), "", time.perf_counter() - t0)
+                results["before"] = (
+                    before(prep, work / f"{name}.before.onnx", calib),
+                    "",
+                    time.perf_counter() - t0,
+                )
             except Exception as exc:
                 results["before"] = (None, one_line(exc), 0.0)
     if mo_python is not None:
-        for method in ("minmax", "entropy"):
+        for method in methods:
             t0 = time.perf_counter()
             path, err = modelopt(mo_python, prep, work / f"{name}.mo.{method}.onnx", calib_npz, method)
-            results["modelopt" + ("" if method == "minmax" else " entropy")] = (path, err, time.perf_counter() - t0)
+            results["modelopt" + ("" if method == "minmax" else " entropy")] = (
+                path,
+                err,
+                time.perf_counter() - t0,
+            )
     mo_tensors = None
     if results.get("modelopt", (None,))[0] is not None:
         mo_tensors = census(results["modelopt"][0])["act_tensors"]  # type: ignore[arg-type]
@@ -247,7 +275,10 @@ def run_model(name: str, src: Path, shapes: dict, work: Path, mo_python: Path | 
 
 def table(rows: list[dict]) -> str:
     head = "| model | variant | act Q | weight DQ | INT32/UINT8 DQ | zp != 0 | Q on static | vs MO (ours-only/MO-only) | cosine | top-1 |"
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        head,
+        "|" + "---|" * head.count("|")[:-1] if False else "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("error"):
             lines.append(f"| {r['model']} | {r['variant']} | failed: {r['error']} ||||||||")
@@ -265,6 +296,11 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(DEFAULT))
     ap.add_argument("--modelopt", type=Path, default=MODELOPT, help="python of Model Optimizer's venv")
     ap.add_argument("--markdown", type=Path)
+    ap.add_argument(
+        "--methods",
+        default="minmax,entropy",
+        help="calibration methods (entropy is slow: a Python KL search)",
+    )
     args = ap.parse_args()
     from precision import model_list
 
@@ -276,7 +312,7 @@ def main() -> int:
         work = Path(tmp)
         for name, (path, shapes) in model_list(args.models.split(","), work).items():
             try:
-                rows += run_model(name, path, shapes, work, mo)
+                rows += run_model(name, path, shapes, work, mo, tuple(args.methods.split(",")))
             except Exception as exc:
                 print(f"{name}: {one_line(exc)}", file=sys.stderr)
     text = table(rows) + "\n\n" + machine_notes()

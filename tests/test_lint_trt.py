@@ -408,15 +408,15 @@ def test_qdq_type_scale_axis_and_blocked(tmp_path):
 
 
 def test_qdq_placement_warnings(tmp_path):
-    """Q/DQ before Softmax, on a constant feeding Pad, and on both inputs of a residual Add:
-    warnings; the same graph with Q/DQ only at the Conv entries: clean."""
+    """Q/DQ before Softmax and on a constant feeding Pad: warnings; the same graph with
+    Q/DQ only at the Conv/Add entries: clean."""
 
     def model(bad: bool):
         qx = "dx" if bad else "x"
         add_b = "dr" if bad else "r"
         return parse(f"""
         <ir_version: 8, opset_import: ["" : 17]>
-        g (float[1,4,8,8] x) => (float[1,4,8,8] y, float[1,4,8,8] sm) {{
+        g (float[1,4,8,8] x) => (float[1,4,8,8] y, float[1,4,8,8] sm, float[1,4,8,8] sm0) {{
             s = Constant <value = float {{0.05}}> ()
             z = Constant <value = int8 {{0}}> ()
             w = Constant <value = int8[4,4,1,1] {{1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1}}> ()
@@ -430,7 +430,12 @@ def test_qdq_placement_warnings(tmp_path):
             qr = QuantizeLinear (r, s, z)
             dr = DequantizeLinear (qr, s, z)
             y = Add ({add_b}, dx)
-            sm = Softmax <axis = 1> ({qx})
+            sm0 = Softmax <axis = 1> ({qx})
+            pads = Constant <value = int64[8] {{0, 0, 0, 0, 0, 0, 0, 0}}> ()
+            pv = Constant <value = float {{0.5}}> ()
+            qpv = QuantizeLinear (pv, s, z)
+            dpv = DequantizeLinear (qpv, s, z)
+            sm = Pad ({qx}, pads, {"dpv" if bad else "pv"})
         }}
         """)
 
@@ -438,10 +443,10 @@ def test_qdq_placement_warnings(tmp_path):
     msgs = [f.message for f in bad.findings if f.rule == "qdq-placement"]
     assert all(f.severity == "warning" for f in bad.findings if f.rule == "qdq-placement")
     assert any("Softmax" in m for m in msgs), msgs
-    assert any("both inputs of Add" in m for m in msgs), msgs
+    assert any("quantized constant" in m and "Pad" in m for m in msgs), msgs
     good = model(False)
-    good.graph.node.remove(next(n for n in good.graph.node if n.name == "" and n.output[0] == "qr"))
-    good.graph.node.remove(next(n for n in good.graph.node if n.output[0] == "dr"))
+    for out in ("qr", "dr", "qpv", "dpv"):
+        good.graph.node.remove(next(n for n in good.graph.node if n.output[0] == out))
     r = lint_file(save(tmp_path, good, "good.onnx"))
     assert r.clean, r.findings
 

@@ -237,20 +237,13 @@ def _check_placement(idx: _Index, findings: list[Finding]) -> None:
             op = consumer.op
             if const:
                 # a quantized constant is a weight only in a weighted op's weight slot
-                if (op in WEIGHTED and k == 1) or op == "MatMul" or op in COMMUTING:
+                if (op in WEIGHTED and k == 1) or op == "MatMul" or (op in COMMUTING and k == 0):
                     continue
                 why = f"a quantized constant ({src}) feeding {op} {consumer.label}: only weights of Conv/MatMul/Gemm are quantized"
             elif op in ENTRIES:
-                if op == "Add" and all(i in dq_of and not dq_of[i][1] for i in consumer.node.input):
-                    # [GUIDE] Conv+Add fusion needs the convolution-branch input in float
-                    if k == 0:
-                        continue  # one finding per Add, on its second input's pair
-                    why = (
-                        f"both inputs of Add {consumer.label} are Q/DQ'd: TensorRT fuses a residual Add into "
-                        "the convolution only when the convolution-branch input stays float"
-                    )
-                else:
-                    continue
+                # a residual Add with both inputs quantized is not flagged: Model Optimizer
+                # writes that where the skip input also feeds another quantized layer
+                continue
             else:
                 why = (
                     f"Q/DQ on {src} feeds {op} {consumer.label}, not the entry of a fusible group "
