@@ -69,7 +69,7 @@ RULES = {
 
 _DT = TensorProto
 _FLOATS = {_DT.FLOAT, _DT.FLOAT16, _DT.BFLOAT16, _DT.DOUBLE}
-_TYPE_NAMES = {
+_TYPE_NAMES: dict[int, str] = {
     _DT.FLOAT: "FP32",
     _DT.FLOAT16: "FP16",
     _DT.BFLOAT16: "BF16",

@@ -56,7 +56,7 @@ class _Index:
         if tt.elem_type:
             self.dtype.setdefault(vi.name, tt.elem_type)
         if tt.HasField("shape"):
-            dims = []
+            dims: list[int | str | None] = []
             for d in tt.shape.dim:
                 if d.HasField("dim_value"):
                     dims.append(int(d.dim_value))

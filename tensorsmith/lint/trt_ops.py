@@ -270,8 +270,8 @@ def _parse(text: str) -> tuple[dict[str, tuple[str, ...]], set[str], dict[str, s
     restrictions: dict[str, str] = {}
     for line in text.strip().splitlines():
         op, _, rest = line.partition(":")
-        types, _, restriction = rest.partition("|")
-        types = types.split()
+        type_text, _, restriction = rest.partition("|")
+        types = type_text.split()
         if types == ["N"]:
             unsupported.add(op.strip())
             continue

@@ -71,7 +71,7 @@ COMMUTING = (
 POINTWISE = ("Add", "Mul", "Clip", "HardSwish", "HardSigmoid")
 ENTRIES = (*WEIGHTED, *POOLING, *NORMALIZATION, *COMMUTING, *POINTWISE)
 
-_QUANT_NAMES = {
+_QUANT_NAMES: dict[int, str] = {
     _DT.INT8: "int8",
     _DT.UINT8: "uint8",
     _DT.INT4: "int4",

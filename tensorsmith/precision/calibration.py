@@ -261,8 +261,8 @@ def _image_spec(
     channels = spec.shape[c_axis] if isinstance(spec.shape[c_axis], int) else 3
     if pre.size is not None:
         size = pre.size
-    elif isinstance(spec.shape[h_axis], int) and isinstance(spec.shape[w_axis], int):
-        size = (spec.shape[h_axis], spec.shape[w_axis])
+    elif isinstance(h := spec.shape[h_axis], int) and isinstance(w := spec.shape[w_axis], int):
+        size = (h, w)
     else:
         raise UsageError(
             f"{source}: input {spec.name!r} {format_shape(spec.shape)} has no fixed size; "
@@ -284,8 +284,8 @@ def load_image(
         raise UsageError("reading calibration images needs Pillow", hint="pip install pillow") from None
     color = pre.color or ("L" if channels == 1 else "RGB")
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if color == "L" else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if color == "L" else "RGB")
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
