@@ -106,6 +106,8 @@ def load_data(
         if opts.calib_loader:
             data = cal.load_loader(opts.calib_loader, specs, limit=limit)
         else:
+            if opts.calib is None:
+                raise UsageError("--precision int8 needs calibration data: --calib PATH or --calib-loader")
             data = cal.load_path(
                 opts.calib, specs, what="--calib", preprocess=opts.calib_preprocess, limit=limit
             )
