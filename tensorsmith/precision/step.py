@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tensorsmith import sandbox
 from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.precision import PrecisionOptions
 from tensorsmith.precision import calibration as cal
@@ -182,6 +183,8 @@ def lower(
 
     def gate(path: Path, label: str) -> gt.GateResult:
         progress.step(f"gate: {label}")
+        # a native crash here would end the process (and a recipe's other jobs): probe first
+        sandbox.check(path, f"the {opts.precision} model ({label})")
         try:
             sess = cpu_session(path, threads=0, optimize=True)
         except Exception as exc:
@@ -291,8 +294,33 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         onnx.save(_stamp(res.model, opts), str(path))
         return res
 
+    def build_loadable(extra: dict[str, str]) -> f16.Fp16Result:
+        """build(), keeping FP32 each node whose float16 form crashes onnxruntime (found by bisection)."""
+        res = build(extra)
+        crash = sandbox.probe(path)
+        if crash is not None:
+            progress.step(f"fp16: {crash}; bisecting for the nodes that trigger it")
+            kept = {k.name for k in res.kept}
+            fp16_nodes = [n.name for n in proto.graph.node if n.name not in kept and n.op_type != "Constant"]
+
+            def crashes(removed: set[str]) -> bool:
+                build({**extra, **dict.fromkeys(removed, "crash probe")})
+                return sandbox.probe(path) is not None
+
+            culprits = sandbox.find_culprits(fp16_nodes, crashes, limit=MAX_CRASH_CULPRITS) or []
+            what = crash.removeprefix("onnxruntime ")
+            ops = {n.name: n.op_type for n in proto.graph.node}
+            for name in culprits:
+                extra[name] = f"onnxruntime {what} with this node in float16"
+                report["notes"].append(
+                    f"{name} ({ops[name]}) kept FP32: onnxruntime {what} with it in float16"
+                )
+            res = build(extra)
+        sandbox.check(path, "the fp16 model")
+        return res
+
     extra = dict(user)
-    res = build(extra)
+    res = build_loadable(extra)
     result = gate(path, "fp16 vs fp32")
     history = [{"kept": 0, "error": result.error, "passed": result.passed}]
     while not result.passed and len(fb_nodes) < opts.fallback_budget:
@@ -305,7 +333,7 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
         fb_nodes.extend(take)
         extra.update({r.name: f"fallback: adds error {r.added:.3g}" for r in take})
-        res = build(extra)
+        res = build_loadable(extra)
         result = gate(path, f"fp16 with {len(fb_nodes)} node(s) kept FP32")
         history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
     report["converter"] = f16.CONVERTER
@@ -317,6 +345,10 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
     ]
     _finish_gate(report, result, fb_nodes, history, opts)
     return path
+
+
+# how many separate nodes a float16 model may need kept FP32 before a crash is given up on
+MAX_CRASH_CULPRITS = 8
 
 
 def _step_size(round_no: int, left: int) -> int:
