@@ -280,6 +280,14 @@ def _keep_list(proto: onnx.ModelProto, keep: list[str]) -> dict[str, str]:
 
 
 def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, report) -> Path:
+    already = i8.already_quantized(proto)
+    if already:
+        # onnxruntime's float16 converter would retype the DequantizeLinear scales to float16,
+        # which the opset does not allow with int8 data: refuse, as int8 does
+        raise UsageError(
+            f"the model is already quantized ({already}); --precision fp16 applies to float models",
+            hint="use it as it is, or start from its FP32 model",
+        )
     proto = _copy(proto)
     f16.ensure_node_names(proto)
     user = _keep_list(proto, opts.keep_fp32)
