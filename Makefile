@@ -37,6 +37,10 @@ demo: $(STAMP)
 	  echo "== $$m"; \
 	  $(BIN)/tensorsmith optimize $$m -o build/demo/$$(basename $$m .onnx).opt.onnx || exit $$?; \
 	done
+	@echo "== the headline path: a frozen TensorFlow graph -> TensorRT INT8 (no GPU here: --prepare-only"
+	@echo "   writes the linted, quantized ONNX and prints the 'tensorsmith build' to run on a GPU machine)"
+	$(BIN)/tensorsmith convert sample_models/frameworks/cnn_frozen.pb --to trt --precision int8 \
+	  --calib random --prepare-only -o build/demo/cnn_frozen.plan
 	@echo "== recipe: recipes/demo.yaml (every sample model x 2 targets, in parallel; cached when re-run)"
 	$(BIN)/tensorsmith run recipes/demo.yaml --report-json build/recipe-demo/report.json \
 	  --junit build/recipe-demo/junit.xml --summary-md build/recipe-demo/summary.md
