@@ -32,6 +32,7 @@ from tensorsmith.precision import gate as gt
 from tensorsmith.precision import int8 as i8
 from tensorsmith.precision.latency import cpu_session, measure
 from tensorsmith.precision.progress import NullProgress
+from tensorsmith.precision.upcast import has_float16_compute, upcast_float16
 from tensorsmith.verify import ort_session, session_feeds
 
 MAX_VAL = 32
@@ -409,6 +410,15 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         raise UsageError(
             f"the model is already quantized ({already}); onnxruntime's quantizer cannot quantize it again",
             hint="use it as it is, or start from its FP32 model",
+        )
+    if has_float16_compute(proto):
+        # onnxruntime's quantizer writes float16 bias scales the opset rejects: INT8 starts from FP32
+        proto = _copy(proto)
+        changed = upcast_float16(proto)
+        report["notes"].append(
+            "float16 compute upcast to float32 before quantization ("
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in changed.items() if v)
+            + ")"
         )
     progress.step("int8: preparing the FP32 graph")
     prepared, notes = i8.prepare(proto)
