@@ -55,7 +55,7 @@ def _savedmodel_source(path: Path, opts: FrontendOptions) -> GraphSource:
         with quiet(*LOGGERS), quiet_native():
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        v2_error = short(exc, 160)
+        v2_error = f"tf.saved_model.load: {short(exc, 160)}"
         return _savedmodel_v1_source(path, opts, v2_error)
     signatures = dict(loaded.signatures)
     if not signatures:
@@ -65,7 +65,14 @@ def _savedmodel_source(path: Path, opts: FrontendOptions) -> GraphSource:
         )
     key = _pick_signature(path, list(signatures), opts.signature)
     sig = signatures[key]
-    graph_def, inputs, outputs = freeze(tf, sig)
+    try:
+        with quiet(*LOGGERS), quiet_native():
+            graph_def, inputs, outputs = freeze(tf, sig)
+    except Exception as exc:
+        # grappler cannot import some TF1-era graphs as functions (an Estimator's lookup
+        # tables, whose init ops are not in the function's graph: "Failed to import
+        # metagraph"); the TF1 loader runs their init ops in a Session and freezes that
+        return _savedmodel_v1_source(path, opts, f"freezing signature {key!r}: {short(exc, 120)}")
     specs = sig.structured_input_signature[1]
     if tf.nest.flatten(sig.structured_input_signature[0]) or len(specs) != len(inputs):
         # the object API shows positional/nested inputs (a Keras-2 SavedModel restored
@@ -145,10 +152,17 @@ def _savedmodel_v1_source(path: Path, opts: FrontendOptions, v2_error: str) -> G
     try:
         with graph.as_default(), quiet(*LOGGERS):
             graph_def = tf_loader.freeze_session(sess, input_names=inputs, output_names=outputs)
-            graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
     except Exception as exc:
         sess.close()
         raise ConversionError(f"{path}: cannot freeze signature {key!r}: {short(exc)}") from None
+    optimize_note = ""
+    try:
+        with graph.as_default(), quiet(*LOGGERS), quiet_native():
+            graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
+    except Exception as exc:
+        # grappler refuses graphs whose table init ops are not among the frozen nodes (an
+        # Estimator's string lookup tables): convert the frozen graph as it is
+        optimize_note = f"; TensorFlow's graph optimizer skipped ({short(exc, 80)})"
     shapes = {}
     for k, t in zip(in_keys, inputs, strict=False):
         shape = sig.inputs[k].tensor_shape
@@ -157,7 +171,7 @@ def _savedmodel_v1_source(path: Path, opts: FrontendOptions, v2_error: str) -> G
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(sess.run(outputs, {t: feeds[t] for t in inputs}))
 
-    note = f"loaded with the TF1 SavedModel loader (tf.saved_model.load: {v2_error}); signature {key!r}"
+    note = f"loaded with the TF1 SavedModel loader ({v2_error}); signature {key!r}{optimize_note}"
     return GraphSource(
         graph_def,
         inputs,
