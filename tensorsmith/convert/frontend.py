@@ -48,6 +48,8 @@ class FrontendOptions:
     outputs: list[str] | None = None
     nchw_inputs: bool = False
     weights: Path | None = None  # module:factory state_dict
+    weights_key: str | None = None  # where the state dict sits in a checkpoint dict (dotted)
+    weights_non_strict: bool = False  # load_state_dict(strict=False): list missing/unexpected keys
     trust_remote_code: bool = False
     on_step: Callable[[str], None] = lambda _msg: None
 

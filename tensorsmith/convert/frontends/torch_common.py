@@ -162,6 +162,8 @@ def check_options(opts: FrontendOptions) -> None:
         raise UsageError("--nchw-inputs applies to TensorFlow models (PyTorch models are NCHW already)")
     if opts.weights is not None and opts.format != "torch-factory":
         raise UsageError("--weights goes with a module:factory source")
+    if (opts.weights_key is not None or opts.weights_non_strict) and opts.weights is None:
+        raise UsageError("--weights-key and --weights-non-strict go with --weights")
 
 
 def check_format(fmt: str, formats: tuple[str, ...]) -> None:

@@ -95,8 +95,26 @@ def _import_factory(spec: str):
     return factory
 
 
-def load_weights(path: Path, trust_remote_code: bool) -> tuple[dict, str | None]:
-    """A state dict from ``--weights``: ``weights_only=True`` unless --trust-remote-code."""
+# where training scripts put the state dict inside a checkpoint dict, tried in this order
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "net", "weights")
+
+
+def _is_state_dict(obj, torch) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _keys(obj: dict, limit: int = 8) -> str:
+    keys = [str(k) for k in obj]
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} keys)" if len(keys) > limit else "")
+
+
+def load_weights(path: Path, trust_remote_code: bool, key: str | None = None) -> tuple[dict, str | None]:
+    """A state dict from ``--weights``: ``weights_only=True`` unless --trust-remote-code.
+
+    ``key`` (``--weights-key``, dotted for nesting: ``ema.model``) says where the state
+    dict sits in a checkpoint dict; without it the usual keys are tried, then any single
+    top-level entry that is a state dict.
+    """
     torch = import_torch()
     if not path.is_file():
         raise UsageError(f"--weights {path}: no such file")
@@ -122,13 +140,34 @@ def load_weights(path: Path, trust_remote_code: bool) -> tuple[dict, str | None]
         note = f"--weights {path.name} loaded with full unpickling (--trust-remote-code)"
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
+    if key is not None:
+        inner = obj
+        for part in key.split("."):
+            if not isinstance(inner, dict) or part not in inner:
+                found = _keys(inner) if isinstance(inner, dict) else f"a {type(inner).__name__}"
+                raise UsageError(f"--weights {path}: no key {key!r} in the checkpoint (found: {found})")
+            inner = inner[part]
+        if not _is_state_dict(inner, torch):
+            raise UsageError(
+                f"--weights {path}: {key!r} is not a state dict (a {type(inner).__name__}); expected name -> tensor"
+            )
+        return inner, note
+    if _is_state_dict(obj, torch):
+        return obj, note
     if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return inner, note
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj, note
+        for k in STATE_DICT_KEYS:
+            if _is_state_dict(obj.get(k), torch):
+                return obj[k], note
+        nested = [k for k, v in obj.items() if _is_state_dict(v, torch)]
+        if len(nested) == 1:
+            return obj[nested[0]], note
+        found = f"keys {_keys(obj)}"
+        tried = ", ".join(STATE_DICT_KEYS)
+        which = f"; state dicts under: {', '.join(map(str, nested))}" if nested else ""
+        raise UsageError(
+            f"--weights {path}: a checkpoint dict with {found}, none a state dict (tried {tried}){which}",
+            hint="name the key holding it: --weights-key KEY (dotted for nesting)",
+        )
     raise UsageError(f"--weights {path}: not a state dict (a {type(obj).__name__}); expected name -> tensor")
 
 
@@ -145,16 +184,35 @@ def _build_factory(spec: str, opts: FrontendOptions):
         raise UsageError(f"{spec}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
     notes = []
     if opts.weights is not None:
-        state, note = load_weights(Path(opts.weights), opts.trust_remote_code)
+        state, note = load_weights(Path(opts.weights), opts.trust_remote_code, opts.weights_key)
         if note:
             notes.append(note)
         try:
-            model.load_state_dict(state, strict=True)
+            fit = model.load_state_dict(state, strict=not opts.weights_non_strict)
         except RuntimeError as exc:
             text = " ".join(str(exc).split())
             raise UsageError(
-                f"--weights {opts.weights} does not fit {spec}: {short(Exception(text), 240)}"
+                f"--weights {opts.weights} does not fit {spec}: {short(Exception(text), 240)}",
+                hint=None
+                if opts.weights_non_strict
+                else "--weights-non-strict loads what fits and lists the rest",
             ) from None
+        if opts.weights_non_strict:
+            missing, unexpected = list(fit.missing_keys), list(fit.unexpected_keys)
+            notes.append(
+                "--weights-non-strict: "
+                + (
+                    f"missing keys (factory's own values kept): {', '.join(missing)}"
+                    if missing
+                    else "no missing keys"
+                )
+                + "; "
+                + (
+                    f"unexpected keys (ignored): {', '.join(unexpected)}"
+                    if unexpected
+                    else "no unexpected keys"
+                )
+            )
         notes.append(
             f"weights from {Path(opts.weights).name} ({len(state)} tensors, weights_only=True"
             f"{'' if not note else ' refused; full unpickle'})"
