@@ -22,8 +22,6 @@ tests drive ``convert_tftrt`` with a recording stand-in for ``TrtGraphConverterV
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorsmith import atomic
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
 from tensorsmith.errors import ConversionError, UsageError, short
 from tensorsmith.shapes import InputSpec
@@ -280,10 +279,8 @@ def convert_tftrt(
         ) from exc
     report.seconds["convert"] = time.perf_counter() - t0
 
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    staged = tmp / out.name
-    try:
+    with atomic.Staging(out) as staging:
+        staged = staging.path()
         step("TF-TRT save")
         try:
             converter.save(output_saved_model_dir=str(staged))
@@ -301,10 +298,8 @@ def convert_tftrt(
                     vr,
                     "the TF-TRT model differs from the original: " + failure_summary(vr, more=False),
                 )
-        _replace_dir(staged, out)
+        staging.install(staged, out)
         report.files = [str(out)]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
@@ -372,22 +367,6 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         input_shapes={k: list(v.shape) for k, v in samples[0].items()},
         tolerance=tol,
     )
-
-
-def _replace_dir(staged: Path, out: Path) -> None:
-    """Move ``staged`` to ``out``; an existing ``out`` folder is swapped out, then removed."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(staged, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def render(report: TftrtReport, console) -> None:

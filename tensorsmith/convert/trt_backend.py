@@ -52,8 +52,6 @@ import importlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tensorsmith import atomic
 from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
 from tensorsmith.errors import ConversionError, UsageError
 from tensorsmith.verify import Tolerance, VerificationReport, compare, failure_summary, job_failed
@@ -207,24 +206,6 @@ def parse_workspace(text: str | None) -> int | None:
     if value <= 0:
         raise UsageError("--workspace must be > 0")
     return value
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
-    )
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -491,10 +472,8 @@ def build_engine(
     report.timing_cache = _save_timing_cache(config, options.timing_cache, cache_state)
 
     # stage plan + sidecar beside the target; verify; then rename into place
-    parent = plan_path.parent if str(plan_path.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{plan_path.name}.", suffix=".tmp", dir=parent))
-    try:
-        staged_plan = tmp / plan_path.name
+    with atomic.Staging(plan_path) as staging:
+        staged_plan = staging.path()
         staged_plan.write_bytes(plan)
         if options.verify:
             step("verify (TensorRT vs onnxruntime)")
@@ -523,12 +502,11 @@ def build_engine(
                     report,
                 )
         sidecar = sidecar_contents(report, onnx_path, options)
-        (tmp / sidecar_path(plan_path).name).write_text(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(staged_plan, plan_path)
-        os.replace(tmp / sidecar_path(plan_path).name, sidecar_path(plan_path))
+        staged_sidecar = staging.path(sidecar_path(plan_path).name)
+        staged_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
+        staging.install(staged_plan, plan_path)
+        staging.install(staged_sidecar, sidecar_path(plan_path))
         report.files = [str(plan_path), str(sidecar_path(plan_path))]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
@@ -685,7 +663,7 @@ def _save_timing_cache(config, path: Path | None, state: dict | None) -> dict | 
             except Exception:
                 pass
         data = bytes(memoryview(cache.serialize()))
-        atomic_write(path, data)
+        atomic.write_bytes(path, data)
     state["written_bytes"] = len(data)
     return state
 
@@ -1042,7 +1020,7 @@ def prepare(
         precision=options.precision,
         **(lint_options or {}),
     )
-    atomic_write(lint_report_path(plan_path), (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    atomic.write_text(lint_report_path(plan_path), json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
 
