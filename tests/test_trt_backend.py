@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from tensorsmith.cli import app
-from tensorsmith.convert import trt_backend
-from tensorsmith.convert.profiles import Profile, parse_profile_specs
+from tensorsmith.convert import trt as trt_backend
+from tensorsmith.convert.trt import memory as trt_memory
+from tensorsmith.convert.trt.profiles import Profile, parse_profile_specs
 from tensorsmith.errors import ConversionError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,7 +42,7 @@ def fake_trt(monkeypatch):
 
     monkeypatch.setattr(doctor, "current_gpu", lambda: dict(GPU))
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
-    monkeypatch.setattr(trt_backend, "device_memory", lambda: fake_tensorrt.HostMemory())
+    monkeypatch.setattr(trt_memory, "device_memory", lambda: fake_tensorrt.HostMemory())
 
     def setup(**config):
         return fake_tensorrt.install(monkeypatch, **config)
@@ -395,7 +396,7 @@ def test_engine_runner_binds_every_io_tensor(fake_trt, qdq_model):
     mem = fake_tensorrt.HostMemory()
     r = trt_backend.EngineRunner(trt, plan, memory=mem)
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    out = r.run({"input": x})
+    out = r.infer({"input": x})
     assert out["logits"].shape == (3, 10) and out["logits"].dtype == np.float32
     ctx = fake_tensorrt.STATE["contexts"][-1]
     assert set(ctx.addresses) == {"input", "logits"} and ctx.input_shapes == {"input": (3, 3, 32, 32)}

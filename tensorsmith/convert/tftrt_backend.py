@@ -30,18 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from tensorsmith import atomic
-from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
+from tensorsmith.compare import GATED_PRECISIONS, judge_precision, run_and_compare
+from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
 from tensorsmith.errors import ConversionError, UsageError, short
+from tensorsmith.runners import TfSignatureRunner
 from tensorsmith.shapes import InputSpec
-from tensorsmith.verify import Tolerance, VerificationReport, compare, failure_summary, job_failed
+from tensorsmith.tolerances import Tolerance, tolerance_for
+from tensorsmith.verify import VerificationReport, failure_summary, job_failed
 
 PROFILE_STRATEGIES = ("Range", "Optimal", "Range+Optimal")
 PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
-TOLERANCE = {
-    "fp32": Tolerance(rtol=1e-3, atol=1e-4),
-    "fp16": Tolerance(rtol=1e-2, atol=1e-3),
-    "int8": Tolerance(rtol=5e-2, atol=1e-2),
-}
 
 
 @dataclass
@@ -308,23 +306,21 @@ def _calibration_samples(
 ) -> list[dict[str, np.ndarray]]:
     """Samples through the precision work's loader (.npz/.npy/images/folders) when present;
     ``random``: seeded random samples at the OPT shapes (a smoke test, not a calibration)."""
-    from tensorsmith.verify import load_verify_data, random_inputs
+    from tensorsmith.verify import random_inputs
 
     if str(path) == "random":
         return [random_inputs(specs, opt_shapes, seed=1000 + i) for i in range(8)]
-    try:
-        from tensorsmith.precision.calibration import load_path
-    except ImportError:
-        return load_verify_data(path, specs)
+    from tensorsmith.precision.calibration import load_path
+
     return load_path(path, specs, what="--calib").samples
 
 
 def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> VerificationReport:
-    import tensorflow as tf
+    """The TF-TRT model against the original SavedModel (both runners of
+    ``tensorsmith.runners``) through the one comparator and tolerance table."""
+    from tensorsmith.verify import load_verify_data, random_inputs
 
-    from tensorsmith.verify import _merge, load_verify_data, random_inputs
-
-    tol = options.tolerance or TOLERANCE[options.precision]
+    tol = options.tolerance or tolerance_for(options.precision, engine=True)
     if options.verify_data is not None:
         samples = load_verify_data(options.verify_data, specs)
         source = str(options.verify_data)
@@ -334,33 +330,21 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         }
         samples = [random_inputs(specs, opt)]
         source = "random"
-    converted = tf.saved_model.load(str(staged))
-    fn = converted.signatures[options.signature]
-    merged = None
-    refs, gots = [], []
-    for feeds in samples:
-        tf_feeds = {k: tf.constant(v) for k, v in feeds.items()}
-        ref = {k: np.asarray(v) for k, v in src_fn(**tf_feeds).items()}
-        try:
-            got = {k: np.asarray(v) for k, v in fn(**tf_feeds).items()}
-        except Exception as exc:
-            raise ConversionError(
-                f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}"
-            ) from exc
-        merged = _merge(merged, compare(ref, got, tol))
-        refs.append(ref)
-        gots.append(got)
-    outputs = merged or []
-    passed = all(o.passed for o in outputs)
-    notes = []
-    if options.tolerance is None and options.precision in ("fp16", "int8"):
-        from tensorsmith.convert.trt_backend import apply_precision_gate
+    converted = TfSignatureRunner(saved_model=staged, signature=options.signature)
 
-        gate_passed = apply_precision_gate(outputs, refs, gots, options.precision, set(), notes)
-        passed = passed if gate_passed is None else gate_passed
+    def converted_failed(_i: int, _feeds, exc: Exception) -> Exception:
+        return ConversionError(f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}")
+
+    comparison = run_and_compare(
+        TfSignatureRunner(src_fn), converted, samples, tol, candidate_error=converted_failed
+    )
+    passed = comparison.passed
+    notes: list[str] = []
+    if options.tolerance is None and options.precision in GATED_PRECISIONS:
+        passed = judge_precision(comparison, options.precision, set(), notes)
     return VerificationReport(
         passed=passed,
-        outputs=outputs,
+        outputs=comparison.outputs,
         samples=len(samples),
         notes=notes,
         input_source=source,
