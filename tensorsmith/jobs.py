@@ -273,12 +273,14 @@ def trt_options(opts: dict, *, precision: str | None = None, tolerance=None):
     """
     from tensorsmith.convert.trt import TrtOptions, parse_workspace
     from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
+    from tensorsmith.shapes import parse_input_shapes
 
     shapes = _guard("shapes", lambda: parse_profile_specs(opts.get("shapes")))
     workspace = _guard("workspace", lambda: parse_workspace(opts.get("workspace")))
     timing = opts.get("timing_cache")
     trt = TrtOptions(
         shapes=shapes,
+        input_shapes=_guard("input_shape", lambda: parse_input_shapes(opts.get("input_shape"))),
         max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH,
         workspace=workspace,
         timing_cache=Path(timing) if timing else None,

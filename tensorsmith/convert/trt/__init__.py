@@ -70,19 +70,26 @@ from tensorsmith.convert.trt.api import (
     select_mode,
     trt_major,
 )
-from tensorsmith.convert.trt.build import build_engine, prepare
+from tensorsmith.convert.trt.build import build_engine, hardware_compat_level, prepare
 from tensorsmith.convert.trt.memory import device_memory
 from tensorsmith.convert.trt.options import (
     HARDWARE_COMPAT,
+    HARDWARE_COMPAT_SINCE,
     PRECISION_TOLERANCE,
     TrtOptions,
+    add_input_shape_profiles,
     build_command,
     lint_report_path,
     parse_workspace,
     prepared_onnx_path,
     sidecar_path,
 )
-from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
+from tensorsmith.convert.trt.profiles import (
+    DEFAULT_MAX_BATCH,
+    Profile,
+    input_shape_profiles,
+    resolve_profiles,
+)
 from tensorsmith.convert.trt.report import BuildReport, ParserError, render
 from tensorsmith.convert.trt.runner import EngineRunner, verify_engine
 from tensorsmith.convert.trt.sidecar import sha256_file, sidecar_contents
@@ -90,6 +97,7 @@ from tensorsmith.convert.trt.sidecar import sha256_file, sidecar_contents
 __all__ = [
     "DEFAULT_MAX_BATCH",
     "HARDWARE_COMPAT",
+    "HARDWARE_COMPAT_SINCE",
     "MIN_MAJOR",
     "PRECISION_TOLERANCE",
     "BuildReport",
@@ -98,10 +106,13 @@ __all__ = [
     "ParserError",
     "Profile",
     "TrtOptions",
+    "add_input_shape_profiles",
     "build_command",
     "build_engine",
     "device_memory",
+    "hardware_compat_level",
     "import_tensorrt",
+    "input_shape_profiles",
     "lint_report_path",
     "missing_for_build",
     "parse_workspace",

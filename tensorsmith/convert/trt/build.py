@@ -19,7 +19,14 @@ from tensorsmith.convert.trt.api import (
     select_mode,
     trt_major,
 )
-from tensorsmith.convert.trt.options import HARDWARE_COMPAT, TrtOptions, lint_report_path, sidecar_path
+from tensorsmith.convert.trt.options import (
+    HARDWARE_COMPAT,
+    HARDWARE_COMPAT_SINCE,
+    TrtOptions,
+    add_input_shape_profiles,
+    lint_report_path,
+    sidecar_path,
+)
 from tensorsmith.convert.trt.profiles import Profile, resolve_profiles
 from tensorsmith.convert.trt.report import BuildReport, ParserError
 from tensorsmith.convert.trt.runner import verify_engine
@@ -55,6 +62,7 @@ def build_engine(
     t0 = time.perf_counter()
     proto = model_io.load_proto(onnx_path)
     specs = input_specs_from_proto(proto)
+    add_input_shape_profiles(options, specs)
     res = resolve_profiles(specs, options.shapes, max_batch=options.max_batch)
     if res.missing:
         raise UsageError(
@@ -104,8 +112,7 @@ def build_engine(
     if options.builder_opt_level is not None:
         config.builder_optimization_level = int(options.builder_opt_level)
     if options.hardware_compat:
-        level = HARDWARE_COMPAT[options.hardware_compat.lower()]
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
+        config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
     if options.version_compat:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     _add_profile(trt, builder, network, config, res.profiles)
@@ -163,6 +170,22 @@ def build_engine(
         staging.install(staged_sidecar, sidecar_path(plan_path))
         report.files = [str(plan_path), str(sidecar_path(plan_path))]
     return report
+
+
+def hardware_compat_level(trt, name: str):
+    """``trt.HardwareCompatibilityLevel`` member for ``--hardware-compat NAME``; ``UsageError``
+    (exit 2) when this TensorRT does not have it, naming the versions that do."""
+    level = HARDWARE_COMPAT[name.lower()]
+    value = getattr(trt.HardwareCompatibilityLevel, level, None)
+    if value is None:
+        since = HARDWARE_COMPAT_SINCE.get(level)
+        have = f"TensorRT {since} and later 10.x releases, and 11.x" if since else "other TensorRT versions"
+        raise UsageError(
+            f"--hardware-compat {name}: TensorRT {trt.__version__} has no "
+            f"HardwareCompatibilityLevel.{level}; {have} have it",
+            hint="use --hardware-compat ampere_plus, or build with a TensorRT that has it",
+        )
+    return value
 
 
 def _with_job(exc, report: BuildReport):
@@ -246,6 +269,8 @@ def prepare(
     path (``OUT.trt.lint.json``). Returns the ``LintReport``."""
     from tensorsmith.lint.trt import lint_trt
 
+    if options.input_shapes:
+        add_input_shape_profiles(options, input_specs_from_proto(model_io.load_proto(onnx_path)))
     report = lint_trt(
         onnx_path,
         shapes=options.shapes,

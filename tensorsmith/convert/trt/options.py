@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile
+from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, input_shape_profiles
 from tensorsmith.errors import UsageError
+from tensorsmith.shapes import InputSpec
 from tensorsmith.tolerances import Tolerance, tolerance_for
 
 HARDWARE_COMPAT = {
@@ -20,6 +21,10 @@ HARDWARE_COMPAT = {
     "same-compute-capability": "SAME_COMPUTE_CAPABILITY",
 }
 
+# The first TensorRT release of each level whose name is not in every version we support
+# (TensorRT 10.8's HardwareCompatibilityLevel has NONE and AMPERE_PLUS only: issue 17,
+# from the tensorrt-cu12-bindings wheels' string tables).
+HARDWARE_COMPAT_SINCE = {"SAME_COMPUTE_CAPABILITY": "10.9"}
 # The default gates of an engine against onnxruntime on the same ONNX, by the precision
 # it computes in: the engine rows of the one table in ``tensorsmith.tolerances``.
 PRECISION_TOLERANCE = {p: tolerance_for(p, engine=True) for p in ("fp32", "fp16", "bf16", "int8")}
@@ -28,6 +33,8 @@ PRECISION_TOLERANCE = {p: tolerance_for(p, engine=True) for p in ("fp32", "fp16"
 @dataclass
 class TrtOptions:
     shapes: dict[str, Profile] = field(default_factory=dict)
+    # --input-shape: the default profile of a dynamic input --shapes does not name
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
     max_batch: int = DEFAULT_MAX_BATCH
     workspace: int | None = None  # bytes
     timing_cache: Path | None = None
@@ -91,7 +98,7 @@ def build_command(onnx_path, plan_path, options: TrtOptions) -> str:
 
     parts = ["tensorsmith", "build", str(onnx_path), "--to", "trt", "-o", str(plan_path)]
     for name, prof in options.shapes.items():
-        if prof.source == "--shapes":
+        if prof.source in ("--shapes", "--input-shape"):
             parts += ["--shapes", f"{name}={prof.text()}" if name else prof.text()]
     if options.max_batch != DEFAULT_MAX_BATCH:
         parts += ["--max-batch", str(options.max_batch)]
@@ -108,3 +115,11 @@ def build_command(onnx_path, plan_path, options: TrtOptions) -> str:
     if options.version_compat:
         parts.append("--version-compat")
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def add_input_shape_profiles(options: TrtOptions, specs: list[InputSpec]) -> None:
+    """Add the ``--input-shape`` default profiles (``input_shape_profiles``) to ``options.shapes``,
+    so the lint, the build and the printed ``tensorsmith build`` command all use them."""
+    options.shapes.update(
+        input_shape_profiles(specs, options.input_shapes, options.shapes, max_batch=options.max_batch)
+    )
