@@ -77,7 +77,7 @@ def make_parents(folder: str | os.PathLike) -> list[Path]:
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
-    created = []
+    created: list[Path] = []
     for d in reversed(missing):
         try:
             d.mkdir()

@@ -125,8 +125,8 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Toleran
         if r64.size == 0 or not ok.any():
             checks.append(OutputCheck(name, list(r.shape), 0.0, 0.0, 0.0, True))
             continue
-        diff = np.abs(r64[ok] - g64[ok])
-        max_abs = float(diff.max())
+        abs_diff = np.abs(r64[ok] - g64[ok])
+        max_abs = float(abs_diff.max())
         scale = float(np.abs(r64[ok]).max())
         max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
         passed = max_abs <= tol.atol + tol.rtol * scale

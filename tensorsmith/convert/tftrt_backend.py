@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def check_available() -> str:
     return tf.__version__
 
 
-def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], object]:
+def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], tuple[Any, Any]]:
     """Input specs of a SavedModel signature (loaded with TensorFlow), and the signature function."""
     import tensorflow as tf
 
@@ -158,6 +159,11 @@ def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], o
     return specs, (loaded, fn)
 
 
+def _fixed(spec: InputSpec) -> list[int]:
+    """The shape of an input without dynamic axes (one that needs no profile)."""
+    return [int(cast(int, d)) for d in spec.shape]
+
+
 def _build_feeds(specs: list[InputSpec], profiles: dict[str, Profile]) -> list[dict[str, list[int]]]:
     """The input shapes ``build()`` runs: each profile's MIN, OPT and MAX (deduplicated)."""
     out: list[dict[str, list[int]]] = []
@@ -165,7 +171,7 @@ def _build_feeds(specs: list[InputSpec], profiles: dict[str, Profile]) -> list[d
         shapes = {}
         for s in specs:
             p = profiles.get(s.name)
-            shapes[s.name] = list(getattr(p, which)) if p else [int(d) for d in s.shape]
+            shapes[s.name] = list(getattr(p, which)) if p else _fixed(s)
         if shapes not in out:
             out.append(shapes)
     return out
@@ -176,7 +182,7 @@ def convert_tftrt(
     output_dir: str | os.PathLike,
     options: TftrtOptions | None = None,
     *,
-    converter_factory: Callable[..., object] | None = None,
+    converter_factory: Callable[..., Any] | None = None,
     check: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> TftrtReport:
@@ -227,10 +233,7 @@ def convert_tftrt(
             raise UsageError(
                 "--precision int8 with --to tftrt needs calibration samples (--calib FILE.npz, a folder, or random)"
             )
-        opt = {
-            s.name: (res.profiles[s.name].opt if s.name in res.profiles else [int(d) for d in s.shape])
-            for s in specs
-        }
+        opt = {s.name: (res.profiles[s.name].opt if s.name in res.profiles else _fixed(s)) for s in specs}
         calib = _calibration_samples(options.calibration_data, specs, opt)
     report.calibration_samples = len(calib or [])
 
@@ -325,9 +328,7 @@ def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> Ver
         samples = load_verify_data(options.verify_data, specs)
         source = str(options.verify_data)
     else:
-        opt = {
-            s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs
-        }
+        opt = {s.name: (profiles[s.name].opt if s.name in profiles else _fixed(s)) for s in specs}
         samples = [random_inputs(specs, opt)]
         source = "random"
     converted = TfSignatureRunner(saved_model=staged, signature=options.signature)

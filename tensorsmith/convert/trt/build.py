@@ -91,9 +91,9 @@ def build_engine(
     builder = trt.Builder(logger)
     flags = 0
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if mode.strongly_typed and (strongly is not None or major < 11):
-        # TensorRT 11 keeps the flag "for API compatibility but ignores it"; should a later
-        # release drop it, leaving it out changes nothing there
+    if mode.strongly_typed and strongly is not None:
+        # TensorRT 10 has the flag (since 10.0); TensorRT 11 keeps it "for API compatibility
+        # but ignores it"; should a later release drop it, leaving it out changes nothing there
         flags |= 1 << int(strongly)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from tensorsmith.errors import ConversionError
@@ -28,7 +30,7 @@ def device_memory():
 class _TorchMemory:
     def __init__(self, torch):
         self.torch = torch
-        self._tensors: dict[int, object] = {}
+        self._tensors: dict[int, Any] = {}  # torch tensors by device pointer
         self._stream = torch.cuda.Stream()
 
     def alloc(self, nbytes: int) -> int:

@@ -178,7 +178,7 @@ def resolve_profiles(
         if not axes or spec.name in given:
             continue
         if axes == [0]:
-            fixed = list(spec.shape[1:])
+            fixed = [d for d in spec.shape[1:] if isinstance(d, int)]  # all fixed: axes == [0]
             res.profiles[spec.name] = Profile(
                 [1, *fixed], [1, *fixed], [max_batch, *fixed], source="default batch"
             )

@@ -130,23 +130,23 @@ def render(report: BuildReport, console) -> None:
     console.print(t)
     vr = report.verification
     if vr is not None:
-        v = Table(
+        vt = Table(
             title=f"verification vs onnxruntime ({vr.input_source}, {vr.samples} sample(s), "
             f"rtol {vr.tolerance.rtol:g}, atol {vr.tolerance.atol:g})",
             title_justify="left",
             header_style="bold",
         )
-        v.add_column("output")
-        v.add_column("max abs diff", justify="right")
-        v.add_column("max rel diff", justify="right")
-        v.add_column("ok")
+        vt.add_column("output")
+        vt.add_column("max abs diff", justify="right")
+        vt.add_column("max rel diff", justify="right")
+        vt.add_column("ok")
         for o in vr.outputs:
-            v.add_row(
+            vt.add_row(
                 escape(o.name),
                 f"{o.max_abs_diff:.3g}",
                 f"{o.max_rel_diff:.3g}",
                 "[green]yes[/green]" if o.passed else f"[red]no[/red] {escape(o.reason)}",
             )
-        console.print(v)
+        console.print(vt)
     for n in report.notes:
         console.print(f"[dim]note:[/dim] {escape(n)}")
