@@ -42,7 +42,7 @@ FRONTENDS: dict[str, tuple[str, str, str | None]] = {
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
     "trt": (
-        "tensorsmith.convert.trt_backend",
+        "tensorsmith.convert.trt",
         "TensorRT engine (.plan + .plan.json), verified vs onnxruntime",
     ),
     "tftrt": ("tensorsmith.convert.tftrt_backend", "TF-TRT SavedModel, verified vs TensorFlow"),
