@@ -30,10 +30,29 @@ from pydantic import BaseModel, ConfigDict
 from tensorsmith.errors import ConversionError
 
 
+def low_precision_reason(weight: np.ndarray, opts: PassOptions, what: str) -> str | None:
+    """Why a fold into ``weight`` is refused: its dtype is narrower than float32, so the
+    folded weights take one more rounding per layer, which the unfused graph (computing
+    the scale separately) does not have. ``fold_low_precision`` allows it."""
+    if weight.dtype.itemsize >= 4 or getattr(opts, "fold_low_precision", False):
+        return None
+    return (
+        f"{what} weight is {weight.dtype}: folding into it adds a {weight.dtype} rounding per layer "
+        "that the unfused graph does not have (option fold_low_precision=true folds anyway)"
+    )
+
+
 class PassOptions(BaseModel):
     """Options of a pass; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LowPrecisionOptions(PassOptions):
+    """For passes that fold constants into existing weights."""
+
+    fold_low_precision: bool = False
+    """Fold into float16/bfloat16 weights too (one more rounding per layer)."""
 
 
 class InterfaceChanged(ConversionError, ir.passes.PostconditionError):

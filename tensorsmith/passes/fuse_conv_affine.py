@@ -21,10 +21,12 @@ import numpy as np
 import onnx_ir as ir
 
 from tensorsmith.passes.base import (
+    LowPrecisionOptions,
     RewritePass,
     Site,
     const_array,
     drop_weight,
+    low_precision_reason,
     new_initializer,
     replace_value,
 )
@@ -63,6 +65,7 @@ class AffineAfterConv:
 
 class FuseConvAffine(RewritePass[AffineAfterConv]):
     name = "fuse-conv-affine"
+    Options = LowPrecisionOptions
     description = "Fold a constant per-channel Mul/Add after a Conv into the Conv's weights and bias."
     anchors = ("Mul", "Add")
     in_functions = False  # functions have no initializers to hold folded weights
@@ -87,6 +90,9 @@ class FuseConvAffine(RewritePass[AffineAfterConv]):
         w = const_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
         if w is None or not np.issubdtype(w.dtype, np.floating) or c.dtype != w.dtype:
             return "the Conv weight is not a floating-point constant of the same type"
+        low = low_precision_reason(w, self.options, "the Conv")
+        if low is not None:
+            return low
         has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
         b = const_array(conv.inputs[2]) if has_bias else np.zeros(w.shape[0], w.dtype)
         if b is None:

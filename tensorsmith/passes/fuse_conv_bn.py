@@ -25,11 +25,13 @@ import numpy as np
 import onnx_ir as ir
 
 from tensorsmith.passes.base import (
+    LowPrecisionOptions,
     RewritePass,
     Site,
     const_array,
     drop_weight,
     is_op,
+    low_precision_reason,
     new_initializer,
     release_unused_weights,
     replace_value,
@@ -69,6 +71,7 @@ class FuseConvBatchNorm(RewritePass[BatchNormAfterLayer]):
     name = "fuse-conv-bn"
     description = "Fold inference BatchNormalization into a preceding Conv/ConvTranspose/Gemm/MatMul as new constant weights."
     anchors = ("BatchNormalization",)
+    Options = LowPrecisionOptions
     in_functions = False  # functions have no initializers to hold folded weights
 
     def pattern(self, site: Site, bn: ir.Node) -> BatchNormAfterLayer | None:
@@ -108,6 +111,9 @@ class FuseConvBatchNorm(RewritePass[BatchNormAfterLayer]):
             return f"{layer.op_type} weight is not a constant"
         if not np.issubdtype(weight.dtype, np.floating):
             return f"{layer.op_type} weight is {weight.dtype}, not floating point"
+        low = low_precision_reason(weight, self.options, layer.op_type)
+        if low is not None:
+            return low
         op, w, size = layer.op_type, weight, m.scale.size
         if op == "Conv":
             if size not in (1, w.shape[0]):
