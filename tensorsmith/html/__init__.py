@@ -132,7 +132,10 @@ def write_recipe_pages(run_report: dict, path: str | os.PathLike) -> Path:
     return _write(target, recipe_page(run, links=links))
 
 
-def _write(path: str | os.PathLike, text: str) -> Path:
+def check_path(path: str | os.PathLike | None) -> None:
+    """Refuse a ``--report-html`` path that cannot be written (exit 2), before any work runs."""
+    if path is None:
+        return
     from tensorsmith.errors import UsageError
 
     p = Path(path)
@@ -140,6 +143,13 @@ def _write(path: str | os.PathLike, text: str) -> Path:
         raise UsageError(f"--report-html {p}: is a directory, expected a file path")
     if not p.parent.is_dir():
         raise UsageError(f"--report-html {p}: folder {p.parent} does not exist")
+
+
+def _write(path: str | os.PathLike, text: str) -> Path:
+    from tensorsmith.errors import UsageError
+
+    p = Path(path)
+    check_path(p)
     data = text.encode("utf-8")
     if len(data) > MAX_BYTES:  # a table of every node of a huge model: keep the charts, say so
         raise UsageError(f"--report-html {p}: the page would be {len(data) / 2**20:.1f} MB (limit 8 MB)")
@@ -149,4 +159,4 @@ def _write(path: str | os.PathLike, text: str) -> Path:
     return p
 
 
-__all__ = ["conversion_html", "write_conversion_page", "write_recipe_pages"]
+__all__ = ["check_path", "conversion_html", "write_conversion_page", "write_recipe_pages"]
