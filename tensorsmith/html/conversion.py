@@ -75,7 +75,7 @@ def _summary(r: dict, argv: str | None, versions: dict | None) -> str:
     ]
     if r.get("nodes_before") is not None:
         items.append(("nodes", f"{e(r.get('nodes_before'))} &rarr; {e(r.get('nodes_after'))}"))
-    if r.get("size_before") is not None:
+    if r.get("size_before") is not None and r.get("size_after"):
         items.append(
             ("size", f"{e(human_bytes(r.get('size_before')))} &rarr; {e(human_bytes(r.get('size_after')))}")
         )
@@ -103,15 +103,10 @@ def _summary(r: dict, argv: str | None, versions: dict | None) -> str:
         rows.append(("pass iterations", e(r.get("iterations"))))
     for note in _l(r.get("notes")):
         rows.append(("note", e(note)))
-    out.append(table(["", ""], rows, raw=True))
     if versions:
-        out.append("<h3>tool versions</h3>")
-        out.append(
-            table(
-                ["library", "version"],
-                [(k, v if v is not None else "not installed") for k, v in versions.items()],
-            )
-        )
+        listed = " · ".join(f"{k} {v if v is not None else 'not installed'}" for k, v in versions.items())
+        rows.append(("tool versions", e(listed)))
+    out.append(table(["", ""], rows, raw=True))
     return section("Summary", "".join(out), sid="summary")
 
 
@@ -237,7 +232,10 @@ def _verification(r: dict) -> str:
     used = [
         ("inputs", e(v.get("inputs"))),
         ("samples", e(v.get("samples"))),
-    ] + [(f"shape of {k}", e("x".join(map(str, s)) if isinstance(s, list) else s)) for k, s in shapes.items()]
+    ] + [
+        (e(f"shape of {k}"), e("x".join(map(str, s)) if isinstance(s, list) else s))
+        for k, s in shapes.items()
+    ]
     used += [("note", e(n)) for n in _l(v.get("notes"))]
     head = f"<p>{badge('ok' if v.get('passed') else 'failed')} against the source model</p>"
     return section(
@@ -372,7 +370,7 @@ def _gate(gate: dict) -> str:
         svg.Chart(
             rows,
             log=True,
-            mark_label=f"allowed: 1 - min cosine {num(min_cos)}",
+            mark_label=f"allowed: 1 - min cosine {num(min_cos, 8)}",
             caption="accuracy gate per output: 1 - cosine against FP32 (log scale, shorter is closer)",
             css_class="gate",
         )
@@ -429,6 +427,22 @@ def _precision_map(p: dict) -> str:
         for n in pmap:
             counts[str(n.get("precision"))] = counts.get(str(n.get("precision")), 0) + 1
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        lowered = next((k for k in counts if k != "fp32"), "lowered")
+        by_op: dict[str, list[int]] = {}
+        for n in pmap:
+            slot = by_op.setdefault(str(n.get("op")), [0, 0])
+            slot[0 if n.get("precision") != "fp32" else 1] += 1
+        chart = svg.render(
+            svg.Chart(
+                [
+                    svg.Row(op, [c[0], c[1]], text=f"{c[0]} {lowered}, {c[1]} fp32")
+                    for op, c in sorted(by_op.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
+                ],
+                series=(lowered, "fp32"),
+                caption="precision map by op type: nodes lowered and nodes kept in FP32",
+                css_class="pmap",
+            )
+        )
         body = table(
             ["node", "op", "precision", "why"],
             [
@@ -444,8 +458,9 @@ def _precision_map(p: dict) -> str:
             cls="pmap",
         )
         return (
-            f"<h3>precision map: {e(summary)}</h3>"
-            f"<details open><summary>every compute node ({len(pmap)})</summary>{body}</details>"
+            f"<h3>precision map: {e(summary)}</h3>{chart}"
+            f"<details{' open' if len(pmap) <= 40 else ''}><summary>every compute node, its precision and why "
+            f"({len(pmap)})</summary>{body}</details>"
         )
     kept = _l(p.get("kept"))
     if not kept:

@@ -121,7 +121,8 @@ def human_bytes(n: Any) -> str:
 
 def badge(status: Any) -> str:
     s = str(status or "unknown")
-    return f'<span class="badge {e(s)}">{e(s)}</span>'
+    cls = "failed" if "fail" in s else s
+    return f'<span class="badge {e(cls)}">{e(s)}</span>'
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "", raw: bool = False) -> str:
@@ -170,8 +171,9 @@ def document(title: str, heading: str, body: str, *, data: dict | None = None, f
     blob = ""
     if data is not None:
         text = json.dumps(data, default=str, allow_nan=False, separators=(",", ":"))
-        # inside <script>: "</" would end the element; escape it (and the line separators)
-        text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        # inside <script> no "<", ">" or "&" at all (JSON's \\u escapes parse back the same)
+        for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+            text = text.replace(ch, esc)
         blob = f'<script type="application/json" id="report-data">{text}</script>'
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -151,9 +151,9 @@ def render(chart: Chart) -> str:
             f"{escape(label)}<title>{escape(r.label)}</title></text>"
         )
         for s, v in enumerate(r.values):
-            if v is None:
+            if v is None or not v > 0:  # nothing to draw for 0 (no chart here has negatives)
                 continue
-            w = max(1.0, x(v)) if v > 0 else 0.0
+            w = max(1.0, x(v))
             cls = f"bar s{s}" + (f" {r.state}" if s == 0 and r.state else "")
             out.append(
                 f'<rect class="{escape(cls)}" x="{LABEL_W}" y="{y0 + s * BAR_H}" width="{w:.1f}" '
