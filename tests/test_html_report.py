@@ -239,9 +239,7 @@ def _check_conversion_dom(dom: Dom, rep: dict, page: Path) -> None:
     assert button and "hidden" not in button[0]["attrs"]
     # graph before/after: one row per op type, two bars (before, after) where counts are > 0
     ops = set(rep["ops_before"]) | set(rep["ops_after"])
-    assert sorted(dom.chart_labels("ops")) == sorted(
-        o if len(o) <= 30 else o[:14] + "…" + o[-15:] for o in ops
-    )
+    assert sorted(dom.chart_labels("ops")) == sorted(svg.short_label(o) for o in ops)
     nonzero = sum(1 for o in ops if rep["ops_before"].get(o)) + sum(1 for o in ops if rep["ops_after"].get(o))
     assert len(dom.chart_bars("ops")) == nonzero
     assert dom.chart_labels("passes") == [p["name"] for p in rep["passes"]]
@@ -321,7 +319,9 @@ def test_failed_int8_conversion_page_shows_the_failure_and_the_sensitivity(tmp_p
     assert sens
     dom = _render(page, tmp_path)
     labels = dom.chart_labels("sensitivity")
-    assert len(labels) == min(40, len(sens)) and labels[0].startswith(sens[0]["name"][:14])
+    assert len(labels) == min(40, len(sens)) and labels[0] == svg.short_label(
+        f"{sens[0]['name']} ({sens[0]['op']})"
+    )
     cards = {el["text"].strip() for el in dom.find("div", "v")}
     assert "4" in cards
     assert [el for el in dom.find("span", "badge") if el["text"].strip() == data["status"]]
@@ -457,3 +457,33 @@ def test_recipe_pages_without_reports_still_list_every_job(tmp_path):
     page = write_recipe_pages(run, tmp_path / "i.html")
     text = page.read_text()
     assert "a-b" in text and 'class="cell would-run"' in text and "href=" not in text.split("<main>")[1]
+
+
+def test_a_huge_model_still_gets_a_page_under_8_mb(tmp_path):
+    """100,000 compute nodes: the precision map table shows the first 5,000 (the chart counts
+    all of them) and the report is not embedded, so the page stays one file under 8 MB."""
+    from tensorsmith.html import write_conversion_page
+    from tensorsmith.html.conversion import MAP_ROWS
+
+    n = 100_000
+    pmap = [
+        {
+            "name": f"/encoder/layer.{i}/attention/self/MatMul_{i}",
+            "op": "MatMul",
+            "precision": "int8",
+            "reason": "quantized",
+        }
+        for i in range(n)
+    ]
+    report = {
+        "status": "ok",
+        "input": "big.onnx",
+        "target": "onnx",
+        "precision": {"precision": "int8", "precision_map": pmap},
+    }
+    page = write_conversion_page(report, tmp_path / "big.html")
+    text = page.read_text(encoding="utf-8")
+    assert page.stat().st_size <= MAX_BYTES
+    assert 'id="report-data"' not in text and "not embedded" in text
+    assert text.count("<tr><td>/encoder/layer.") == MAP_ROWS
+    assert f"the first {MAP_ROWS} of {n} nodes" in text and f"{n} int8" in text

@@ -90,7 +90,10 @@ def conversion_html(
 
     data = report_dict(report)
     vers = versions if versions is not None else data.get("versions") or tool_versions(data)
-    return conversion_page(data, argv=command_line(argv), versions=vers)
+    page = conversion_page(data, argv=command_line(argv), versions=vers)
+    if len(page.encode("utf-8")) > MAX_BYTES:  # a huge model: the page without the embedded copy
+        page = conversion_page(data, argv=command_line(argv), versions=vers, embed=False)
+    return page
 
 
 def write_conversion_page(
@@ -125,11 +128,12 @@ def write_recipe_pages(run_report: dict, path: str | os.PathLike) -> Path:
         data.setdefault("exit_code", job.get("exit_code"))
         if job.get("error") and not data.get("error"):
             data["error"] = job.get("error")
-        from tensorsmith.html.conversion import conversion_page
-
-        _write(page, conversion_page(data, argv=job.get("command"), versions=job.get("versions")))
+        _write(page, conversion_html(data, job.get("command"), job.get("versions") or {}))
         links[str(job.get("name"))] = os.path.relpath(page.resolve(), target.resolve().parent)
-    return _write(target, recipe_page(run, links=links))
+    text = recipe_page(run, links=links)
+    if len(text.encode("utf-8")) > MAX_BYTES:  # hundreds of jobs: the matrix without the embedded copy
+        text = recipe_page(run, links=links, embed=False)
+    return _write(target, text)
 
 
 def check_path(path: str | os.PathLike | None) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tensorsmith.html import svg
-from tensorsmith.html.page import badge, cards, document, e, human_bytes, num, section, table
+from tensorsmith.html.page import badge, cards, document, e, human_bytes, num, section, speedup, table
+
+MAP_ROWS = 5000  # precision-map table rows shown (about 1.5 MB of HTML)
 
 
 def _d(x: Any) -> dict:
@@ -23,6 +26,7 @@ def _f(x: Any) -> float | None:
 def conversion_body(report: dict, *, argv: str | None = None, versions: dict | None = None) -> str:
     """The sections of a conversion page (also used inside nothing else: one page per job)."""
     parts = [
+        _nav(report),
         _summary(report, argv, versions),
         _graph(report),
         _passes(report),
@@ -33,28 +37,51 @@ def conversion_body(report: dict, *, argv: str | None = None, versions: dict | N
     return "".join(p for p in parts if p)
 
 
-def conversion_page(report: dict, *, argv: str | None = None, versions: dict | None = None) -> str:
-    """The whole page for one conversion report (a ``to_dict()`` / ``--json`` object)."""
+def conversion_page(
+    report: dict, *, argv: str | None = None, versions: dict | None = None, embed: bool = True
+) -> str:
+    """The whole page for one conversion report (a ``to_dict()`` / ``--json`` object).
+
+    ``embed``: carry the report itself in the page (``#report-data``)."""
     src = str(report.get("input") or "?")
     target = str(report.get("target") or "?")
     status = report.get("status")
-    heading = f"{e(src)} &rarr; {e(target)} {badge(status)}"
+    heading = f"{e(Path(src).name or src)} &rarr; {e(target)} {badge(status)}"
     from tensorsmith import __version__
 
     footer = (
         f"tensorsmith {e(__version__)} &middot; generated from the same report as <code>--json</code> "
-        "(embedded below as <code>#report-data</code>)"
+        + (
+            "(embedded below as <code>#report-data</code>)"
+            if embed
+            else "(not embedded: the page would pass 8 MB; use --json)"
+        )
     )
     return document(
         f"tensorsmith: {src} -> {target} ({status})",
         heading,
         conversion_body(report, argv=argv, versions=versions),
-        data=report,
+        data=report if embed else None,
         footer=footer,
     )
 
 
 # ---------------------------------------------------------------------------
+
+
+def _nav(r: dict) -> str:
+    links = [("summary", "Summary")]
+    if r.get("ops_before") or r.get("ops_after"):
+        links.append(("graph", "Graph"))
+    if r.get("passes"):
+        links.append(("passes", "Passes"))
+    if r.get("verification"):
+        links.append(("verification", "Verification"))
+    if isinstance(r.get("precision"), dict):
+        links.append(("precision", "Precision"))
+    if r.get("target") == "trt" or r.get("lint"):
+        links.append(("tensorrt", "TensorRT"))
+    return '<nav class="toc">' + " ".join(f'<a href="#{k}">{e(v)}</a>' for k, v in links) + "</nav>"
 
 
 def _exit_code(report: dict) -> Any:
@@ -260,7 +287,7 @@ def _precision(r: dict) -> str:
     if p.get("layout"):
         items.append(("layout", e(p.get("layout"))))
     if lat.get("speedup") is not None:
-        items.append(("speed-up vs FP32", e(f"{num(_f(lat.get('speedup')), 3)}x")))
+        items.append(("speed-up vs FP32", e(f"{speedup(lat.get('speedup'))}")))
     if size.get("ratio") is not None:
         items.append(("size vs FP32", e(f"{num(_f(size.get('ratio')), 3)}x")))
     if p.get("compute_nodes") is not None and p.get("quantized_nodes") is not None:
@@ -282,7 +309,7 @@ def _precision(r: dict) -> str:
                     f"{name} {lay.get('layout')}" + (" (chosen)" if chosen else ""),
                     [_f(lay.get("latency_ms"))],
                     state="ok" if lay.get("gate_passed") else "bad",
-                    text=f"{num(_f(lay.get('latency_ms')))} ms, {num(_f(lay.get('speedup')), 3)}x",
+                    text=f"{num(_f(lay.get('latency_ms')))} ms, {speedup(lay.get('speedup'))}",
                 )
             )
         rows.append(
@@ -290,7 +317,7 @@ def _precision(r: dict) -> str:
                 f"{name} result",
                 [_f(lat.get("ms"))],
                 state="ok",
-                text=f"{num(_f(lat.get('ms')))} ms, {num(_f(lat.get('speedup')), 3)}x",
+                text=f"{num(_f(lat.get('ms')))} ms, {speedup(lat.get('speedup'))}",
             )
         )
         legend = [("ok", "passes the gate"), ("bad", "fails the gate")] if p.get("layouts") else []
@@ -320,6 +347,7 @@ def _precision(r: dict) -> str:
                     ],
                     caption="model size",
                     css_class="size",
+                    tick_format=human_bytes,
                 )
             )
         )
@@ -452,11 +480,13 @@ def _precision_map(p: dict) -> str:
                     f'<span class="badge {"ok" if n.get("precision") != "fp32" else ""}">{e(n.get("precision"))}</span>',
                     e(n.get("reason") or ""),
                 )
-                for n in pmap
+                for n in pmap[:MAP_ROWS]
             ],
             raw=True,
             cls="pmap",
         )
+        if len(pmap) > MAP_ROWS:  # keeps the page under 8 MB; --json has every node
+            body += f"<p class='muted'>the first {MAP_ROWS} of {len(pmap)} nodes; --json lists every one</p>"
         return (
             f"<h3>precision map: {e(summary)}</h3>{chart}"
             f"<details{' open' if len(pmap) <= 40 else ''}><summary>every compute node, its precision and why "

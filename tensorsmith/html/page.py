@@ -15,12 +15,12 @@ from typing import Any
 
 CSS = """
 :root{--bg:#ffffff;--fg:#1d2330;--muted:#5d6675;--card:#f5f7fa;--line:#d9dee6;--accent:#2f6fde;
---s0:#2f6fde;--s1:#e39b2d;--ok:#1f9d55;--bad:#d64545;--warn:#b7791f;--mark:#d64545;--code:#eef1f5}
+--s0:#2f6fde;--s1:#e39b2d;--ok:#1f9d55;--bad:#d64545;--warn:#b7791f;--mark:#d64545;--code:#eef1f5;--badge-fg:#fff}
 :root[data-theme=dark]{--bg:#14171c;--fg:#e4e8ee;--muted:#9aa3b0;--card:#1d2129;--line:#343a45;
---accent:#6ea2ff;--s0:#6ea2ff;--s1:#f0b35a;--ok:#4cc27f;--bad:#ff6b6b;--warn:#e0b04f;--mark:#ff6b6b;--code:#262b34}
+--accent:#6ea2ff;--s0:#6ea2ff;--s1:#f0b35a;--ok:#4cc27f;--bad:#ff6b6b;--warn:#e0b04f;--mark:#ff6b6b;--code:#262b34;--badge-fg:#0d1015}
 @media (prefers-color-scheme:dark){:root:not([data-theme=light]){--bg:#14171c;--fg:#e4e8ee;--muted:#9aa3b0;
 --card:#1d2129;--line:#343a45;--accent:#6ea2ff;--s0:#6ea2ff;--s1:#f0b35a;--ok:#4cc27f;--bad:#ff6b6b;
---warn:#e0b04f;--mark:#ff6b6b;--code:#262b34}}
+--warn:#e0b04f;--mark:#ff6b6b;--code:#262b34;--badge-fg:#0d1015}}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "DejaVu Sans",sans-serif}
@@ -43,11 +43,11 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 12px;min-width:130px}
 .card .k{color:var(--muted);font-size:12px}.card .v{font-size:17px;font-weight:600}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;font-size:12px;font-weight:600;color:#fff;
-background:var(--muted)}
+background:var(--muted);color:var(--badge-fg)}
 .badge.ok,.badge.prepared{background:var(--ok)}.badge.failed{background:var(--bad)}
 .badge.cached{background:var(--accent)}.badge.would-run{background:var(--warn)}
 .ok{color:var(--ok)}.bad{color:var(--bad)}.muted{color:var(--muted)}
-.badge.ok,.badge.bad,.badge.failed,.badge.prepared,.badge.cached{color:#fff}
+.badge.ok,.badge.bad,.badge.failed,.badge.prepared,.badge.cached{color:var(--badge-fg)}
 .failures{border:1px solid var(--bad);border-left:5px solid var(--bad);border-radius:6px;padding:6px 12px;
 margin:12px 0;background:var(--card)}
 .failures li{margin:2px 0}
@@ -69,6 +69,7 @@ table.matrix .cell small{display:block;color:var(--muted)}
 details{margin:6px 0}summary{cursor:pointer;color:var(--accent)}
 button.theme{background:var(--card);color:var(--fg);border:1px solid var(--line);border-radius:6px;
 padding:3px 10px;cursor:pointer;font:inherit}
+nav.toc{margin:8px 0 0;display:flex;gap:14px;flex-wrap:wrap;font-size:13px}
 footer{margin-top:28px;color:var(--muted);font-size:12px}
 @media print{button.theme{display:none}}
 """
@@ -117,6 +118,10 @@ def human_bytes(n: Any) -> str:
             return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
         x /= 1024
     return f"{x:.1f} GB"
+
+
+def speedup(v: Any) -> str:
+    return f"{v:.2f}x" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
 
 
 def badge(status: Any) -> str:

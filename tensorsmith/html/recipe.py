@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tensorsmith.html import svg
-from tensorsmith.html.page import badge, cards, document, e, human_bytes, num, section, table
+from tensorsmith.html.page import badge, cards, document, e, human_bytes, num, section, speedup, table
 
 
 def _d(x: Any) -> dict:
@@ -44,7 +44,7 @@ def job_figures(job: dict) -> dict[str, Any]:
     }
 
 
-def recipe_page(run: dict, *, links: dict[str, str] | None = None) -> str:
+def recipe_page(run: dict, *, links: dict[str, str] | None = None, embed: bool = True) -> str:
     """The page for a ``tensorsmith-run-report/1`` object. ``links``: job name -> href of its page."""
     links = links or {}
     jobs = [j for j in run.get("jobs", []) if isinstance(j, dict)]
@@ -89,8 +89,11 @@ def recipe_page(run: dict, *, links: dict[str, str] | None = None) -> str:
         f"tensorsmith run {recipe} ({status})",
         f"tensorsmith run {e(recipe)} {badge(status)}",
         "".join(body),
-        data=run,
-        footer="generated from the same report as <code>--report-json</code> (embedded as <code>#report-data</code>)",
+        data=run if embed else None,
+        footer="generated from the same report as <code>--report-json</code> "
+        + (
+            "(embedded as <code>#report-data</code>)" if embed else "(not embedded: the page would pass 8 MB)"
+        ),
     )
 
 
@@ -128,10 +131,10 @@ def _matrix(jobs: list[dict], links: dict[str, str]) -> str:
             fig = job_figures(j)
             lines = [f"{badge(j.get('status'))} <b>{e(j.get('name'))}</b>"]
             facts = []
-            if fig["size"] is not None:
+            if fig["size"]:
                 facts.append(human_bytes(fig["size"]))
             if fig["speedup"] is not None:
-                facts.append(f"{num(fig['speedup'], 3)}x FP32")
+                facts.append(f"{speedup(fig['speedup'])} FP32")
             if fig["cosine"] is not None:
                 facts.append(f"cos {num(fig['cosine'], 6)}")
             elif fig["max_abs"] is not None:
@@ -167,10 +170,10 @@ def _charts(jobs: list[dict]) -> str:
                     [fig["speedup"]],
                     mark=1.0,
                     state=state,
-                    text=f"{num(fig['speedup'], 3)}x",
+                    text=speedup(fig["speedup"]),
                 )
             )
-        if fig["size"] is not None:
+        if fig["size"]:
             before = _f(fig["size_before"])
             size.append(
                 svg.Row(

@@ -9,12 +9,12 @@ that goes into the markup is escaped.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
 WIDTH = 860  # viewBox width; the chart scales to its container
-LABEL_W = 210  # left column for row labels
+LABEL_W = 250  # left column for row labels
 VALUE_W = 190  # right column for the value text
 BAR_H = 14
 GAP = 8
@@ -43,6 +43,12 @@ class Chart:
     caption: str = ""
     css_class: str = ""
     extra_legend: list[tuple[str, str]] = field(default_factory=list)  # (css class, text)
+    tick_format: Callable[[float], str] | None = None  # axis labels (default: ``fmt``)
+
+
+def short_label(label: str, n: int = 36) -> str:
+    """A row label that fits the label column: the middle elided."""
+    return label if len(label) <= n else label[: n // 2 - 1] + "…" + label[-(n // 2) :]
 
 
 def fmt(v: float | None, unit: str = "") -> str:
@@ -138,14 +144,15 @@ def render(chart: Chart) -> str:
         else [i * nice_step(hi) for i in range(round(hi / nice_step(hi)) + 1)]
     )
     base = height - 14
+    tick = chart.tick_format or fmt
     for t in ticks:
         tx = LABEL_W + x(t)
         out.append(f'<line class="grid" x1="{tx:.1f}" y1="{TOP - 2}" x2="{tx:.1f}" y2="{base}"/>')
-        out.append(f'<text class="tick" x="{tx:.1f}" y="{height - 3}">{escape(fmt(t))}</text>')
+        out.append(f'<text class="tick" x="{tx:.1f}" y="{height - 3}">{escape(tick(t))}</text>')
     for i, r in enumerate(chart.rows):
         y0 = TOP + i * row_h
         tip = f"<title>{escape(r.title)}</title>" if r.title else ""
-        label = r.label if len(r.label) <= 30 else r.label[:14] + "…" + r.label[-15:]
+        label = short_label(r.label)
         out.append(
             f'<g class="row"><text class="label" x="{LABEL_W - 6}" y="{y0 + n_series * BAR_H / 2 + 4:.1f}">'
             f"{escape(label)}<title>{escape(r.label)}</title></text>"
