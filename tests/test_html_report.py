@@ -487,3 +487,89 @@ def test_a_huge_model_still_gets_a_page_under_8_mb(tmp_path):
     assert 'id="report-data"' not in text and "not embedded" in text
     assert text.count("<tr><td>/encoder/layer.") == MAP_ROWS
     assert f"the first {MAP_ROWS} of {n} nodes" in text and f"{n} int8" in text
+
+
+# ---------------------------------------------------------------------------
+# TensorRT: the prepared ONNX (no GPU needed) and a build with the recording stand-in
+
+
+def test_trt_prepare_only_page_has_lint_profiles_and_the_build_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    page = tmp_path / "trt.html"
+    res = CliRunner().invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "cnn.onnx"),
+            "--to",
+            "trt",
+            "--prepare-only",
+            "-o",
+            str(tmp_path / "m.plan"),
+        ]
+        + ["--json", "--report-html", str(page)],
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    dom = Dom(page.read_text(encoding="utf-8"))
+    trt = [el for el in dom.find("section") if el["attrs"].get("id") == "tensorrt"]
+    assert trt and rep["build_command"] in trt[0]["text"]
+    assert "lint: no findings" in trt[0]["text"] and rep["lint"]["target_version"] in trt[0]["text"]
+    profile = rep["lint"]["profiles"]["input"]
+    row = "x".join(map(str, profile["max"]))
+    assert row in trt[0]["text"] and profile["source"] in trt[0]["text"]
+    assert dom.chart_labels("verify") == [o["name"] for o in rep["verification"]["outputs"]]
+
+
+def test_trt_build_page_with_the_recording_stand_in(tmp_path, monkeypatch):
+    """``build --report-html`` through tests/fake_tensorrt.py (NOT TensorRT: it records the
+    calls and runs the network with onnxruntime), so the page path is covered without a GPU."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fake_tensorrt
+    from typer.testing import CliRunner
+
+    from tensorsmith import doctor
+    from tensorsmith.cli import app
+    from tensorsmith.convert import trt_backend
+
+    monkeypatch.setattr(
+        doctor, "current_gpu", lambda: {"name": "Fake GPU (test)", "compute_capability": "8.6"}
+    )
+    monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
+    monkeypatch.setattr(trt_backend, "device_memory", lambda: fake_tensorrt.HostMemory())
+    fake_tensorrt.install(monkeypatch)
+    page = tmp_path / "build.html"
+    res = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(SAMPLES / "cnn.onnx"),
+            "-o",
+            str(tmp_path / "m.plan"),
+            "--json",
+            "--report-html",
+            str(page),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    data = _embedded(page)
+    assert data["tensorrt_version"] == rep["tensorrt_version"] == fake_tensorrt.__version__
+    dom = Dom(page.read_text(encoding="utf-8"))
+    cards = {el["own"].strip() for el in dom.find("div", "v")}
+    assert rep["tensorrt_version"] in cards and f"{rep['typing']} typed" in cards
+    trt = [el for el in dom.find("section") if el["attrs"].get("id") == "tensorrt"][0]["text"]
+    assert "x".join(map(str, rep["profiles"]["input"]["max"])) in trt
+    assert dom.chart_labels("verify") == [o["name"] for o in rep["verification"]["outputs"]]
+    # a build that fails (the parser rejects Conv) still writes its page, with exit code 3
+    fake_tensorrt.install(monkeypatch, reject_ops={"Conv"})
+    bad = tmp_path / "bad.html"
+    res = CliRunner().invoke(
+        app, ["build", str(SAMPLES / "cnn.onnx"), "-o", str(tmp_path / "b.plan"), "--report-html", str(bad)]
+    )
+    assert res.exit_code == 3
+    data = _embedded(bad)
+    assert data["exit_code"] == 3 and data["parser_errors"] and "Conv" in bad.read_text()
