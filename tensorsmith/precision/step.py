@@ -337,6 +337,7 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         candidates = {n.name for n in proto.graph.node if n.name not in blocked and n.op_type != "Constant"}
         progress.step("fallback: ranking nodes by added error")
         ranked = [r for r in fb.rank_nodes(proto, res.model, rank_samples, candidates) if r.added > 0]
+        report.setdefault("sensitivity", [r.to_dict() for r in ranked])
         if not ranked:
             break
         take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
@@ -345,6 +346,9 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         res = build_loadable(extra)
         result = gate(path, f"fp16 with {len(fb_nodes)} node(s) kept FP32")
         history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
+    report["precision_map"] = precision_map(
+        proto, {}, {k.name: k.reason for k in res.kept}, "fp16", "lowered to float16"
+    )
     report["converter"] = f16.CONVERTER
     report["settings"] = {"keep_io": not opts.fp16_io}
     report["repairs"] = res.repairs
@@ -358,6 +362,23 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
 
 # how many separate nodes a float16 model may need kept FP32 before a crash is given up on
 MAX_CRASH_CULPRITS = 8
+
+
+def precision_map(
+    proto: onnx.ModelProto, lowered: dict[str, str], kept: dict[str, str], default: str, why: str
+) -> list[dict]:
+    """Every compute node: the precision it ended in and why (for the HTML report)."""
+    out = []
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            continue
+        if n.name in kept:
+            out.append({"name": n.name, "op": n.op_type, "precision": "fp32", "reason": kept[n.name]})
+        elif n.name in lowered:
+            out.append({"name": n.name, "op": n.op_type, "precision": lowered[n.name], "reason": "quantized"})
+        else:
+            out.append({"name": n.name, "op": n.op_type, "precision": default, "reason": why})
+    return out
 
 
 def _step_size(round_no: int, left: int) -> int:
@@ -602,6 +623,11 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     ]
     report["quantized_nodes"] = len(quantized)
     report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
+    report["precision_map"] = precision_map(
+        prepared, dict.fromkeys(quantized, "int8"), exclude, "fp32", f"not quantized by layout {cfg.name}"
+    )
+    if ranking:
+        report["sensitivity"] = [r.to_dict() for r in ranking]
     hint = None
     counts = Counter(n.op_type for n in prepared.graph.node)
     if (
