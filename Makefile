@@ -16,7 +16,7 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 	--no-header --index-url https://pypi.org/simple --find-links /opt/wheels --emit-find-links
 LATEST := .venv-latest
 
-.PHONY: install demo test test-fast lint lock test-latest bench clean
+.PHONY: install browser demo test test-fast lint lock test-latest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,14 @@ demo: $(STAMP)
 	$(BIN)/tensorsmith run recipes/demo.yaml --report-json build/recipe-demo/report.json \
 	  --junit build/recipe-demo/junit.xml --summary-md build/recipe-demo/summary.md
 
-test: $(STAMP)
+# Headless Chromium renders the HTML reports in the tests (Debian's package, as root);
+# where it cannot be installed those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed: the HTML report browser tests will skip"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n 2 --durations=10
 
 test-fast: $(STAMP)
