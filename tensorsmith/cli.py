@@ -645,7 +645,7 @@ def lint(
     """Check an ONNX model for TensorRT without a GPU or TensorRT. Exit 0 clean, 1 findings."""
 
     def job() -> int:
-        from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH
+        from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH
         from tensorsmith.lint import lint_file, render
 
         options = {"shapes": shapes, "max_batch": max_batch or DEFAULT_MAX_BATCH, "precision": precision}
@@ -694,7 +694,7 @@ def build(
 
         if to != "trt":
             raise UsageError(f"--to {to}: build makes TensorRT engines only (--to trt)")
-        from tensorsmith.convert import trt_backend
+        from tensorsmith.convert import trt as trt_backend
 
         opts = _trt_options(
             shapes,

@@ -271,14 +271,16 @@ def trt_options(opts: dict, *, precision: str | None = None, tolerance=None):
     ``precision`` is the engine's (``build --precision``; ``convert`` puts it in the
     graph instead), ``tolerance`` the engine check's (``build --rtol/--atol``).
     """
-    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
-    from tensorsmith.convert.trt_backend import TrtOptions, parse_workspace
+    from tensorsmith.convert.trt import TrtOptions, parse_workspace
+    from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
+    from tensorsmith.shapes import parse_input_shapes
 
     shapes = _guard("shapes", lambda: parse_profile_specs(opts.get("shapes")))
     workspace = _guard("workspace", lambda: parse_workspace(opts.get("workspace")))
     timing = opts.get("timing_cache")
     trt = TrtOptions(
         shapes=shapes,
+        input_shapes=_guard("input_shape", lambda: parse_input_shapes(opts.get("input_shape"))),
         max_batch=opts.get("max_batch") or DEFAULT_MAX_BATCH,
         workspace=workspace,
         timing_cache=Path(timing) if timing else None,
@@ -296,9 +298,9 @@ def trt_options(opts: dict, *, precision: str | None = None, tolerance=None):
 
 
 def _tftrt_options(opts: dict):
-    from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
     from tensorsmith.convert.tftrt_backend import TftrtOptions
-    from tensorsmith.convert.trt_backend import parse_workspace
+    from tensorsmith.convert.trt import parse_workspace
+    from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, parse_profile_specs
 
     tol = _tolerance(opts) if opts.get("rtol") is not None or opts.get("atol") is not None else None
     calib = opts.get("calib")
@@ -481,7 +483,7 @@ def name_single_profile(opts, onnx_path: Path) -> None:
     """``shapes: MIN:OPT:MAX`` without ``NAME=`` on a one-input model: name it."""
     if "" not in opts.shapes:
         return
-    from tensorsmith.convert.profiles import resolve_profiles
+    from tensorsmith.convert.trt.profiles import resolve_profiles
     from tensorsmith.model_io import load_proto
     from tensorsmith.verify import input_specs_from_proto
 
@@ -493,7 +495,7 @@ def name_single_profile(opts, onnx_path: Path) -> None:
 def check_output(job: Job, out: Path) -> None:
     """Refuse outputs that cannot be right before any work (exit 2)."""
     if job.to == "trt":
-        from tensorsmith.convert import trt_backend
+        from tensorsmith.convert import trt as trt_backend
 
         if str(out).endswith(".onnx"):
             raise UsageError(f"-o {out}: --to trt writes a TensorRT engine; name it .plan (or .engine)")
@@ -515,7 +517,7 @@ def execute(job: Job, out: Path, step: Callable[[str], None], progress=None, on_
         return convert_tftrt(job.source, out, job.kwargs["tftrt"], on_step=step)
     if job.to != "trt":
         return _onnx(job, out, step, progress)
-    from tensorsmith.convert import trt_backend
+    from tensorsmith.convert import trt as trt_backend
 
     opts = job.kwargs["trt"]
     prepare_only = job.kwargs.get("prepare_only")

@@ -1,23 +1,23 @@
 """Reading and writing ONNX files.
 
 Reading is lazy: weights in external data stay on disk (memory-mapped by onnx_ir)
-until a pass touches them. Writing is atomic: everything goes to a temporary folder
-beside the target and is renamed into place at the end, so an interrupted run never
-leaves a half-written model (or a model whose ``.onnx.data`` is from another run).
+until a pass touches them. Writing is atomic (``tensorsmith.atomic``): everything goes
+to a temporary folder beside the target and is renamed into place at the end, so an
+interrupted run never leaves a half-written model (or a model whose ``.onnx.data`` is
+from another run); missing parent folders of the target are created.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from tensorsmith import atomic
 from tensorsmith.errors import UsageError, short
 
 # The protobuf limit is 2 GiB; leave room for the graph itself.
@@ -41,7 +41,7 @@ def _check_readable(path: Path) -> None:
 def _check_external_data(proto: onnx.ModelProto, base_dir: Path, path: Path) -> None:
     """Every external tensor must point at a file that is long enough."""
     sizes: dict[Path, int] = {}
-    for tensor in _all_tensors(proto.graph):
+    for tensor in all_tensors(proto.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in tensor.external_data}
@@ -63,17 +63,17 @@ def _check_external_data(proto: onnx.ModelProto, base_dir: Path, path: Path) -> 
             )
 
 
-def _all_tensors(graph: onnx.GraphProto):
+def all_tensors(graph: onnx.GraphProto):
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 yield attr.t
             elif attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_tensors(attr.g)
+                yield from all_tensors(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _all_tensors(g)
+                    yield from all_tensors(g)
 
 
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
@@ -105,7 +105,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     ir.external_data.set_base_dir(model.graph, str(path.parent))
     model.meta[ANNOTATED_KEY] = _annotated_names(proto.graph)
     model.meta[EXTERNAL_KEY] = any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto.graph)
+        t.data_location == onnx.TensorProto.EXTERNAL for t in all_tensors(proto.graph)
     )
     return model
 
@@ -163,16 +163,18 @@ class Staged:
     """A model written to a temporary folder beside its target, not yet in place.
 
     ``commit()`` renames it (and its ``.data`` file) to the target; ``discard()``
-    (or leaving the ``with`` block on an error) removes it. Verification runs on
-    ``model_path`` between the two, so a failed check never leaves a file at -o.
+    (or leaving the ``with`` block on an error) removes it, and the parent folders
+    the write created. Verification runs on ``model_path`` between the two, so a
+    failed check never leaves a file at -o.
     """
 
-    def __init__(self, target: Path, tmp_dir: Path, data_name: str, external: bool):
+    def __init__(self, target: Path, staging: atomic.Staging, data_name: str, external: bool):
         self.target = target
-        self.tmp_dir = tmp_dir
+        self.staging = staging
+        self.tmp_dir = staging.dir
         self.data_name = data_name
         self.external = external
-        self.model_path = tmp_dir / target.name
+        self.model_path = staging.path()
         self.files: list[Path] = []
 
     def size_bytes(self) -> int:
@@ -184,19 +186,19 @@ class Staged:
         final_data = parent / self.data_name
         written = [self.target]
         if tmp_data.exists():
-            os.replace(tmp_data, final_data)
+            self.staging.install(tmp_data, final_data)
             written.append(final_data)
         elif final_data.exists():
             # a stale data file of an earlier run next to a self-contained model misleads
             with contextlib.suppress(OSError):
                 final_data.unlink()
-        os.replace(self.model_path, self.target)
-        self.discard()
+        self.staging.install(self.model_path, self.target)
+        self.staging.close()
         self.files = written
         return written
 
     def discard(self) -> None:
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.staging.discard()
 
     def __enter__(self) -> Staged:
         return self
@@ -206,15 +208,9 @@ class Staged:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise UsageError(f"{path}: output is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{parent}: output folder is not writable")
-    return path
+    """``path`` when a model can be written there (missing parent folders are created
+    when it is written); ``UsageError`` otherwise."""
+    return atomic.check_target(path)
 
 
 def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> Staged:
@@ -225,14 +221,12 @@ def stage(model: ir.Model, path: str | os.PathLike, *, external_data: bool | Non
     source model (from ``load``) had external data.
     """
     path = check_output_path(path)
-    parent = path.parent if str(path.parent) else Path(".")
     if external_data is None:
         # over 2 GB, or the source kept its weights beside it: keep that layout (it
         # also streams the weights instead of building a protobuf of all of them)
         external_data = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD or bool(model.meta.get(EXTERNAL_KEY))
     data_name = data_file_name(path)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    staged = Staged(path, tmp_dir, data_name, bool(external_data))
+    staged = Staged(path, atomic.Staging(path), data_name, bool(external_data))
     drop_inferred_annotations(model)
     try:
         if external_data:
@@ -278,14 +272,4 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
 
 def save_proto(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
     """Atomically write a self-contained ModelProto (used by frontends and tests)."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return path
+    return atomic.write_bytes(path, proto.SerializeToString())

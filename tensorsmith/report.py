@@ -136,7 +136,7 @@ def render_any(report, console: Console, *, explain: bool = False) -> None:
             escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True
         )
     elif type(report).__name__ == "BuildReport":
-        from tensorsmith.convert import trt_backend
+        from tensorsmith.convert import trt as trt_backend
 
         trt_backend.render(report, console)
     elif type(report).__name__ == "TftrtReport":

@@ -198,9 +198,23 @@ def test_bad_options_exit_2(cnn, tmp_path, args, words):
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_output_folder_missing_exit_2(cnn, tmp_path):
+def test_output_folder_missing_is_created(cnn, tmp_path):
+    # issue 12: a missing -o folder is created (it was refused with exit 2 "does not exist")
     r = invoke("optimize", cnn, "-o", tmp_path / "nope" / "o.onnx")
-    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "nope").iterdir()) == ["o.onnx"]
+    (tmp_path / "file").write_text("x")
+    r = invoke("optimize", cnn, "-o", tmp_path / "file" / "o.onnx")
+    assert r.exit_code == 2 and "is a file" in r.output, r.output
+
+
+def test_convert_output_folder_missing_is_created(cnn, tmp_path):
+    r = invoke("convert", cnn, "--to", "onnx", "-o", tmp_path / "a" / "b" / "c.onnx")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["c.onnx"]
+    r = invoke("convert", cnn, "--to", "trt", "--prepare-only", "-o", tmp_path / "build" / "m.plan")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["m.trt.lint.json", "m.trt.onnx"]
 
 
 def test_failing_pass_exit_3(cnn, tmp_path, monkeypatch):

@@ -68,6 +68,39 @@ def test_savedmodel_without_signatures(tf, tmp_path):
     expect(cli("convert", sm, "-o", out), 2, "no signatures", out=out)
 
 
+def test_estimator_savedmodel_with_string_lookup_table(tf, tmp_path):
+    """A TF1 Estimator-style SavedModel whose string lookup table is initialised by its
+    main_op: grappler cannot import the signature as a function ("Failed to import
+    metagraph", an internal error before); the TF1 loader takes over and the refusal
+    names what ONNX cannot express, in one line."""
+    tf1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        words = tf1.placeholder(tf.string, [None], name="words")
+        x = tf1.placeholder(tf.float32, [None, 4], name="x")
+        init = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(["a", "b", "c"]), tf.constant([0, 1, 2], tf.int64)
+        )
+        ids = tf.lookup.StaticHashTable(init, default_value=-1).lookup(words)
+        emb = tf1.get_variable("emb", [4, 4], initializer=tf1.random_normal_initializer())
+        w = tf1.get_variable("w", [4, 3], initializer=tf1.random_normal_initializer())
+        y = tf.identity(tf.matmul(x + tf.gather(emb, tf.maximum(ids, 0)), w), name="y")
+        with tf1.Session(graph=g) as sess:
+            sess.run(tf1.global_variables_initializer())
+            sess.run(tf1.tables_initializer())
+            builder = tf1.saved_model.Builder(str(tmp_path / "estimator"))
+            sig = tf1.saved_model.predict_signature_def({"words": words, "x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map={"serving_default": sig}, main_op=tf1.tables_initializer()
+            )
+            builder.save()
+    out = tmp_path / "estimator.onnx"
+    line = expect(
+        cli("convert", tmp_path / "estimator", "--to", "onnx", "-o", out), 3, "LookupTableFindV2", out=out
+    )
+    assert "internal error" not in line
+
+
 def test_savedmodel_unknown_signature(tf, tmp_path):
     out = tmp_path / "o.onnx"
     expect(

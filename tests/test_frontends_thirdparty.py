@@ -118,3 +118,20 @@ def test_silero_vad_torchscript_binds_sr_but_the_exporter_refuses(tmp_path):
     assert code == 3, rep
     assert "bitwise Not" in rep["error"] and "vad_annotator.py" in rep["error"]
     assert not out.exists()
+
+
+def test_basic_pitch_default_check_passes_on_its_noise_floor(tmp_path):
+    """The false alarm of issue 12: on N(0, 1) inputs our ONNX differs from TensorFlow by
+    ~1.6e-4 of scale (over the fp32 tolerance) only because onnxruntime's unoptimized
+    Conv path is noisier on the long CQT kernels. The check measures that noise floor
+    and passes, reporting it beside the tolerance."""
+    pytest.importorskip("tf2onnx")
+    code, rep, _ = _convert(tmp_path, _fetch("basic_pitch_savedmodel"))
+    assert code == 0, rep
+    check = rep["conversion_verification"]
+    assert check["passed"]
+    over = [o for o in check["outputs"] if o["max_abs_diff"] > 1e-4 * o["scale"] + 1e-5]
+    assert over, "no output was over the tolerance: the noise floor was not needed here"
+    for o in over:
+        assert o["noise_floor"] > 0 and o["max_abs_diff"] <= 2 * o["noise_floor"] + 1e-4 * o["scale"] + 1e-5
+    assert any("noise floor" in n for n in check["notes"])

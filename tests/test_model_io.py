@@ -122,9 +122,52 @@ def test_missing_or_truncated_external_data(model_file, tmp_path):
         model_io.load(out)
 
 
-def test_output_folder_must_exist(model_file, tmp_path):
-    with pytest.raises(UsageError, match="does not exist"):
-        model_io.save(model_io.load(model_file), tmp_path / "nope" / "o.onnx")
+def test_output_folder_created(model_file, tmp_path):
+    # issue 12: -o into a folder that does not exist creates it (was: refused)
+    files = model_io.save(model_io.load(model_file), tmp_path / "new" / "deeper" / "o.onnx")
+    assert files == [tmp_path / "new" / "deeper" / "o.onnx"] and files[0].is_file()
+    assert sorted(p.name for p in (tmp_path / "new" / "deeper").iterdir()) == ["o.onnx"]
+
+
+def test_output_folder_under_a_file_refused(model_file, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        model_io.save(model_io.load(model_file), tmp_path / "afile" / "sub" / "o.onnx")
+
+
+def test_discarded_stage_removes_created_folders(model_file, tmp_path):
+    staged = model_io.stage(model_io.load(model_file), tmp_path / "a" / "b" / "o.onnx")
+    assert staged.model_path.is_file() and (tmp_path / "a" / "b").is_dir()
+    staged.discard()
+    assert list(tmp_path.iterdir()) == [model_file]
+
+
+def test_atomic_write_bytes_and_install(tmp_path):
+    from tensorsmith import atomic
+
+    target = tmp_path / "x" / "y.bin"
+    atomic.write_bytes(target, b"abc")
+    assert target.read_bytes() == b"abc" and (target.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    atomic.write_text(target, "de")
+    assert target.read_text() == "de" and sorted(p.name for p in target.parent.iterdir()) == ["y.bin"]
+    # a folder replaces a folder; an error inside Staging leaves nothing behind
+    out = tmp_path / "saved"
+    for content in ("one", "two"):
+        with atomic.Staging(out) as st:
+            st.path().mkdir()
+            (st.path() / "f").write_text(content)
+            st.install(st.path(), out)
+        assert (out / "f").read_text() == content
+    with pytest.raises(RuntimeError), atomic.Staging(tmp_path / "p" / "q" / "r.plan") as st:
+        st.path().write_bytes(b"1")
+        raise RuntimeError("verification failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved", "x"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_external_source_stays_external_by_default(model_file, tmp_path):

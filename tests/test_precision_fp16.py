@@ -278,3 +278,33 @@ def test_casts_for_a_kept_node_inside_an_if_branch_are_moved_into_it():
         (y,) = sess.run(None, {"x": x, "c": np.array(c)})
         want = np.maximum(np.maximum(2 * x, 0) ** 2, 0) if c else np.maximum(x, 0)
         np.testing.assert_allclose(y, want, rtol=2e-3)
+
+
+def test_fp16_refuses_an_already_quantized_model(tmp_path):
+    """A Q/DQ model with int8 weights: exit 2 and one line, as --precision int8 does (it used
+    to write float16 DequantizeLinear scales, which the opset rejects: exit 3)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    src = SAMPLES / "cnn.onnx"
+    name = onnx.load(str(src)).graph.input[0].name
+    shape = [d.dim_value or 1 for d in onnx.load(str(src)).graph.input[0].type.tensor_type.shape.dim]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.data = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantized = tmp_path / "cnn.qdq.onnx"
+    quantize_static(str(src), str(quantized), Reader(), quant_format=QuantFormat.QDQ)
+    out = tmp_path / "cnn.qdq.fp16.onnx"
+    r = CliRunner().invoke(app, ["optimize", str(quantized), "-o", str(out), "--precision", "fp16"])
+    assert r.exit_code == 2, r.output
+    assert "already quantized" in r.output and "fp16 applies to float models" in r.output
+    assert "Traceback" not in r.output
+    assert not out.exists()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tensorsmith.cli import app
 from tensorsmith.convert import tftrt_backend
-from tensorsmith.convert.profiles import parse_profile_specs
+from tensorsmith.convert.trt.profiles import parse_profile_specs
 from tensorsmith.errors import ConversionError, UsageError, VerificationError
 
 REPO = Path(__file__).resolve().parents[1]

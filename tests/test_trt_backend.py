@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from tensorsmith.cli import app
-from tensorsmith.convert import trt_backend
-from tensorsmith.convert.profiles import Profile, parse_profile_specs
+from tensorsmith.convert import trt as trt_backend
+from tensorsmith.convert.trt import memory as trt_memory
+from tensorsmith.convert.trt.profiles import Profile, parse_profile_specs
 from tensorsmith.errors import ConversionError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,7 +42,7 @@ def fake_trt(monkeypatch):
 
     monkeypatch.setattr(doctor, "current_gpu", lambda: dict(GPU))
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
-    monkeypatch.setattr(trt_backend, "device_memory", lambda: fake_tensorrt.HostMemory())
+    monkeypatch.setattr(trt_memory, "device_memory", lambda: fake_tensorrt.HostMemory())
 
     def setup(**config):
         return fake_tensorrt.install(monkeypatch, **config)
@@ -292,6 +293,79 @@ def test_builder_options_and_sidecar(fake_trt, tmp_path):
     assert res.exit_code == 2
 
 
+def test_hardware_compat_level_missing_in_this_tensorrt_exit_2(fake_trt, tmp_path, monkeypatch):
+    # issue 17: TensorRT 10.8 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY; the
+    # stand-in's enum is narrowed here to 10.8's members (NONE, AMPERE_PLUS)
+    import enum
+
+    fake_trt(version="10.8.0.43")
+    narrowed = enum.IntEnum("HardwareCompatibilityLevel", ["NONE", "AMPERE_PLUS"], start=0)
+    monkeypatch.setattr(fake_tensorrt, "HardwareCompatibilityLevel", narrowed)
+    plan = tmp_path / "cnn.plan"
+    res, _ = build([SAMPLES / "cnn.onnx", "-o", plan, "--hardware-compat", "same_compute_capability"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "TensorRT 10.8.0.43 has no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY" in text
+    assert "10.9 and later 10.x releases, and 11.x have it" in text
+    assert "Traceback" not in res.output and "AttributeError" not in res.output
+    assert not list(tmp_path.iterdir())
+    # the levels 10.8 has still build
+    res, _ = build([SAMPLES / "cnn.onnx", "-o", plan, "--hardware-compat", "ampere_plus"])
+    assert res.exit_code == 0, res.output
+    assert fake_tensorrt.STATE["configs"][-1].hardware_compatibility_level == narrowed.AMPERE_PLUS
+
+
+def test_input_shape_is_the_default_profile(fake_trt, tmp_path):
+    # issue 17: --input-shape for an input with dynamic non-batch dims is its profile
+    # (MIN=OPT=MAX there, the batch axis 1:1:--max-batch) when --shapes does not name it
+    plan = tmp_path / "t.plan"
+    args = ["convert", str(SAMPLES / "transformer.onnx"), "--to", "trt", "-o", str(plan)]
+    res = runner.invoke(app, [*args, "--input-shape", "x=2x16x64", "--max-batch", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["profiles"]["x"] == {
+        "min": [1, 16, 64],
+        "opt": [1, 16, 64],
+        "max": [4, 16, 64],
+        "source": "--input-shape",
+    }
+    assert calls("IOptimizationProfile.set_shape") == [
+        ("IOptimizationProfile.set_shape", ("x", (1, 16, 64), (1, 16, 64), (4, 16, 64)), {})
+    ]
+    assert not [f for f in data["lint"]["findings"] if f["rule"] == "dynamic-no-profile"]
+    # --shapes still wins
+    res = runner.invoke(
+        app, [*args, "--input-shape", "x=2x16x64", "--shapes", "x=1x8x64:2x8x64:2x32x64", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["profiles"]["x"]["source"] == "--shapes"
+    # --prepare-only: the printed build command carries the profile, so `build` needs no --shapes
+    out = tmp_path / "prep"
+    res = runner.invoke(
+        app,
+        [
+            "convert",
+            str(SAMPLES / "transformer.onnx"),
+            "--to",
+            "trt",
+            "-o",
+            str(out / "t.plan"),
+            "--input-shape",
+            "x=2x16x64",
+            "--prepare-only",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    prepared = json.loads(res.stdout)
+    assert "--shapes x=1x16x64:1x16x64:8x16x64" in prepared["build_command"]
+    lint = json.loads((out / "t.trt.lint.json").read_text())
+    assert lint["profiles"]["x"]["source"] == "--input-shape"
+    assert not [f for f in lint["findings"] if f["rule"] == "dynamic-no-profile"]
+    res, data = build([out / "t.trt.onnx", "-o", out / "t.plan", "--shapes", "x=1x16x64:1x16x64:8x16x64"])
+    assert res.exit_code == 0, res.output
+
+
 # -- error mapping -------------------------------------------------------------------------
 
 
@@ -395,7 +469,7 @@ def test_engine_runner_binds_every_io_tensor(fake_trt, qdq_model):
     mem = fake_tensorrt.HostMemory()
     r = trt_backend.EngineRunner(trt, plan, memory=mem)
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    out = r.run({"input": x})
+    out = r.infer({"input": x})
     assert out["logits"].shape == (3, 10) and out["logits"].dtype == np.float32
     ctx = fake_tensorrt.STATE["contexts"][-1]
     assert set(ctx.addresses) == {"input", "logits"} and ctx.input_shapes == {"input": (3, 3, 32, 32)}

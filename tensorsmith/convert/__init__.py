@@ -19,16 +19,20 @@ from tensorsmith.errors import UsageError
 
 # name -> (module, what it reads, the extra that provides its framework)
 FRONTENDS: dict[str, tuple[str, str, str | None]] = {
-    "onnx": ("tensorsmith.convert.onnx_frontend", "ONNX model (.onnx, external data beside it)", None),
-    "savedmodel": ("tensorsmith.convert.tf_frontend", "TensorFlow SavedModel directory", "tf"),
-    "keras": ("tensorsmith.convert.tf_frontend", "Keras 3 .keras archive", "tf"),
-    "h5": ("tensorsmith.convert.tf_frontend", "legacy Keras HDF5 .h5", "tf"),
-    "graphdef": ("tensorsmith.convert.tf_frontend", "frozen TensorFlow GraphDef .pb", "tf"),
-    "tflite": ("tensorsmith.convert.tf_frontend", "TensorFlow Lite flatbuffer .tflite", "tf"),
-    "torchscript": ("tensorsmith.convert.torch_frontend", "TorchScript archive (torch.jit.save)", "torch"),
-    "torch-export": ("tensorsmith.convert.torch_frontend", "torch.export archive .pt2", "torch"),
+    "onnx": ("tensorsmith.convert.frontends.onnx", "ONNX model (.onnx, external data beside it)", None),
+    "savedmodel": ("tensorsmith.convert.frontends.savedmodel", "TensorFlow SavedModel directory", "tf"),
+    "keras": ("tensorsmith.convert.frontends.keras", "Keras 3 .keras archive", "tf"),
+    "h5": ("tensorsmith.convert.frontends.keras", "legacy Keras HDF5 .h5", "tf"),
+    "graphdef": ("tensorsmith.convert.frontends.graphdef", "frozen TensorFlow GraphDef .pb", "tf"),
+    "tflite": ("tensorsmith.convert.frontends.tflite", "TensorFlow Lite flatbuffer .tflite", "tf"),
+    "torchscript": (
+        "tensorsmith.convert.frontends.torchscript",
+        "TorchScript archive (torch.jit.save)",
+        "torch",
+    ),
+    "torch-export": ("tensorsmith.convert.frontends.torch_export", "torch.export archive .pt2", "torch"),
     "torch-factory": (
-        "tensorsmith.convert.torch_frontend",
+        "tensorsmith.convert.frontends.torch_factory",
         "module:factory spec with --weights state_dict",
         "torch",
     ),
@@ -38,7 +42,7 @@ FRONTENDS: dict[str, tuple[str, str, str | None]] = {
 BACKENDS: dict[str, tuple[str, str]] = {
     "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
     "trt": (
-        "tensorsmith.convert.trt_backend",
+        "tensorsmith.convert.trt",
         "TensorRT engine (.plan + .plan.json), verified vs onnxruntime",
     ),
     "tftrt": ("tensorsmith.convert.tftrt_backend", "TF-TRT SavedModel, verified vs TensorFlow"),

@@ -1,6 +1,6 @@
 """What every frontend shares: its options, what it hands back, and the checks on its ONNX.
 
-A frontend (``tf_frontend``, ``torch_frontend``) turns a model in its own framework
+A frontend (``convert/frontends/<format>.py``) turns a model in its own framework
 into an ONNX file in ``options.work_dir`` and returns an :class:`Imported`: the
 file, a *source runner* that runs the original model in its own runtime on feeds
 named after the ONNX inputs and returns outputs named after the ONNX outputs, and
@@ -48,6 +48,8 @@ class FrontendOptions:
     outputs: list[str] | None = None
     nchw_inputs: bool = False
     weights: Path | None = None  # module:factory state_dict
+    weights_key: str | None = None  # where the state dict sits in a checkpoint dict (dotted)
+    weights_non_strict: bool = False  # load_state_dict(strict=False): list missing/unexpected keys
     trust_remote_code: bool = False
     on_step: Callable[[str], None] = lambda _msg: None
 

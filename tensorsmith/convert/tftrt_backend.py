@@ -22,27 +22,25 @@ tests drive ``convert_tftrt`` with a recording stand-in for ``TrtGraphConverterV
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
-from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
+from tensorsmith import atomic
+from tensorsmith.compare import GATED_PRECISIONS, judge_precision, run_and_compare
+from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, resolve_profiles
 from tensorsmith.errors import ConversionError, UsageError, short
+from tensorsmith.runners import TfSignatureRunner
 from tensorsmith.shapes import InputSpec
-from tensorsmith.verify import Tolerance, VerificationReport, compare, failure_summary, job_failed
+from tensorsmith.tolerances import Tolerance, tolerance_for
+from tensorsmith.verify import VerificationReport, failure_summary, job_failed
 
 PROFILE_STRATEGIES = ("Range", "Optimal", "Range+Optimal")
 PRECISION_MODES = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
-TOLERANCE = {
-    "fp32": Tolerance(rtol=1e-3, atol=1e-4),
-    "fp16": Tolerance(rtol=1e-2, atol=1e-3),
-    "int8": Tolerance(rtol=5e-2, atol=1e-2),
-}
 
 
 @dataclass
@@ -137,7 +135,7 @@ def check_available() -> str:
     return tf.__version__
 
 
-def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], object]:
+def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], tuple[Any, Any]]:
     """Input specs of a SavedModel signature (loaded with TensorFlow), and the signature function."""
     import tensorflow as tf
 
@@ -161,6 +159,11 @@ def signature_specs(saved_model_dir, signature: str) -> tuple[list[InputSpec], o
     return specs, (loaded, fn)
 
 
+def _fixed(spec: InputSpec) -> list[int]:
+    """The shape of an input without dynamic axes (one that needs no profile)."""
+    return [int(cast(int, d)) for d in spec.shape]
+
+
 def _build_feeds(specs: list[InputSpec], profiles: dict[str, Profile]) -> list[dict[str, list[int]]]:
     """The input shapes ``build()`` runs: each profile's MIN, OPT and MAX (deduplicated)."""
     out: list[dict[str, list[int]]] = []
@@ -168,7 +171,7 @@ def _build_feeds(specs: list[InputSpec], profiles: dict[str, Profile]) -> list[d
         shapes = {}
         for s in specs:
             p = profiles.get(s.name)
-            shapes[s.name] = list(getattr(p, which)) if p else [int(d) for d in s.shape]
+            shapes[s.name] = list(getattr(p, which)) if p else _fixed(s)
         if shapes not in out:
             out.append(shapes)
     return out
@@ -179,7 +182,7 @@ def convert_tftrt(
     output_dir: str | os.PathLike,
     options: TftrtOptions | None = None,
     *,
-    converter_factory: Callable[..., object] | None = None,
+    converter_factory: Callable[..., Any] | None = None,
     check: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> TftrtReport:
@@ -230,10 +233,7 @@ def convert_tftrt(
             raise UsageError(
                 "--precision int8 with --to tftrt needs calibration samples (--calib FILE.npz, a folder, or random)"
             )
-        opt = {
-            s.name: (res.profiles[s.name].opt if s.name in res.profiles else [int(d) for d in s.shape])
-            for s in specs
-        }
+        opt = {s.name: (res.profiles[s.name].opt if s.name in res.profiles else _fixed(s)) for s in specs}
         calib = _calibration_samples(options.calibration_data, specs, opt)
     report.calibration_samples = len(calib or [])
 
@@ -280,10 +280,8 @@ def convert_tftrt(
         ) from exc
     report.seconds["convert"] = time.perf_counter() - t0
 
-    parent = out.parent if str(out.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    staged = tmp / out.name
-    try:
+    with atomic.Staging(out) as staging:
+        staged = staging.path()
         step("TF-TRT save")
         try:
             converter.save(output_saved_model_dir=str(staged))
@@ -301,10 +299,8 @@ def convert_tftrt(
                     vr,
                     "the TF-TRT model differs from the original: " + failure_summary(vr, more=False),
                 )
-        _replace_dir(staged, out)
+        staging.install(staged, out)
         report.files = [str(out)]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
@@ -313,81 +309,49 @@ def _calibration_samples(
 ) -> list[dict[str, np.ndarray]]:
     """Samples through the precision work's loader (.npz/.npy/images/folders) when present;
     ``random``: seeded random samples at the OPT shapes (a smoke test, not a calibration)."""
-    from tensorsmith.verify import load_verify_data, random_inputs
+    from tensorsmith.verify import random_inputs
 
     if str(path) == "random":
         return [random_inputs(specs, opt_shapes, seed=1000 + i) for i in range(8)]
-    try:
-        from tensorsmith.precision.calibration import load_path
-    except ImportError:
-        return load_verify_data(path, specs)
+    from tensorsmith.precision.calibration import load_path
+
     return load_path(path, specs, what="--calib").samples
 
 
 def _verify(specs, src_fn, staged: Path, options: TftrtOptions, profiles) -> VerificationReport:
-    import tensorflow as tf
+    """The TF-TRT model against the original SavedModel (both runners of
+    ``tensorsmith.runners``) through the one comparator and tolerance table."""
+    from tensorsmith.verify import load_verify_data, random_inputs
 
-    from tensorsmith.verify import _merge, load_verify_data, random_inputs
-
-    tol = options.tolerance or TOLERANCE[options.precision]
+    tol = options.tolerance or tolerance_for(options.precision, engine=True)
     if options.verify_data is not None:
         samples = load_verify_data(options.verify_data, specs)
         source = str(options.verify_data)
     else:
-        opt = {
-            s.name: (profiles[s.name].opt if s.name in profiles else [int(d) for d in s.shape]) for s in specs
-        }
+        opt = {s.name: (profiles[s.name].opt if s.name in profiles else _fixed(s)) for s in specs}
         samples = [random_inputs(specs, opt)]
         source = "random"
-    converted = tf.saved_model.load(str(staged))
-    fn = converted.signatures[options.signature]
-    merged = None
-    refs, gots = [], []
-    for feeds in samples:
-        tf_feeds = {k: tf.constant(v) for k, v in feeds.items()}
-        ref = {k: np.asarray(v) for k, v in src_fn(**tf_feeds).items()}
-        try:
-            got = {k: np.asarray(v) for k, v in fn(**tf_feeds).items()}
-        except Exception as exc:
-            raise ConversionError(
-                f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}"
-            ) from exc
-        merged = _merge(merged, compare(ref, got, tol))
-        refs.append(ref)
-        gots.append(got)
-    outputs = merged or []
-    passed = all(o.passed for o in outputs)
-    notes = []
-    if options.tolerance is None and options.precision in ("fp16", "int8"):
-        from tensorsmith.convert.trt_backend import apply_precision_gate
+    converted = TfSignatureRunner(saved_model=staged, signature=options.signature)
 
-        gate_passed = apply_precision_gate(outputs, refs, gots, options.precision, set(), notes)
-        passed = passed if gate_passed is None else gate_passed
+    def converted_failed(_i: int, _feeds, exc: Exception) -> Exception:
+        return ConversionError(f"the TF-TRT model fails on the verification inputs: {short(exc, 240)}")
+
+    comparison = run_and_compare(
+        TfSignatureRunner(src_fn), converted, samples, tol, candidate_error=converted_failed
+    )
+    passed = comparison.passed
+    notes: list[str] = []
+    if options.tolerance is None and options.precision in GATED_PRECISIONS:
+        passed = judge_precision(comparison, options.precision, set(), notes)
     return VerificationReport(
         passed=passed,
-        outputs=outputs,
+        outputs=comparison.outputs,
         samples=len(samples),
         notes=notes,
         input_source=source,
         input_shapes={k: list(v.shape) for k, v in samples[0].items()},
         tolerance=tol,
     )
-
-
-def _replace_dir(staged: Path, out: Path) -> None:
-    """Move ``staged`` to ``out``; an existing ``out`` folder is swapped out, then removed."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        os.replace(out, old)
-    try:
-        os.replace(staged, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def render(report: TftrtReport, console) -> None:

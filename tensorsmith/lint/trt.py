@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from tensorsmith.convert.profiles import DEFAULT_MAX_BATCH, Profile, parse_profile_specs, resolve_profiles
+from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, parse_profile_specs, resolve_profiles
 from tensorsmith.errors import UsageError
 from tensorsmith.lint import Finding, LintReport, trt_ops
 from tensorsmith.lint.trt_fp16 import _check_fp16
@@ -170,6 +170,11 @@ def graph_precision(idx: _Index) -> GraphPrecision:
             qdq.add(_QUANT_NAMES.get(dt, "int8") if dt else "int8")
     types = set(idx.dtype.values())
     return GraphPrecision(qdq, _DT.FLOAT16 in types, _DT.BFLOAT16 in types)
+
+
+def graph_precision_of(proto: onnx.ModelProto, base_dir: str | Path) -> GraphPrecision:
+    """``graph_precision`` of a ModelProto whose external data lies in ``base_dir``."""
+    return graph_precision(_Index(proto, str(base_dir)))
 
 
 # ---------------------------------------------------------------------------

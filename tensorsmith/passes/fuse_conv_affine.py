@@ -9,16 +9,27 @@ Only constants that broadcast over the output channel alone are folded (a scalar
 ``[C]``-shaped in the trailing-ones layouts ``[C,1,..]`` / ``[1,C,1,..]``): anything that
 varies along the batch or spatial axes, or would broadcast the output to a larger
 shape, is left alone. The Conv's output must have no other consumer and not be a
-graph output.
+graph output. A :class:`~tensorsmith.passes.base.RewritePass`: ``pattern`` finds
+``Mul|Add(Conv(...), constant)``, ``check`` says why one is left alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of, new_initializer, replace_value
-from tensorsmith.passes.fuse_conv_bn import _const, _drop_weight
+from tensorsmith.passes.base import (
+    LowPrecisionOptions,
+    RewritePass,
+    Site,
+    const_array,
+    drop_weight,
+    low_precision_reason,
+    new_initializer,
+    replace_value,
+)
 
 
 def _per_channel(c: np.ndarray, out_channels: int, out_rank: int | None) -> np.ndarray | None:
@@ -39,53 +50,65 @@ def _per_channel(c: np.ndarray, out_channels: int, out_rank: int | None) -> np.n
     return c.reshape(-1)
 
 
-class FuseConvAffine(Pass):
+@dataclass
+class AffineAfterConv:
+    """``node = Mul|Add(Conv(...), c)`` (either operand order), with what ``check`` read."""
+
+    node: ir.Node
+    conv: ir.Node
+    conv_out: ir.Value
+    c: np.ndarray
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    vec: np.ndarray | None = None  # c as a [C] vector
+
+
+class FuseConvAffine(RewritePass[AffineAfterConv]):
     name = "fuse-conv-affine"
+    Options = LowPrecisionOptions
     description = "Fold a constant per-channel Mul/Add after a Conv into the Conv's weights and bias."
+    anchors = ("Mul", "Add")
+    in_functions = False  # functions have no initializers to hold folded weights
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for graph in list(graphs_of(model)):
-            if not isinstance(graph, ir.Graph):
-                continue
-            for node in list(graph):
-                if node.op_type in ("Mul", "Add") and node.domain in ("", "ai.onnx") and node.graph is graph:
-                    if self._try(graph, node):
-                        modified = True
-        return ir.passes.PassResult(model, modified=modified)
-
-    def _try(self, graph: ir.Graph, node: ir.Node) -> bool:
+    def pattern(self, site: Site, node: ir.Node) -> AffineAfterConv | None:
         if len(node.inputs) != 2 or any(v is None for v in node.inputs):
-            return False
-        conv_out = const_in = None
+            return None
         for a, b in ((0, 1), (1, 0)):
-            p = node.inputs[a].producer()
-            if p is not None and p.op_type == "Conv" and p.domain in ("", "ai.onnx"):
-                conv_out, const_in = node.inputs[a], node.inputs[b]
-                break
-        if conv_out is None:
-            return False
-        conv = conv_out.producer()
-        c = _const(const_in)
-        if c is None:
-            return False
+            conv_out, const_in = node.inputs[a], node.inputs[b]
+            conv = conv_out.producer() if conv_out is not None else None
+            if conv is not None and conv.op_type == "Conv" and conv.domain in ("", "ai.onnx"):
+                c = const_array(const_in)
+                if c is None or conv_out is None:
+                    return None
+                return AffineAfterConv(node, conv, conv_out, c)
+        return None
+
+    def check(self, site: Site, m: AffineAfterConv) -> str | None:
+        conv, conv_out, c = m.conv, m.conv_out, m.c
         if conv_out.is_graph_output() or len(conv_out.uses()) != 1:
-            self.explain(node, "the Conv output has other consumers or is a graph output")
-            return False
-        w = _const(conv.inputs[1]) if len(conv.inputs) > 1 else None
+            return "the Conv output has other consumers or is a graph output"
+        w = const_array(conv.inputs[1]) if len(conv.inputs) > 1 else None
         if w is None or not np.issubdtype(w.dtype, np.floating) or c.dtype != w.dtype:
-            self.explain(node, "the Conv weight is not a floating-point constant of the same type")
-            return False
+            return "the Conv weight is not a floating-point constant of the same type"
+        low = low_precision_reason(w, self.options, "the Conv")
+        if low is not None:
+            return low
         has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
-        b = _const(conv.inputs[2]) if has_bias else np.zeros(w.shape[0], w.dtype)
+        b = const_array(conv.inputs[2]) if has_bias else np.zeros(w.shape[0], w.dtype)
         if b is None:
-            self.explain(node, "the Conv bias is not a constant")
-            return False
+            return "the Conv bias is not a constant"
         out_rank = len(conv_out.shape) if conv_out.shape is not None else (w.ndim if w.ndim >= 3 else None)
         vec = _per_channel(c, w.shape[0], out_rank)
         if vec is None:
-            self.explain(node, f"the constant of shape {list(c.shape)} is not per-channel")
-            return False
+            return f"the constant of shape {list(c.shape)} is not per-channel"
+        m.weight, m.bias, m.vec = w, b, vec
+        return None
+
+    def rewrite(self, site: Site, m: AffineAfterConv) -> str:
+        graph, node, conv, conv_out = site.graph, m.node, m.conv, m.conv_out
+        w, b, vec = m.weight, m.bias, m.vec
+        assert w is not None and b is not None and vec is not None
+        has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
         cdt = np.promote_types(w.dtype, np.float32)
         if node.op_type == "Mul":
             new_w = np.multiply(w, vec.astype(cdt).reshape((-1,) + (1,) * (w.ndim - 1)), dtype=cdt).astype(
@@ -97,19 +120,19 @@ class FuseConvAffine(Pass):
             new_b = (b.astype(np.float64) + vec.astype(np.float64)).astype(w.dtype)
 
         old_w_value = conv.inputs[1]
+        assert old_w_value is not None
         old_b_value = conv.inputs[2] if has_bias else None
         if new_w is not None:
             conv.replace_input_with(1, new_initializer(graph, (old_w_value.name or "W") + "_affine", new_w))
         bias_value = new_initializer(graph, (old_w_value.name or "W") + "_affine_bias", new_b)
-        if has_bias:
-            conv.replace_input_with(2, bias_value)
-        else:
+        if not has_bias:
             conv.resize_inputs(3)
-            conv.replace_input_with(2, bias_value)
+        conv.replace_input_with(2, bias_value)
         replace_value(node.outputs[0], conv_out)
         graph.remove(node, safe=True)
+        m.weight = m.bias = None
+        del w, b
         for v in (old_w_value, old_b_value):
             if v is not None and not v.uses():
-                _drop_weight(graph, v)
-        self.count(f"{node.op_type}->Conv")
-        return True
+                drop_weight(graph, v)
+        return f"{node.op_type}->Conv"

@@ -22,6 +22,8 @@ another consumer or that is a graph output; a HardSigmoid with other
 alpha/beta (Paddle's ``alpha = 0.2`` is a different function); a dtype other than
 float/float16 (onnxruntime has no double HardSigmoid/HardSwish kernel); a
 size-1 constant of rank > 0 when the rank of ``x`` is unknown (it could broadcast).
+A :class:`~tensorsmith.passes.base.RewritePass`: ``pattern`` finds the forms
+above, ``check`` returns those reasons, ``rewrite`` emits the fused node(s).
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from tensorsmith.passes.base import Pass, graphs_of, replace_value
-from tensorsmith.passes.fuse_conv_bn import _const
+from tensorsmith.passes.base import RewritePass, Site, const_array, is_op, replace_value
 
 _SIXTH = 1.0 / 6.0
 _RTOL = 1e-6
@@ -48,10 +49,8 @@ class _Match:
     nodes: list[ir.Node]
     consts: list[np.ndarray] = field(default_factory=list)
     hard_sigmoid: ir.Node | None = None  # an existing HardSigmoid(x) in the match
-
-
-def _is(node: ir.Node | None, op_type: str) -> bool:
-    return node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx")
+    kind: str = "hard-sigmoid"  # or "hard-swish"
+    dtype: ir.DataType | None = None  # set by check
 
 
 def _producer(value: ir.Value | None) -> ir.Node | None:
@@ -60,7 +59,7 @@ def _producer(value: ir.Value | None) -> ir.Node | None:
 
 def _near(value: ir.Value | None, target: float) -> np.ndarray | None:
     """The constant behind ``value`` if it is a float scalar close to ``target``."""
-    c = _const(value)
+    c = const_array(value)
     if c is None or c.size != 1:
         return None
     try:
@@ -82,9 +81,9 @@ def _attr_float(node: ir.Node, name: str) -> float | None:
 def _relu6_shift(value: ir.Value | None) -> _Match | None:
     """``Clip(Add(x, 3), 0, 6)`` producing ``value``."""
     clip = _producer(value)
-    if not _is(clip, "Clip") or not clip.inputs or clip.inputs[0] is None:
+    if not is_op(clip, "Clip") or not clip.inputs or clip.inputs[0] is None:
         return None
-    consts = []
+    consts: list[np.ndarray] = []
     if "min" in clip.attributes or "max" in clip.attributes:  # Clip-6 (opset < 11)
         lo, hi = _attr_float(clip, "min"), _attr_float(clip, "max")
         if lo != 0.0 or hi is None or abs(hi - 6.0) > _RTOL * 6.0:
@@ -92,33 +91,36 @@ def _relu6_shift(value: ir.Value | None) -> _Match | None:
     else:
         if len(clip.inputs) != 3:
             return None
-        lo, hi = _near(clip.inputs[1], 0.0), _near(clip.inputs[2], 6.0)
-        if lo is None or hi is None:
+        lo_c, hi_c = _near(clip.inputs[1], 0.0), _near(clip.inputs[2], 6.0)
+        if lo_c is None or hi_c is None:
             return None
-        consts += [lo, hi]
+        consts += [lo_c, hi_c]
     add = _producer(clip.inputs[0])
-    if not _is(add, "Add") or len(add.inputs) != 2:
+    if not is_op(add, "Add") or len(add.inputs) != 2:
         return None
     for a, b in ((0, 1), (1, 0)):
-        three = _near(add.inputs[b], 3.0)
-        if three is not None and add.inputs[a] is not None:
-            return _Match(add.inputs[a], [clip, add], [*consts, three])
+        three, x = _near(add.inputs[b], 3.0), add.inputs[a]
+        if three is not None and x is not None:
+            return _Match(x, [clip, add], [*consts, three])
     return None
 
 
 def _scaled(node: ir.Node) -> list[tuple[ir.Value, np.ndarray]]:
     """``(v, constant)`` for ``node = Div(v, 6)`` or ``Mul(v, 1/6)`` (either order)."""
-    if len(node.inputs) != 2 or any(v is None for v in node.inputs):
+    if len(node.inputs) != 2:
         return []
-    if _is(node, "Div"):
-        c = _near(node.inputs[1], 6.0)
-        return [] if c is None else [(node.inputs[0], c)]
-    if _is(node, "Mul"):
+    v0, v1 = node.inputs
+    if v0 is None or v1 is None:
+        return []
+    if is_op(node, "Div"):
+        c = _near(v1, 6.0)
+        return [] if c is None else [(v0, c)]
+    if is_op(node, "Mul"):
         out = []
-        for a, b in ((0, 1), (1, 0)):
-            c = _near(node.inputs[b], _SIXTH)
+        for v, k in ((v0, v1), (v1, v0)):
+            c = _near(k, _SIXTH)
             if c is not None:
-                out.append((node.inputs[a], c))
+                out.append((v, c))
         return out
     return []
 
@@ -135,7 +137,7 @@ def _hard_sigmoid_at(node: ir.Node) -> _Match | None:
 def _hard_sigmoid_of(value: ir.Value | None) -> _Match | None:
     """``value`` is h(x), decomposed or an existing HardSigmoid (any alpha/beta: checked later)."""
     p = _producer(value)
-    if _is(p, "HardSigmoid"):
+    if is_op(p, "HardSigmoid"):
         if not p.inputs or p.inputs[0] is None:
             return None
         return _Match(p.inputs[0], [p], hard_sigmoid=p)
@@ -146,14 +148,14 @@ def _hard_swish_at(node: ir.Node) -> _Match | None:
     # Div(Mul(x, relu6(x + 3)), 6) and Mul(Mul(x, relu6(x + 3)), 1/6)
     for v, c in _scaled(node):
         m = _producer(v)
-        if not _is(m, "Mul") or len(m.inputs) != 2:
+        if not is_op(m, "Mul") or len(m.inputs) != 2:
             continue
         for a, b in ((0, 1), (1, 0)):
             inner = _relu6_shift(m.inputs[b])
             if inner is not None and inner.x is m.inputs[a]:
                 return _Match(inner.x, [node, m, *inner.nodes], [*inner.consts, c])
     # Mul(x, h(x))
-    if _is(node, "Mul") and len(node.inputs) == 2:
+    if is_op(node, "Mul") and len(node.inputs) == 2:
         for a, b in ((0, 1), (1, 0)):
             h = _hard_sigmoid_of(node.inputs[b])
             if h is not None and h.x is node.inputs[a]:
@@ -169,102 +171,69 @@ def _is_standard(hs: ir.Node) -> bool:
     return abs(alpha - _SIXTH) <= _RTOL * _SIXTH and beta == 0.5
 
 
-def _default_opset(model: ir.Model, graph) -> int:
-    for imports in (graph.opset_imports, model.opset_imports):
-        for domain in ("", "ai.onnx"):
-            if domain in imports:
-                return imports[domain]
-    return 1
-
-
-class FuseHardSwish(Pass):
+class FuseHardSwish(RewritePass[_Match]):
     name = "fuse-hardswish"
     description = (
         "Fuse decomposed hard-swish / hard-sigmoid (Add, Clip, Mul, Div) into HardSwish or Mul+HardSigmoid."
     )
+    anchors = ("Mul", "Div")
+    reverse = True  # last node first: a hard-swish is matched whole before its hard-sigmoid part
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for graph in list(graphs_of(model)):
-            body = graph.graph if isinstance(graph, ir.Function) else graph
-            opset = _default_opset(model, graph)
-            # last node first: a hard-swish is matched whole before its hard-sigmoid part
-            for node in reversed(list(body)):
-                if node.op_type in ("Mul", "Div") and node.domain in ("", "ai.onnx") and node.graph is body:
-                    if self._try(body, node, opset):
-                        modified = True
-        return ir.passes.PassResult(model, modified=modified)
-
-    def _try(self, graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    def pattern(self, site: Site, node: ir.Node) -> _Match | None:
         m = _hard_swish_at(node)
         if m is not None:
-            if m.hard_sigmoid is not None:
-                hs = m.hard_sigmoid
-                if not _is_standard(hs):
-                    self.explain(
-                        node,
-                        f"HardSigmoid {hs.name!r} has alpha/beta other than 1/6, 0.5 "
-                        "(a different function, not hard-swish)",
-                    )
-                    return False
-                if opset < 14:
-                    return False  # already Mul(x, HardSigmoid(x)): the form wanted below opset 14
-            return self._rewrite(graph, m, "hard-swish", opset)
-        m = _hard_sigmoid_at(node)
-        if m is not None:
-            return self._rewrite(graph, m, "hard-sigmoid", opset)
-        return False
+            hs = m.hard_sigmoid
+            if hs is not None and _is_standard(hs) and site.opset < 14:
+                return None  # already Mul(x, HardSigmoid(x)): the form wanted below opset 14
+            m.kind = "hard-swish"
+            return m
+        return _hard_sigmoid_at(node)
 
-    def _check(self, graph: ir.Graph, m: _Match) -> ir.DataType | None:
+    def check(self, site: Site, m: _Match) -> str | None:
+        hs = m.hard_sigmoid
+        if hs is not None and not _is_standard(hs):
+            return (
+                f"HardSigmoid {hs.name!r} has alpha/beta other than 1/6, 0.5 "
+                "(a different function, not hard-swish)"
+            )
         final = m.nodes[0]
         for n in m.nodes[1:]:
             v = n.outputs[0]
-            if n.graph is not graph:
-                self.explain(final, f"{n.op_type} {n.name!r} is in another graph")
-                return None
+            if n.graph is not site.graph:
+                return f"{n.op_type} {n.name!r} is in another graph"
             if v.is_graph_output() or len(v.uses()) != 1:
-                self.explain(
-                    final,
-                    f"intermediate {n.op_type} output {v.name!r} has other consumers or is a graph output",
-                )
-                return None
+                return f"intermediate {n.op_type} output {v.name!r} has other consumers or is a graph output"
         dtypes = {ir.DataType.from_numpy(c.dtype) for c in m.consts}
         for v in (m.x, final.outputs[0]):
             if v.dtype is not None:
                 dtypes.add(v.dtype)
         if len(dtypes) != 1:
-            self.explain(
-                final,
+            return (
                 "the element type is unknown or inconsistent"
                 if not dtypes
-                else f"mixed element types {sorted(d.name for d in dtypes)}",
+                else f"mixed element types {sorted(d.name for d in dtypes)}"
             )
-            return None
         (dtype,) = dtypes
         if dtype not in _DTYPES:
-            self.explain(
-                final,
+            return (
                 f"element type {dtype.name} (only FLOAT and FLOAT16: onnxruntime has no "
-                "kernel for other HardSigmoid/HardSwish types)",
+                "kernel for other HardSigmoid/HardSwish types)"
             )
-            return None
         ndim = max((c.ndim for c in m.consts), default=0)
         if ndim and (m.x.shape is None or len(m.x.shape) < ndim):
-            self.explain(
-                final,
+            return (
                 f"a size-1 constant of rank {ndim} could broadcast x (x's rank is "
-                f"{'unknown' if m.x.shape is None else len(m.x.shape)})",
+                f"{'unknown' if m.x.shape is None else len(m.x.shape)})"
             )
-            return None
-        return dtype
+        m.dtype = dtype
+        return None
 
-    def _rewrite(self, graph: ir.Graph, m: _Match, kind: str, opset: int) -> bool:
-        dtype = self._check(graph, m)
-        if dtype is None:
-            return False
+    def rewrite(self, site: Site, m: _Match) -> str:
+        graph, dtype, kind = site.graph, m.dtype, m.kind
+        assert dtype is not None
         final, x = m.nodes[0], m.x
         out = final.outputs[0]
-        if kind == "hard-swish" and opset >= 14:
+        if kind == "hard-swish" and site.opset >= 14:
             new = [ir.Node("", "HardSwish", [x], num_outputs=1)]
             key = "hard-swish->HardSwish"
         else:
@@ -288,5 +257,4 @@ class FuseHardSwish(Pass):
         graph.insert_before(final, new)
         replace_value(out, result)
         graph.remove(m.nodes, safe=True)
-        self.count(key)
-        return True
+        return key

@@ -68,7 +68,7 @@ class KeptNode:
     error: float | None = None
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "op": self.op, "reason": self.reason}
+        d: dict[str, str | float] = {"name": self.name, "op": self.op, "reason": self.reason}
         if self.error is not None:
             d["error"] = self.error
         return d

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tensorsmith.tolerances import TOLERANCES
+
 CLASS_HEAD_OPS = {"Gemm", "MatMul", "Softmax", "LogSoftmax", "Sigmoid"}
 
 
@@ -29,11 +31,9 @@ class Thresholds:
 
     @classmethod
     def defaults(cls, precision: str) -> Thresholds:
-        if precision == "fp16":
-            return cls(min_cosine=0.999)
-        if precision == "int8":
-            return cls(min_cosine=0.99, min_top1=0.99)
-        return cls()
+        """The precision's row of the one tolerance table (``tensorsmith.tolerances``)."""
+        row = TOLERANCES.get(precision)
+        return cls() if row is None else cls(min_cosine=row.min_cosine, min_top1=row.min_top1)
 
     def to_dict(self) -> dict:
         return {

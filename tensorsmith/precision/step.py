@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tensorsmith import sandbox
 from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.precision import PrecisionOptions
 from tensorsmith.precision import calibration as cal
@@ -31,6 +32,7 @@ from tensorsmith.precision import gate as gt
 from tensorsmith.precision import int8 as i8
 from tensorsmith.precision.latency import cpu_session, measure
 from tensorsmith.precision.progress import NullProgress
+from tensorsmith.precision.upcast import has_float16_compute, upcast_float16
 from tensorsmith.verify import ort_session, session_feeds
 
 MAX_VAL = 32
@@ -106,6 +108,8 @@ def load_data(
         if opts.calib_loader:
             data = cal.load_loader(opts.calib_loader, specs, limit=limit)
         else:
+            if opts.calib is None:
+                raise UsageError("--precision int8 needs calibration data: --calib PATH or --calib-loader")
             data = cal.load_path(
                 opts.calib, specs, what="--calib", preprocess=opts.calib_preprocess, limit=limit
             )
@@ -180,6 +184,8 @@ def lower(
 
     def gate(path: Path, label: str) -> gt.GateResult:
         progress.step(f"gate: {label}")
+        # a native crash here would end the process (and a recipe's other jobs): probe first
+        sandbox.check(path, f"the {opts.precision} model ({label})")
         try:
             sess = cpu_session(path, threads=0, optimize=True)
         except Exception as exc:
@@ -275,6 +281,14 @@ def _keep_list(proto: onnx.ModelProto, keep: list[str]) -> dict[str, str]:
 
 
 def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, report) -> Path:
+    already = i8.already_quantized(proto)
+    if already:
+        # onnxruntime's float16 converter would retype the DequantizeLinear scales to float16,
+        # which the opset does not allow with int8 data: refuse, as int8 does
+        raise UsageError(
+            f"the model is already quantized ({already}); --precision fp16 applies to float models",
+            hint="use it as it is, or start from its FP32 model",
+        )
     proto = _copy(proto)
     f16.ensure_node_names(proto)
     user = _keep_list(proto, opts.keep_fp32)
@@ -289,8 +303,33 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         onnx.save(_stamp(res.model, opts), str(path))
         return res
 
+    def build_loadable(extra: dict[str, str]) -> f16.Fp16Result:
+        """build(), keeping FP32 each node whose float16 form crashes onnxruntime (found by bisection)."""
+        res = build(extra)
+        crash = sandbox.probe(path)
+        if crash is not None:
+            progress.step(f"fp16: {crash}; bisecting for the nodes that trigger it")
+            kept = {k.name for k in res.kept}
+            fp16_nodes = [n.name for n in proto.graph.node if n.name not in kept and n.op_type != "Constant"]
+
+            def crashes(removed: set[str]) -> bool:
+                build({**extra, **dict.fromkeys(removed, "crash probe")})
+                return sandbox.probe(path) is not None
+
+            culprits = sandbox.find_culprits(fp16_nodes, crashes, limit=MAX_CRASH_CULPRITS) or []
+            what = crash.removeprefix("onnxruntime ")
+            ops = {n.name: n.op_type for n in proto.graph.node}
+            for name in culprits:
+                extra[name] = f"onnxruntime {what} with this node in float16"
+                report["notes"].append(
+                    f"{name} ({ops[name]}) kept FP32: onnxruntime {what} with it in float16"
+                )
+            res = build(extra)
+        sandbox.check(path, "the fp16 model")
+        return res
+
     extra = dict(user)
-    res = build(extra)
+    res = build_loadable(extra)
     result = gate(path, "fp16 vs fp32")
     history = [{"kept": 0, "error": result.error, "passed": result.passed}]
     while not result.passed and len(fb_nodes) < opts.fallback_budget:
@@ -298,14 +337,18 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
         candidates = {n.name for n in proto.graph.node if n.name not in blocked and n.op_type != "Constant"}
         progress.step("fallback: ranking nodes by added error")
         ranked = [r for r in fb.rank_nodes(proto, res.model, rank_samples, candidates) if r.added > 0]
+        report.setdefault("sensitivity", [r.to_dict() for r in ranked])
         if not ranked:
             break
         take = ranked[: _step_size(len(history), opts.fallback_budget - len(fb_nodes))]
         fb_nodes.extend(take)
         extra.update({r.name: f"fallback: adds error {r.added:.3g}" for r in take})
-        res = build(extra)
+        res = build_loadable(extra)
         result = gate(path, f"fp16 with {len(fb_nodes)} node(s) kept FP32")
         history.append({"kept": len(fb_nodes), "error": result.error, "passed": result.passed})
+    report["precision_map"] = precision_map(
+        proto, {}, {k.name: k.reason for k in res.kept}, "fp16", "lowered to float16"
+    )
     report["converter"] = f16.CONVERTER
     report["settings"] = {"keep_io": not opts.fp16_io}
     report["repairs"] = res.repairs
@@ -315,6 +358,27 @@ def _lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, rep
     ]
     _finish_gate(report, result, fb_nodes, history, opts)
     return path
+
+
+# how many separate nodes a float16 model may need kept FP32 before a crash is given up on
+MAX_CRASH_CULPRITS = 8
+
+
+def precision_map(
+    proto: onnx.ModelProto, lowered: dict[str, str], kept: dict[str, str], default: str, why: str
+) -> list[dict]:
+    """Every compute node: the precision it ended in and why (for the HTML report)."""
+    out = []
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            continue
+        if n.name in kept:
+            out.append({"name": n.name, "op": n.op_type, "precision": "fp32", "reason": kept[n.name]})
+        elif n.name in lowered:
+            out.append({"name": n.name, "op": n.op_type, "precision": lowered[n.name], "reason": "quantized"})
+        else:
+            out.append({"name": n.name, "op": n.op_type, "precision": default, "reason": why})
+    return out
 
 
 def _step_size(round_no: int, left: int) -> int:
@@ -367,6 +431,15 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         raise UsageError(
             f"the model is already quantized ({already}); onnxruntime's quantizer cannot quantize it again",
             hint="use it as it is, or start from its FP32 model",
+        )
+    if has_float16_compute(proto):
+        # onnxruntime's quantizer writes float16 bias scales the opset rejects: INT8 starts from FP32
+        proto = _copy(proto)
+        changed = upcast_float16(proto)
+        report["notes"].append(
+            "float16 compute upcast to float32 before quantization ("
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in changed.items() if v)
+            + ")"
         )
     progress.step("int8: preparing the FP32 graph")
     prepared, notes = i8.prepare(proto)
@@ -550,6 +623,11 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     ]
     report["quantized_nodes"] = len(quantized)
     report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
+    report["precision_map"] = precision_map(
+        prepared, dict.fromkeys(quantized, "int8"), exclude, "fp32", f"not quantized by layout {cfg.name}"
+    )
+    if ranking:
+        report["sensitivity"] = [r.to_dict() for r in ranking]
     hint = None
     counts = Counter(n.op_type for n in prepared.graph.node)
     if (

@@ -16,18 +16,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import glob
 import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tensorsmith import atomic
 from tensorsmith.errors import UsageError
 
 MANIFEST_FORMAT = "tensorsmith-manifest/1"
@@ -91,10 +90,10 @@ def _onnx_external_files(path: Path) -> list[Path]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # corrupt: the job itself will say so
         return []
-    from tensorsmith.model_io import _all_tensors
+    from tensorsmith.model_io import all_tensors
 
     found: dict[str, Path] = {}
-    for tensor in _all_tensors(proto.graph):
+    for tensor in all_tensors(proto.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
@@ -239,36 +238,13 @@ def outputs_intact(entry: dict, root: Path) -> bool:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is a normal file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    """Write ``text`` to ``path`` atomically (``tensorsmith.atomic.write_text``, synced to disk)."""
+    atomic.write_text(path, text, fsync=True)
 
 
 def remove_stale_tmp(path: str | os.PathLike) -> None:
     """Delete ``.NAME.*.tmp`` files that a killed ``atomic_write_text(path)`` left beside ``path``."""
-    path = Path(path)
-    with contextlib.suppress(OSError):
-        for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            with contextlib.suppress(OSError):
-                p.unlink()
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    atomic.remove_stale_tmp(path)
 
 
 def clean_json(obj: Any) -> Any:

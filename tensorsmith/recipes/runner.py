@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tensorsmith import atomic
 from tensorsmith.errors import TensorsmithError, UsageError, short
 from tensorsmith.recipes import cache
 from tensorsmith.recipes.expand import LOCK_NAME, TMP_DIR_NAME, Job, Plan, cli_command
@@ -60,20 +61,6 @@ def _send(job_name: str, message: str, kind: str = "step") -> None:
     if _QUEUE is not None:
         with contextlib.suppress(Exception):
             _QUEUE.put_nowait((job_name, kind, message))
-
-
-def _install(src: Path, dst: Path, scratch: Path) -> None:
-    """Rename ``src`` onto ``dst`` (a folder replaces a folder through a side step)."""
-    if src.is_dir() and dst.exists():
-        aside = scratch / f".old-{dst.name}"
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(dst, aside)
-        os.replace(src, dst)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        os.replace(src, dst)
 
 
 def _report_dict(obj: Any) -> dict | None:
@@ -130,7 +117,8 @@ def execute(job: Job) -> dict:
         final.parent.mkdir(parents=True, exist_ok=True)
         _send(job.name, "install")
         for p in sorted(produced, key=lambda p: p.name == main.name):  # the main output last
-            _install(p, final.parent / p.name, stage_dir)
+            dst = final.parent / p.name
+            atomic.install(p, dst, aside=stage_dir / f".old-{dst.name}")
         rel_parent = os.path.dirname(job.output_rel)
         result["outputs"] = [
             {**f, "path": (f"{rel_parent}/{f['path']}" if rel_parent else f["path"]).replace(os.sep, "/")}

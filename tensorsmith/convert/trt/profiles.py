@@ -88,6 +88,36 @@ def dynamic_axes(spec: InputSpec) -> list[int]:
     return [a for a, d in enumerate(spec.shape) if not isinstance(d, int) or d < 0]
 
 
+def input_shape_profiles(
+    specs: list[InputSpec],
+    input_shapes: dict[str, list[int]] | None,
+    given: dict[str, Profile] | None = None,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> dict[str, Profile]:
+    """``--input-shape`` as the default profile of each dynamic input ``--shapes`` does not
+    name (issue 17): ``MIN=OPT=MAX`` = the given shape on every axis but a dynamic batch
+    axis 0, which keeps ``1:1:max_batch``. Inputs whose only dynamic axis is the batch
+    keep the default batch profile; a shape of the wrong rank is left to the checks."""
+    shapes = dict(input_shapes or {})
+    given = given or {}
+    if "" in shapes and len(specs) == 1:
+        shapes[specs[0].name] = shapes.pop("")
+    if "" in given:
+        return {}
+    out = {}
+    for spec in specs:
+        shape = shapes.get(spec.name)
+        axes = dynamic_axes(spec)
+        if shape is None or spec.name in given or axes in ([], [0]) or len(shape) != len(spec.shape):
+            continue
+        lo, opt, hi = list(shape), list(shape), list(shape)
+        if 0 in axes:
+            lo[0], opt[0], hi[0] = 1, 1, max_batch
+        out[spec.name] = Profile(lo, opt, hi, source="--input-shape")
+    return out
+
+
 def resolve_profiles(
     specs: list[InputSpec],
     given: dict[str, Profile] | None = None,
@@ -148,7 +178,7 @@ def resolve_profiles(
         if not axes or spec.name in given:
             continue
         if axes == [0]:
-            fixed = list(spec.shape[1:])
+            fixed = [d for d in spec.shape[1:] if isinstance(d, int)]  # all fixed: axes == [0]
             res.profiles[spec.name] = Profile(
                 [1, *fixed], [1, *fixed], [max_batch, *fixed], source="default batch"
             )
