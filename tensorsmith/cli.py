@@ -277,7 +277,7 @@ def _job(command: str, params: dict) -> int:
     if json_out:
         _print_json(report.to_dict())
     else:
-        from tensorsmith.report import render_any
+        from tensorsmith.tables import render_any
 
         render_any(report, console, explain=explain)
     return 0
@@ -453,7 +453,7 @@ def _render_inspect(info: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from tensorsmith.report import human_bytes
+    from tensorsmith.units import human_bytes
 
     console = Console(highlight=False)
     head = Table.grid(padding=(0, 2))
@@ -624,7 +624,7 @@ def _trt_options(
         "rtol": rtol,
         "atol": atol,
     }
-    tolerance = jobs._tolerance(values) if rtol is not None or atol is not None else None
+    tolerance = jobs.tolerance_of(values) if rtol is not None or atol is not None else None
     return jobs.trt_options(values, precision=precision, tolerance=tolerance)
 
 

@@ -116,8 +116,8 @@ LOOSE_PATH_OPTIONS = ("timing_cache",)
 # options naming Python code (module:function): the module's source file goes into the cache key
 CODE_OPTIONS = ("calib_loader",)
 
-OPTIMIZE = "tensorsmith.pipeline:optimize_file"
-CONVERT = "tensorsmith.convert.pipeline:convert_file"
+OPTIMIZE = "tensorsmith.optimize:optimize_file"
+CONVERT = "tensorsmith.convert.job:convert_file"
 
 
 def _function(spec: str) -> Callable | None:
@@ -139,15 +139,10 @@ def _takes(fn: Callable | None, name: str) -> bool:
 
 
 def supported_precisions() -> tuple[str, ...]:
-    """Precisions a recipe may ask for: ``fp32``, plus what the precision step offers
-    when ``optimize_file`` takes ``precision=`` (looked up at run time)."""
-    if not _takes(_function(OPTIMIZE), "precision"):
-        return ("fp32",)
-    try:
-        from tensorsmith.precision import PRECISIONS
-    except ImportError:
-        return ("fp32",)
-    return tuple(dict.fromkeys(("fp32", *PRECISIONS)))
+    """Precisions a recipe may ask for."""
+    from tensorsmith.precision import PRECISIONS
+
+    return PRECISIONS
 
 
 def describe(source_format: str | None, to: str, lowered: bool) -> str:
@@ -176,7 +171,7 @@ class OptionError(UsageError):
         self.key = key
 
 
-def _tolerance(opts: dict):
+def tolerance_of(opts: dict):
     from tensorsmith.verify import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 
     rtol, atol = opts.get("rtol"), opts.get("atol")
@@ -206,7 +201,7 @@ def _onnx_kwargs(opts: dict, framework: bool) -> dict:
         if opts.get(key) is not None:
             kw[key] = opts[key]
     if opts.get("rtol") is not None or opts.get("atol") is not None:
-        kw["tolerance"] = _tolerance(opts)
+        kw["tolerance"] = tolerance_of(opts)
     if framework:
         from tensorsmith.convert.frontend import parse_input_values
 
@@ -300,7 +295,7 @@ def _tftrt_options(opts: dict):
     from tensorsmith.convert.tftrt_backend import TftrtOptions
     from tensorsmith.convert.trt_backend import parse_workspace
 
-    tol = _tolerance(opts) if opts.get("rtol") is not None or opts.get("atol") is not None else None
+    tol = tolerance_of(opts) if opts.get("rtol") is not None or opts.get("atol") is not None else None
     calib = opts.get("calib")
     tf = TftrtOptions(
         precision=opts.get("precision") or "fp32",
@@ -442,10 +437,10 @@ def _onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
     onnx_kw = dict(kw["onnx"])
     extra = {"precision": popts, "progress": progress} if popts is not None else {}
     if not framework:
-        from tensorsmith.pipeline import optimize_file
+        from tensorsmith.optimize import optimize_file
 
         return optimize_file(job.source, out, on_step=step, **onnx_kw, **extra)
-    from tensorsmith.convert.pipeline import convert_file
+    from tensorsmith.convert.job import convert_file
 
     onnx_kw.setdefault("source_format", job.source_format)
     if popts is None:
@@ -453,7 +448,7 @@ def _onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
     # fp16/int8 from a framework: the verified FP32 ONNX first, then lowered and gated against it
     import tempfile
 
-    from tensorsmith.pipeline import optimize_file
+    from tensorsmith.optimize import optimize_file
 
     parent = out.parent if str(out.parent) else Path(".")
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".fp32.tmp", dir=parent))

@@ -11,7 +11,7 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 
 def render_precision(p: dict, console) -> None:
-    from tensorsmith.report import human_bytes
+    from tensorsmith.units import human_bytes
 
     lat = p.get("latency") or {}
     title = f"precision: {p['precision']} for {p.get('target', 'ort')}"

@@ -41,7 +41,7 @@ def _fmt_diff(v: Any) -> str:
 
 
 def _bytes(n: Any) -> str:
-    from tensorsmith.report import human_bytes
+    from tensorsmith.units import human_bytes
 
     return human_bytes(n) if isinstance(n, (int, float)) and n else ""
 

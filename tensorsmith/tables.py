@@ -1,24 +1,19 @@
-"""Rendering job reports: a Rich table for people, one JSON object for machines."""
+"""The Rich tables of a job report (``JobReport.render``): nodes, sizes, passes, verification."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tensorsmith.pipeline import JobReport
+from tensorsmith.units import human_bytes
 
-
-def human_bytes(n: int | float) -> str:
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+if TYPE_CHECKING:
+    from tensorsmith.optimize import JobReport
 
 
 def render_job(report: JobReport, console: Console, *, explain: bool = False) -> None:
@@ -122,6 +117,7 @@ def render_any(report, console: Console, *, explain: bool = False) -> None:
     """Render whatever report a job returned (ONNX job, TensorRT build or
     prepare-only, TF-TRT) with its own renderer."""
     from tensorsmith.jobs import PreparedReport
+    from tensorsmith.optimize import JobReport
 
     if isinstance(report, JobReport):
         render_job(report, console, explain=explain)

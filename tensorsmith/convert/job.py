@@ -28,7 +28,7 @@ import numpy as np
 
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError
-from tensorsmith.pipeline import JobReport, load_and_optimize, optimize_file
+from tensorsmith.optimize import JobReport, load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,
