@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 from tensorsmith.errors import ConversionError, TensorsmithError, UsageError, VerificationError
 from tensorsmith.model_io import load, save
-from tensorsmith.passes import DEFAULT_PIPELINE, PASSES
 from tensorsmith.optimize import JobReport, OptimizeResult, optimize, optimize_file
+from tensorsmith.passes import DEFAULT_PIPELINE, PASSES
 from tensorsmith.verify import Tolerance, VerificationReport, verify_models
 
 __all__ = [
