@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
@@ -20,6 +23,11 @@ from tensorsmith import passes as passes_mod
 from tensorsmith.errors import VerificationError
 from tensorsmith.passes.manager import PassManager, PassRecord
 from tensorsmith.verify import Tolerance, VerificationReport, failure_summary, job_failed, verify_models
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tensorsmith.precision import PrecisionOptions
 
 
 def op_histogram(model: ir.Model) -> collections.Counter:
@@ -122,6 +130,11 @@ class JobReport:
             **({"conversion": self.conversion} if self.conversion is not None else {}),
         }
 
+    def render(self, console: Console, *, explain: bool = False) -> None:
+        from tensorsmith.tables import render_job
+
+        render_job(self, console, explain=explain)
+
 
 def file_size(path: str | os.PathLike) -> int:
     """Bytes of a model file plus the external data files it references."""
@@ -203,7 +216,7 @@ def optimize_file(
     external_data: bool | None = None,
     max_iterations: int = 8,
     on_step: Callable[[str], None] | None = None,
-    precision=None,
+    precision: PrecisionOptions | None = None,
     progress=None,
 ) -> JobReport:
     """Optimize an ONNX file into ``output_path``; verified unless ``verify=False``.
@@ -266,42 +279,69 @@ def optimize_file(
     return report
 
 
+def lower_into(
+    fp32_path: Path,
+    reference: str | os.PathLike,
+    output_path: str | os.PathLike,
+    report: JobReport,
+    precision: PrecisionOptions,
+    *,
+    work: Path,
+    input_shapes=None,
+    external_data: bool | None = None,
+    progress=None,
+) -> JobReport:
+    """Lower the optimized FP32 model at ``fp32_path`` and gate it against ``reference``
+    (both in the folder ``work``), then stage and commit it at ``output_path``."""
+    from tensorsmith.errors import ConversionError
+    from tensorsmith.precision import lower
+
+    t0 = time.perf_counter()
+    try:
+        result = lower(fp32_path, reference, work, precision, input_shapes=input_shapes, progress=progress)
+    except (VerificationError, ConversionError) as exc:
+        report.precision = exc.precision_report
+        report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"
+        report.output = None
+        exc.job = report
+        raise
+    report.precision = result.report
+    report.seconds["precision"] = time.perf_counter() - t0
+    low = model_io.load(result.path)
+    report.ops_after = dict(op_histogram(low))
+    t0 = time.perf_counter()
+    with model_io.stage(low, output_path, external_data=external_data) as staged:
+        report.seconds["write"] = time.perf_counter() - t0
+        report.size_after = staged.size_bytes()
+        report.files = [str(p) for p in staged.commit()]
+    return report
+
+
+def work_dir(output_path: str | os.PathLike, suffix: str) -> Path:
+    """A private folder beside ``output_path`` (same file system: the commit is a rename)."""
+    output_path = Path(output_path)
+    parent = output_path.parent if str(output_path.parent) else Path(".")
+    return Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=suffix, dir=parent))
+
+
 def _lower_precision(
     model, input_path, output_path, report: JobReport, precision, *, input_shapes, external_data, progress
 ) -> JobReport:
     """Passes done: write FP32 to a work folder, lower and gate it there, then stage and commit."""
-    import shutil
-    import tempfile
-
-    from tensorsmith.errors import ConversionError as _ConversionError
-    from tensorsmith.precision import lower
-
-    output_path = Path(output_path)
-    parent = output_path.parent if str(output_path.parent) else Path(".")
-    work = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".precision.tmp", dir=parent))
+    work = work_dir(output_path, ".precision.tmp")
     try:
-        t0 = time.perf_counter()
         fp32_path = work / "fp32.onnx"
         model_io.save(model, fp32_path, external_data=external_data)
-        try:
-            result = lower(
-                fp32_path, input_path, work, precision, input_shapes=input_shapes, progress=progress
-            )
-        except (VerificationError, _ConversionError) as exc:
-            report.precision = getattr(exc, "precision_report", None)
-            report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"
-            report.output = None
-            exc.job = report
-            raise
-        report.precision = result.report
-        report.seconds["precision"] = time.perf_counter() - t0
-        low = model_io.load(result.path)
-        report.ops_after = dict(op_histogram(low))
-        t0 = time.perf_counter()
-        with model_io.stage(low, output_path, external_data=external_data) as staged:
-            report.seconds["write"] = time.perf_counter() - t0
-            report.size_after = staged.size_bytes()
-            report.files = [str(p) for p in staged.commit()]
-        return report
+        return lower_into(
+            fp32_path,
+            input_path,
+            output_path,
+            report,
+            precision,
+            work=work,
+            input_shapes=input_shapes,
+            external_data=external_data,
+            progress=progress,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -84,7 +82,7 @@ def render_job(report: JobReport, console: Console, *, explain: bool = False) ->
             console.print(f"  [dim]input {escape(note)}[/dim]")
     elif report.status == "ok" and not getattr(report, "precision", None):
         console.print("[yellow]not verified (--no-verify)[/yellow]")
-    if getattr(report, "precision", None):  # fp16/int8: the accuracy gate replaces the fp32 check
+    if report.precision:  # fp16/int8: the accuracy gate replaces the fp32 check
         from tensorsmith.precision.render import render_precision
 
         render_precision(report.precision, console)
@@ -99,45 +97,3 @@ def _delta(before: int, after: int, pct: bool = False) -> str:
     if pct and before:
         return f"{100.0 * d / before:+.1f}%"
     return f"{d:+d}"
-
-
-def print_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=_default) + "\n")
-
-
-def _default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, float):
-        return None
-    return str(o)
-
-
-def render_any(report, console: Console, *, explain: bool = False) -> None:
-    """Render whatever report a job returned (ONNX job, TensorRT build or
-    prepare-only, TF-TRT) with its own renderer."""
-    from tensorsmith.jobs import PreparedReport
-    from tensorsmith.optimize import JobReport
-
-    if isinstance(report, JobReport):
-        render_job(report, console, explain=explain)
-    elif isinstance(report, PreparedReport):
-        from tensorsmith.lint import render
-
-        if isinstance(report.onnx, JobReport):
-            render_job(report.onnx, console, explain=explain)
-        render(report.lint, console)
-        console.print(escape(f"ready to build: {report.prepared_onnx} (lint report {report.lint_report})"))
-        console.print(
-            escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True
-        )
-    elif type(report).__name__ == "BuildReport":
-        from tensorsmith.convert import trt_backend
-
-        trt_backend.render(report, console)
-    elif type(report).__name__ == "TftrtReport":
-        from tensorsmith.convert import tftrt_backend
-
-        tftrt_backend.render(report, console)
-    else:  # pragma: no cover - a new report type without a renderer
-        print_json(report.to_dict())

@@ -1,0 +1,13 @@
+"""The command line: ``tensorsmith.cli:app``. One module per group of commands, each
+registering its commands on the one Typer ``app`` (``cli/app.py``); no logic
+beyond parsing and printing."""
+
+from __future__ import annotations
+
+from tensorsmith.cli import info, jobs, trt
+from tensorsmith.cli.app import app
+
+__all__ = ["app", "info", "jobs", "trt"]
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
