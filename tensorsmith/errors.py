@@ -7,10 +7,7 @@ one line and exits with its code (see README, "Exit codes").
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from tensorsmith.verify import VerificationReport
+from typing import Any, Protocol
 
 
 class JobReportLike(Protocol):
@@ -18,6 +15,14 @@ class JobReportLike(Protocol):
 
     status: str
     output: Any
+
+    def to_dict(self) -> dict: ...
+
+
+class CheckReport(Protocol):
+    """A numeric check's report (``verify.VerificationReport``)."""
+
+    passed: bool
 
     def to_dict(self) -> dict: ...
 
@@ -75,7 +80,7 @@ class VerificationError(TensorsmithError):
         self,
         message: str,
         *,
-        report: VerificationReport | None = None,
+        report: CheckReport | None = None,
         hint: str | None = None,
         job: JobReportLike | None = None,
         precision_report: dict | None = None,

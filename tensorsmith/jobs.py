@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorsmith import config
-from tensorsmith.convert.targets import Report, get_target
+from tensorsmith.convert.targets import Job, Report, get_target
 from tensorsmith.errors import UsageError
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ def precision_options(opts: dict, default_target: str) -> PrecisionOptions | Non
     from tensorsmith.precision import options_from_config
 
     key = next((k for k in ("precision", "calib", "int8_mode") if k in given), next(iter(given)))
-    settings = config.PrecisionConfig.model_construct(**{k: opts.get(k) for k in PRECISION_KEYS})
+    settings = {k: opts.get(k) for k in PRECISION_KEYS}
     popts = guard(key, lambda: options_from_config(settings, default_target=default_target))
     return popts if popts.lowered else None
 
@@ -173,16 +172,6 @@ def build(opts: dict, source_format: str | None, to: str, explicit: set[str]) ->
 
 # ---------------------------------------------------------------------------
 # the worker side
-
-
-@dataclass
-class Job:
-    """What ``execute`` needs: the source, its format, the target and ``build``'s kwargs."""
-
-    source: str
-    source_format: str | None
-    to: str
-    kwargs: dict
 
 
 def check_output(job: Job, out: Path) -> None:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,12 +21,11 @@ import onnx_ir as ir
 from tensorsmith import model_io
 from tensorsmith import passes as passes_mod
 from tensorsmith.errors import VerificationError
+from tensorsmith.job_report import JobReport
 from tensorsmith.passes.manager import PassManager, PassRecord
-from tensorsmith.verify import Tolerance, VerificationReport, failure_summary, job_failed, verify_models
+from tensorsmith.verify import Tolerance, failure_summary, job_failed, verify_models
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from tensorsmith.precision import PrecisionOptions
 
 
@@ -73,67 +72,6 @@ def optimize(
     manager = PassManager(passes_mod.create(names, options), max_iterations=max_iterations, on_step=on_step)
     records = manager.run(model)
     return OptimizeResult(model, records, before, op_histogram(model), manager.iterations)
-
-
-@dataclass
-class JobReport:
-    """Everything one optimize/convert run measured; rendered as a table or JSON."""
-
-    input: str
-    output: str | None
-    status: str = "ok"  # ok | failed | verification-failed
-    source_format: str = "onnx"
-    target: str = "onnx"
-    ops_before: dict[str, int] = field(default_factory=dict)
-    ops_after: dict[str, int] = field(default_factory=dict)
-    size_before: int = 0
-    size_after: int = 0
-    passes: list[PassRecord] = field(default_factory=list)
-    iterations: int = 0
-    verification: VerificationReport | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
-    conversion: dict | None = None  # framework -> FP32 ONNX report, when a lowered model was converted first
-
-    @property
-    def nodes_before(self) -> int:
-        return sum(self.ops_before.values())
-
-    @property
-    def nodes_after(self) -> int:
-        return sum(self.ops_after.values())
-
-    def to_dict(self) -> dict:
-        return {
-            "status": self.status,
-            "input": self.input,
-            "output": self.output,
-            "files": self.files,
-            "source_format": self.source_format,
-            "target": self.target,
-            "nodes_before": self.nodes_before,
-            "nodes_after": self.nodes_after,
-            "ops_before": dict(sorted(self.ops_before.items())),
-            "ops_after": dict(sorted(self.ops_after.items())),
-            "size_before": self.size_before,
-            "size_after": self.size_after,
-            "iterations": self.iterations,
-            "passes": [p.to_dict() for p in self.passes],
-            "verification": self.verification.to_dict() if self.verification else None,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-            "notes": self.notes,
-            "error": self.error,
-            "precision": self.precision,
-            **({"conversion": self.conversion} if self.conversion is not None else {}),
-        }
-
-    def render(self, console: Console, *, explain: bool = False) -> None:
-        from tensorsmith.tables import render_job
-
-        render_job(self, console, explain=explain)
 
 
 def file_size(path: str | os.PathLike) -> int:
@@ -294,7 +232,7 @@ def lower_into(
     """Lower the optimized FP32 model at ``fp32_path`` and gate it against ``reference``
     (both in the folder ``work``), then stage and commit it at ``output_path``."""
     from tensorsmith.errors import ConversionError
-    from tensorsmith.precision import lower
+    from tensorsmith.precision.step import lower
 
     t0 = time.perf_counter()
     try:

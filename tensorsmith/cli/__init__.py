@@ -4,7 +4,8 @@ beyond parsing and printing."""
 
 from __future__ import annotations
 
-from tensorsmith.cli import info, jobs, trt
+from tensorsmith.cli import jobs  # isort: skip - the order of `tensorsmith --help`
+from tensorsmith.cli import info, trt
 from tensorsmith.cli.app import app
 
 __all__ = ["app", "info", "jobs", "trt"]

@@ -1,7 +1,7 @@
 """The Typer app, its global options, and what every command shares: errors -> one line
 and an exit code, JSON output, the progress spinner. The commands are in
-``cli/jobs.py`` (optimize, convert), ``cli/trt.py`` (lint, build) and ``cli/info.py``
-(inspect, passes, run, doctor); ``cli/options.py`` declares the flags.
+``cli/jobs.py`` (optimize, convert), ``cli/info.py`` (inspect, passes, run) and
+``cli/trt.py`` (lint, build, doctor); ``cli/options.py`` declares the flags.
 
 Exit codes (README, "Exit codes"): 0 success, 2 bad usage or unreadable input,
 3 conversion/pass failure, 4 verification failure. Errors are one line on stderr;

@@ -1,4 +1,4 @@
-"""``tensorsmith inspect``, ``passes``, ``run`` (recipes) and ``doctor``."""
+"""``tensorsmith inspect``, ``passes`` and ``run`` (recipes)."""
 
 from __future__ import annotations
 
@@ -158,20 +158,3 @@ def run_recipe(
         return result.exit_code
 
     run_command(job)
-
-
-@app.command()
-def doctor(json_out: bool = FLAGS["json_out"][1]) -> None:
-    """Versions, GPUs, and which --to targets and precisions this machine can produce (and why not)."""
-
-    def job() -> int:
-        from tensorsmith import doctor as doc
-
-        info = doc.collect()
-        if json_out:
-            print_json(info)
-        else:
-            doc.render(info, Console(highlight=False))
-        return 0
-
-    run_command(job, json_mode=json_out)

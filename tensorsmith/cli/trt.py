@@ -1,4 +1,4 @@
-"""``tensorsmith lint`` and ``tensorsmith build`` (README, "TensorRT and TF-TRT")."""
+"""``tensorsmith lint``, ``build`` and ``doctor`` (README, "TensorRT and TF-TRT")."""
 
 from __future__ import annotations
 
@@ -125,3 +125,20 @@ def _trt_lint(onnx_path, opts, json_out: bool, trt_version: str | None = None):
     if not json_out and not report.clean:
         render(report, Console(highlight=False))
     return report
+
+
+@app.command()
+def doctor(json_out: bool = FLAGS["json_out"][1]) -> None:
+    """Versions, GPUs, and which --to targets and precisions this machine can produce (and why not)."""
+
+    def job() -> int:
+        from tensorsmith import doctor as doc
+
+        info = doc.collect()
+        if json_out:
+            print_json(info)
+        else:
+            doc.render(info, Console(highlight=False))
+        return 0
+
+    run_command(job, json_mode=json_out)

@@ -29,7 +29,8 @@ import numpy as np
 
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError
-from tensorsmith.optimize import JobReport, load_and_optimize, optimize_file
+from tensorsmith.job_report import JobReport
+from tensorsmith.optimize import load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,

@@ -1,8 +1,7 @@
 """Precision: FP16 and INT8 in the ONNX graph, with calibration, an accuracy gate and fallback.
 
-``PrecisionOptions`` is what ``--precision`` and its flags build; ``lower`` (in
-``step.py``) turns an optimized FP32 model file into an FP16 or INT8 one, gates it
-against the FP32 model on validation samples, keeps the nodes that lose the
+``PrecisionOptions`` is what ``--precision`` and its flags build; ``step.lower``
+turns an optimized FP32 model file into an FP16 or INT8 one, gates it against the FP32 model on validation samples, keeps the nodes that lose the
 accuracy in FP32 until the gate passes, and measures its onnxruntime CPU
 latency. Modules: ``calibration`` (data), ``fp16``, ``int8``, ``gate``,
 ``fallback`` (ranking nodes by added error), ``latency``, ``progress``.
@@ -10,14 +9,12 @@ latency. Modules: ``calibration`` (data), ``fp16``, ``int8``, ``gate``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorsmith.errors import UsageError
-
-if TYPE_CHECKING:
-    from tensorsmith.config import PrecisionConfig
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("ort", "trt")
@@ -96,10 +93,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 TARGET_ALIASES = {"tensorrt": "trt", "onnxruntime": "ort", "cpu": "ort", "onnx": "ort"}
 
 
-def options_from_config(settings: PrecisionConfig, *, default_target: str = "ort") -> PrecisionOptions:
-    """Check the precision stage of a job's configuration (flags of the same names);
-    ``None`` means the default, ``default_target`` who runs the model unless ``--target`` says."""
-    values = {k: v for k, v in dict(settings).items() if v is not None}
+def options_from_config(settings: Mapping[str, Any], *, default_target: str = "ort") -> PrecisionOptions:
+    """Check the precision stage of a job's configuration (``config.PrecisionConfig``'s keys,
+    the flags' names); ``None`` means the default, ``default_target`` who runs the model
+    unless ``--target`` says."""
+    values = {k: v for k, v in settings.items() if v is not None}
     values["precision"] = values.get("precision") or "fp32"
     values["target"] = values.get("target") or default_target
     for key, allowed in CHOICES.items():
@@ -119,23 +117,13 @@ def options_from_config(settings: PrecisionConfig, *, default_target: str = "ort
 
 def options_from_cli(precision: str | None, **flags: Any) -> PrecisionOptions:
     """``options_from_config`` from keyword arguments named after the flags (``calib=...``)."""
-    from tensorsmith.config import PrecisionConfig
-
-    return options_from_config(PrecisionConfig.model_construct(precision=precision, **flags))
-
-
-def lower(*args, **kwargs):
-    """See ``tensorsmith.precision.step.lower``."""
-    from tensorsmith.precision.step import lower as _lower
-
-    return _lower(*args, **kwargs)
+    return options_from_config({"precision": precision, **flags})
 
 
 __all__ = [
     "INT8_NEEDS_DATA",
     "PRECISIONS",
     "PrecisionOptions",
-    "lower",
     "options_from_cli",
     "options_from_config",
 ]

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 from rich.console import Console
 
 from tensorsmith.errors import UsageError
-
-if TYPE_CHECKING:
-    from tensorsmith.jobs import Job
 
 # name -> (module, what it writes)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -34,6 +32,16 @@ TARGETS: dict[str, tuple[str, str]] = {
 DEFAULT_TARGET = "onnx"
 
 Step = Callable[[str], None]
+
+
+@dataclass
+class Job:
+    """What a target's ``run`` needs: the source, its format, the target and its plan's kwargs."""
+
+    source: str
+    source_format: str | None
+    to: str
+    kwargs: dict
 
 
 @runtime_checkable
@@ -113,4 +121,4 @@ class Rendered:
         self._renderer(self.report, console)
 
 
-__all__ = ["DEFAULT_TARGET", "TARGETS", "Rendered", "Report", "Target", "get_target"]
+__all__ = ["DEFAULT_TARGET", "TARGETS", "Job", "Rendered", "Report", "Target", "get_target"]

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tensorsmith import jobs
-from tensorsmith.convert.targets import Report, Step
+from tensorsmith.convert.targets import Job, Report, Step
 
 
 def describe(source_format: str | None, lowered: bool) -> str:
@@ -30,7 +30,7 @@ def plan_onnx(opts: dict[str, Any], source_format: str | None, default_target: s
     return {"onnx": jobs.onnx_kwargs(opts, jobs.is_framework(source_format)), "precision": popts}
 
 
-def make_onnx(job: jobs.Job, out: Path, step: Callable[[str], None], progress=None):
+def make_onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
     """Write the job's ONNX at ``out`` (passes run once, the file written once); its ``JobReport``."""
     kw = dict(job.kwargs["onnx"])
     popts = job.kwargs.get("precision")
@@ -75,7 +75,7 @@ class OnnxTarget:
     def missing(self) -> list[str]:
         return []
 
-    def run(self, job: jobs.Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
+    def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         report: Report = make_onnx(job, out, step, progress)
         return report
 

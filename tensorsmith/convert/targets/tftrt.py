@@ -11,7 +11,7 @@ from typing import Any
 
 from tensorsmith import jobs
 from tensorsmith.config import TftrtConfig
-from tensorsmith.convert.targets import Rendered, Report, Step
+from tensorsmith.convert.targets import Job, Rendered, Report, Step
 
 # the options TF-TRT takes besides its own (TftrtConfig)
 SHARED_KEYS = {
@@ -86,7 +86,7 @@ class TftrtTarget:
         why = doctor.tftrt_unavailable_reason()
         return [why] if why else []
 
-    def run(self, job: jobs.Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
+    def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         from tensorsmith.convert import tftrt_backend
 
         report = tftrt_backend.convert_tftrt(job.source, out, job.kwargs["tftrt"], on_step=step)

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from tensorsmith import jobs
 from tensorsmith.config import TrtConfig
-from tensorsmith.convert.targets import Rendered, Report, Step
+from tensorsmith.convert.targets import Job, Rendered, Report, Step
 from tensorsmith.convert.targets.onnx import describe as describe_onnx
 from tensorsmith.convert.targets.onnx import make_onnx, plan_onnx
 from tensorsmith.errors import ConversionError, TensorsmithError, UsageError
@@ -189,7 +189,7 @@ class TrtTarget:
         missing: list[str] = trt_backend.missing_for_build()
         return missing
 
-    def run(self, job: jobs.Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
+    def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         from tensorsmith.convert import trt_backend
 
         opts = job.kwargs["trt"]

@@ -1,17 +1,76 @@
-"""The Rich tables of a job report (``JobReport.render``): nodes, sizes, passes, verification."""
+"""The report of one optimize/convert job: its JSON (``to_dict``) and its Rich tables
+(``render``: nodes, sizes, passes, verification, precision)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tensorsmith.passes.manager import PassRecord
 from tensorsmith.units import human_bytes
+from tensorsmith.verify import VerificationReport
 
-if TYPE_CHECKING:
-    from tensorsmith.optimize import JobReport
+
+@dataclass
+class JobReport:
+    """Everything one optimize/convert run measured; rendered as a table or JSON."""
+
+    input: str
+    output: str | None
+    status: str = "ok"  # ok | failed | verification-failed
+    source_format: str = "onnx"
+    target: str = "onnx"
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    passes: list[PassRecord] = field(default_factory=list)
+    iterations: int = 0
+    verification: VerificationReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
+    conversion: dict | None = None  # framework -> FP32 ONNX report, when a lowered model was converted first
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.ops_before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.ops_after.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "files": self.files,
+            "source_format": self.source_format,
+            "target": self.target,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "ops_before": dict(sorted(self.ops_before.items())),
+            "ops_after": dict(sorted(self.ops_after.items())),
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "iterations": self.iterations,
+            "passes": [p.to_dict() for p in self.passes],
+            "verification": self.verification.to_dict() if self.verification else None,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "notes": self.notes,
+            "error": self.error,
+            "precision": self.precision,
+            **({"conversion": self.conversion} if self.conversion is not None else {}),
+        }
+
+    def render(self, console: Console, *, explain: bool = False) -> None:
+        render_job(self, console, explain=explain)
 
 
 def render_job(report: JobReport, console: Console, *, explain: bool = False) -> None:
