@@ -4,7 +4,8 @@
 named after its recipe key (``tensorsmith.config``): ``from_`` is ``from``,
 ``no_verify``/``no_optimize`` are ``verify: false``/``optimize: false``. The
 ``optimize`` and ``convert`` commands get their parameters from this table
-(``signature``), grouped in ``--help`` by ``rich_help_panel``.
+(``signature``), grouped in ``--help`` by ``rich_help_panel``: a new flag is one
+entry here (``lint`` and ``build`` pick theirs by name).
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ Flag = tuple[Any, Any]  # (annotation, typer.Option)
 
 FLAGS: dict[str, Flag] = {
     # source
-    "to": (
-        str | None,
-        typer.Option(None, "--to", help="Target format (default onnx).", rich_help_panel=OUTPUT),
-    ),
     "from_": (
         str | None,
         typer.Option(
@@ -428,6 +425,10 @@ FLAGS: dict[str, Flag] = {
         ),
     ),
     # output
+    "to": (
+        str | None,
+        typer.Option(None, "--to", help="Target format (default onnx).", rich_help_panel=OUTPUT),
+    ),
     "output": (
         Path,
         typer.Option(
@@ -469,38 +470,13 @@ DISPLAY = {"json_out", "explain", "dump_recipe"}
 # parameter -> recipe key, where they differ; `no_X` flags are `X: false`
 PARAM_KEYS = {"from_": "from", "no_verify": "verify", "no_optimize": "optimize"}
 
-# the parameters of optimize (an ONNX source) and convert (any source, any target)
-_COMMON = (
-    "output",
-    "passes",
-    "skip",
-    "input_shape",
-    "no_verify",
-    "verify_data",
-    "rtol",
-    "atol",
-    "external_data",
-    "max_iterations",
-    "json_out",
-    "explain",
-    "dump_recipe",
-)
-_PRECISION = tuple(k for k, (_, opt) in FLAGS.items() if opt.rich_help_panel == PRECISION)
-OPTIMIZE_FLAGS = (*_COMMON, *_PRECISION)
-CONVERT_FLAGS = (
-    "to",
-    *_COMMON[:1],
-    "from_",
-    *_COMMON[1:],
-    *(
-        k
-        for k, (_, opt) in FLAGS.items()
-        if opt.rich_help_panel == SOURCE and k not in ("from_", "input_shape")
-    ),
-    "no_optimize",
-    *(k for k, (_, opt) in FLAGS.items() if opt.rich_help_panel == TRT),
-    *_PRECISION,
-)
+# `convert` takes every flag; `optimize` (an ONNX source, ONNX out) all but the source's
+# (other than --input-shape), TensorRT's, --to and --no-optimize
+CONVERT_ONLY = {"to", "no_optimize"} | {
+    k for k, (_, opt) in FLAGS.items() if opt.rich_help_panel in (SOURCE, TRT) and k != "input_shape"
+}
+OPTIMIZE_FLAGS = tuple(k for k in FLAGS if k not in CONVERT_ONLY)
+CONVERT_FLAGS = tuple(FLAGS)
 
 
 def signature(argument: tuple[str, Any, Any], names: tuple[str, ...]) -> inspect.Signature:

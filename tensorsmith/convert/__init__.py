@@ -39,8 +39,8 @@ def _import(module: str, what: str, extra: str | None) -> ModuleType:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if missing.startswith("tensorsmith"):
-            raise UsageError(f"{what} is not supported by this version of tensorsmith") from None
+        if missing == "tensorsmith":
+            raise  # a module of tensorsmith itself is missing: a broken install, not the user's mistake
         hint = f"pip install 'tensorsmith[{extra}]'" if extra else None
         raise UsageError(f"{what} needs the '{missing}' package, which is not installed", hint=hint) from None
 
