@@ -185,6 +185,16 @@ class FrontendConfig(Strict):
     weights: str | None = Field(
         None, description="--weights state_dict for a module:factory source", json_schema_extra=INPUT_PATH
     )
+    weights_key: str | None = Field(
+        None,
+        description="--weights-key: where the state dict sits in a checkpoint dict (dotted)",
+        json_schema_extra=MODEL,
+    )
+    weights_non_strict: bool | None = Field(
+        None,
+        description="--weights-non-strict: load what fits, list missing/unexpected keys",
+        json_schema_extra=MODEL,
+    )
     trust_remote_code: bool | None = Field(None, description="--trust-remote-code", json_schema_extra=MODEL)
     opset: int | None = Field(None, description="--opset")
     static: bool | None = Field(None, description="--static")

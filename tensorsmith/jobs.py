@@ -107,7 +107,17 @@ def onnx_kwargs(opts: dict, framework: bool) -> dict:
     if framework:
         from tensorsmith.convert.frontend import parse_input_values
 
-        for key in ("opset", "static", "signature", "inputs", "outputs", "nchw_inputs", "weights"):
+        for key in (
+            "opset",
+            "static",
+            "signature",
+            "inputs",
+            "outputs",
+            "nchw_inputs",
+            "weights",
+            "weights_key",
+            "weights_non_strict",
+        ):
             if opts.get(key) is not None:
                 kw[key] = opts[key]
         if opts.get("trust_remote_code") is not None:

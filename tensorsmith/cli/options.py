@@ -106,6 +106,24 @@ FLAGS: dict[str, Flag] = {
             rich_help_panel=SOURCE,
         ),
     ),
+    "weights_key": (
+        str | None,
+        typer.Option(
+            None,
+            "--weights-key",
+            help="Where the state dict sits in a --weights checkpoint dict (dotted for nesting: ema.model).",
+            rich_help_panel=SOURCE,
+        ),
+    ),
+    "weights_non_strict": (
+        bool,
+        typer.Option(
+            False,
+            "--weights-non-strict",
+            help="Load the --weights entries that fit; list missing and unexpected keys in the report.",
+            rich_help_panel=SOURCE,
+        ),
+    ),
     "trust_remote_code": (
         bool,
         typer.Option(

@@ -116,6 +116,8 @@ def convert_file(
     outputs: list[str] | None = None,
     nchw_inputs: bool = False,
     weights: str | os.PathLike | None = None,
+    weights_key: str | None = None,
+    weights_non_strict: bool = False,
     trust_remote_code: bool = False,
     run_passes: bool = True,
     passes: list[str] | None = None,
@@ -186,6 +188,8 @@ def convert_file(
             outputs=outputs,
             nchw_inputs=nchw_inputs,
             weights=Path(weights) if weights else None,
+            weights_key=weights_key,
+            weights_non_strict=weights_non_strict,
             trust_remote_code=trust_remote_code,
             on_step=step,
         )
