@@ -15,6 +15,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -56,9 +57,10 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def run_command(fn: Callable[[], int | None], *, json_mode: bool = False) -> None:
-    """Call ``fn`` mapping tensorsmith errors to one stderr line and an exit code."""
-    from tensorsmith.errors import TensorsmithError
+def run_command(fn: Callable[[], int | None], *, json_mode: bool = False, html: Path | None = None) -> None:
+    """Call ``fn`` mapping tensorsmith errors to one stderr line and an exit code.
+    ``html`` (``--report-html``): a failed job's page is written from its error."""
+    from tensorsmith.errors import TensorsmithError, UsageError
 
     try:
         code = fn() or 0
@@ -74,6 +76,11 @@ def run_command(fn: Callable[[], int | None], *, json_mode: bool = False) -> Non
             payload["error"] = exc.one_line()
             payload["exit_code"] = exc.exit_code
             print_json(payload)
+        if html is not None and not isinstance(exc, UsageError):
+            from tensorsmith.html import write_conversion_page
+
+            with contextlib.suppress(TensorsmithError):
+                write_conversion_page(exc, html, sys.argv)
         fail(exc.one_line(), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -136,6 +136,9 @@ def run_recipe(
     summary_md: Path | None = typer.Option(
         None, "--summary-md", help="Write a Markdown summary (for a CI job summary)."
     ),
+    report_html: Path | None = typer.Option(
+        None, "--report-html", help="Write an HTML report: the models x targets matrix, a page per job."
+    ),
 ) -> None:
     """Run a recipe: models x targets in parallel; unchanged jobs are cached. Exit 0 all passed, 1 any failed, 2 bad recipe."""
 
@@ -152,6 +155,7 @@ def run_recipe(
             report_json=report_json,
             junit=junit,
             summary_md=summary_md,
+            report_html=report_html,
             events=RichEvents(err_console),
         )
         render_summary(result, Console(highlight=False))

@@ -49,8 +49,13 @@ def _job(command: str, source: str, output: Path, params: dict[str, Any]) -> int
             render(lint_report, console)
 
     lowered = target.lowers_in_graph and kwargs.get("precision") is not None
+    from tensorsmith import html
+
+    html.check_path(params.get("report_html"))
     with _job_progress(not json_out, lowered) as (step, prog):
         report = jobs.execute(job, output, step, prog, on_lint=show_lint)
+    if params.get("report_html"):
+        html.write_conversion_page(report, params["report_html"], sys.argv)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -89,7 +94,11 @@ def _command(command: str, params: dict[str, Any]) -> None:
     source, output = str(params.pop("input_path")), params["output"]
     if params["dump_recipe"]:
         _dump_recipe(command, source, output, params)
-    run_command(lambda: _job(command, source, output, params), json_mode=params["json_out"])
+    run_command(
+        lambda: _job(command, source, output, params),
+        json_mode=params["json_out"],
+        html=params.get("report_html"),
+    )
 
 
 def optimize(**params: Any) -> None:

@@ -472,6 +472,15 @@ FLAGS: dict[str, Flag] = {
             False, "--json", help="Print one JSON object on stdout instead of tables.", rich_help_panel=OUTPUT
         ),
     ),
+    "report_html": (
+        Path | None,
+        typer.Option(
+            None,
+            "--report-html",
+            help="Also write a self-contained HTML report to PATH (written even when the job fails).",
+            rich_help_panel=OUTPUT,
+        ),
+    ),
     "dump_recipe": (
         bool,
         typer.Option(
@@ -484,7 +493,7 @@ FLAGS: dict[str, Flag] = {
 }
 
 # parameters that only change what is printed, not what is made
-DISPLAY = {"json_out", "explain", "dump_recipe"}
+DISPLAY = {"json_out", "explain", "dump_recipe", "report_html"}
 # parameter -> recipe key, where they differ; `no_X` flags are `X: false`
 PARAM_KEYS = {"from_": "from", "no_verify": "verify", "no_optimize": "optimize"}
 

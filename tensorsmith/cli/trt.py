@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -69,6 +70,7 @@ def build(
     rtol: float | None = typer.Option(None, "--rtol", help="Relative tolerance (default: by precision)."),
     atol: float | None = typer.Option(None, "--atol", help="Absolute tolerance (default: by precision)."),
     json_out: bool = FLAGS["json_out"][1],
+    report_html: Path | None = FLAGS["report_html"][1],
 ) -> None:
     """Build a TensorRT engine from an ONNX model on this GPU machine, verify it, write .plan + .plan.json."""
 
@@ -96,18 +98,23 @@ def build(
         }
         opts = trt_target.trt_options(values, precision=precision, tolerance=jobs.given_tolerance(values))
         load_proto(model)  # unreadable input: exit 2 before anything else
+        from tensorsmith import html
+
+        html.check_path(report_html)
         trt_target.name_single_profile(opts, model)
         lint_report = _trt_lint(model, opts, json_out)
         trt_target.missing_for_build("run this command on a machine with an NVIDIA GPU and TensorRT 10 or 11")
         with progress(not json_out) as step:
             report = trt_target.build_prepared(model, output, opts, step, lint_report)
+        if report_html:
+            html.write_conversion_page(report, report_html, sys.argv)
         if json_out:
             print_json(report.to_dict())
         else:
             report.render(Console(highlight=False))
         return 0
 
-    run_command(job, json_mode=json_out)
+    run_command(job, json_mode=json_out, html=report_html)
 
 
 def _trt_lint(onnx_path, opts, json_out: bool, trt_version: str | None = None):

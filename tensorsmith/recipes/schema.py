@@ -115,6 +115,7 @@ class Recipe(_Strict):
     models: list[ModelEntry] = Field(..., min_length=1)
     targets: list[TargetEntry] = Field(default_factory=lambda: [TargetEntry(to=DEFAULT_TARGET)], min_length=1)
     jobs: list[JobEntry] = Field(default_factory=list)
+    report_html: str | None = Field(None, min_length=1, description="HTML report, relative to output_dir")
 
 
 # ---------------------------------------------------------------------------
