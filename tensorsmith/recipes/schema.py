@@ -35,7 +35,9 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
 DEFAULT_OUTPUT = "{model}.{target}{ext}"
 DEFAULT_OUTPUT_DIR = "build/tensorsmith"
-TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext")
+TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext", "gpu")
+# a Ray label selector: {LABEL: VALUE}; VALUE may be "!v", "in(a,b)" or "!in(a,b)" (Ray's syntax)
+LabelSelector = dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]]
 
 
 def _names(value: Any) -> Any:
@@ -259,11 +261,20 @@ class ModelEntry(SourceOptions):
     path: str = Field(..., min_length=1, description="model file, SavedModel folder or module:factory")
 
 
-class TargetEntry(TargetOptions):
+class Placement(_Strict):
+    """Where a job runs with ``--executor ray`` (ignored by the local pool)."""
+
+    runs_on: LabelSelector | None = Field(None, description="Ray label selector: {LABEL: VALUE}")
+
+
+class TargetEntry(TargetOptions, Placement):
     name: Name | None = Field(None, description="default: `to`, plus `-precision` when given")
+    gpus: list[Name] | None = Field(
+        None, min_length=1, description="GPU types (ray.io/accelerator-type): one engine per type"
+    )
 
 
-class JobEntry(Options):
+class JobEntry(Options, Placement):
     """Overrides for one job of the matrix, found by its name (``MODEL-TARGET``)."""
 
     name: Name
@@ -297,8 +308,8 @@ def _hint_for_extra(loc: tuple, key: Any) -> str:
         return " (a target has no path; models do)"
     candidates = {
         "models": [*SOURCE_KEYS, "name", "path"],
-        "targets": [*TARGET_KEYS, "name"],
-        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled"],
+        "targets": [*TARGET_KEYS, "name", "runs_on", "gpus"],
+        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled", "runs_on"],
         "defaults": list(OPTION_KEYS),
     }.get(section, list(Recipe.model_fields))
     close = difflib.get_close_matches(key.replace("-", "_"), candidates, n=1, cutoff=0.6)
