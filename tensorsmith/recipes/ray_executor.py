@@ -242,7 +242,7 @@ class RayExecutor:
             for ref in refs:
                 try:
                     ray.cancel(ref, force=True)
-                except Exception:  # noqa: S110 - already finished or gone
+                except Exception:
                     pass
             raise
         finally:
