@@ -102,9 +102,10 @@ def test_done_when_label_placement_and_same_outputs_as_local(cluster_runs):
 
 def test_gpu_types_build_on_their_nodes(cluster_runs):
     """`gpus: [A100, L4]`: one engine per type, built on a node of that type (num_gpus=1);
-    the file name and the sidecar carry the type."""
+    the file name and the sidecar carry the type; the ONNX is prepared once for both."""
     gpu = _scenario(cluster_runs, "gpu_types")
     assert gpu["exit"] == 0
+    assert ".tensorsmith-tmp" not in gpu["files"]
     assert set(gpu["records"]) == {"cnn-trt-A100", "cnn-trt-L4"}
     for kind in ("A100", "L4"):
         record = gpu["records"][f"cnn-trt-{kind}"]
@@ -113,6 +114,17 @@ def test_gpu_types_build_on_their_nodes(cluster_runs):
         assert record["node"]["id"] == cluster_runs["cluster"]["workers"][kind]
         assert f"cnn.trt-{kind}.plan" in gpu["files"]
         assert kind in gpu["sidecars"][f"cnn.trt-{kind}.plan.json"]["gpu"]["name"]
+    # the prepare step ran once (on one node) and both builds used its ONNX
+    reports = [gpu["records"][f"cnn-trt-{kind}"]["report"] for kind in ("A100", "L4")]
+    assert reports[0]["prepared_on"]["id"] and reports[0]["prepared_on"] == reports[1]["prepared_on"]
+    onnx_sha = {
+        o["sha256"]
+        for kind in ("A100", "L4")
+        for o in gpu["records"][f"cnn-trt-{kind}"]["outputs"]
+        if o["path"].endswith(".trt.onnx")
+    }
+    assert len(onnx_sha) == 1
+    assert reports[0]["verification"]["passed"] and reports[0]["lint"]["status"] == "clean"
 
 
 def test_two_runs_share_one_output_folder(cluster_runs):

@@ -117,6 +117,116 @@ def run_job(job: Job) -> dict:
     return result
 
 
+# -- GPU types: the ONNX is prepared once, each engine built from it on its GPU type
+
+
+def prepare_group(job: Job) -> tuple[str, str] | None:
+    """Jobs of one model x ``gpus:`` target share one prepare step: (model, target) or None."""
+    if not (job.gpu and job.needs_gpu):
+        return None
+    suffix = f"-{job.gpu}"
+    return job.model, job.target[: -len(suffix)] if job.target.endswith(suffix) else job.target
+
+
+def prepare_task(job: Job) -> dict:
+    """The Ray task (any node, no GPU): the ready-to-build ONNX and its lint report,
+    in a folder of the shared staging area; ``{"error": ...}`` when it fails."""
+    import dataclasses
+    import uuid
+    from pathlib import Path
+
+    from tensorsmith import jobs as job_calls
+    from tensorsmith.errors import TensorsmithError
+    from tensorsmith.recipes.expand import TMP_DIR_NAME
+
+    folder = Path(job.output_dir) / TMP_DIR_NAME / f"prepare-{job.model}.{uuid.uuid4().hex[:12]}"
+    out: dict[str, Any] = {"folder": str(folder), "node": node_info()}
+    try:
+        folder.mkdir(parents=True)
+        staged = folder / Path(job.output).name
+        prepared_job = dataclasses.replace(job, kwargs={**job.kwargs, "prepare_only": True})
+        report, main = job_calls.run(prepared_job, staged, lambda *_: None)
+        out.update(prepared=str(main), lint_report=str(folder / _lint_name(staged)), report=report)
+    except TensorsmithError as exc:
+        out.update(
+            error=f"prepare step: {exc.one_line()}", error_type=type(exc).__name__, exit_code=exc.exit_code
+        )
+    except Exception as exc:  # a bug or a library failure: the builds of this group fail with it
+        out.update(
+            error=f"prepare step: internal error: {type(exc).__name__}: {short(exc, 300)}", exit_code=3
+        )
+    return out
+
+
+def _lint_name(plan) -> str:
+    from tensorsmith.convert import trt_backend
+
+    return trt_backend.lint_report_path(plan).name
+
+
+def _copy_model(src, dst) -> None:
+    """The prepared ONNX under the build's own name (external data renamed with it)."""
+    import shutil
+
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    external = any(uses_external_data(t) for t in _get_all_tensors(model))
+    if not external:
+        shutil.copyfile(src, dst)
+        return
+    model = onnx.load(str(src))
+    onnx.save_model(model, str(dst), save_as_external_data=True, location=f"{dst.name}.data")
+
+
+def build_task(job: Job, prepared: dict) -> dict:
+    """The Ray task (a node of the job's GPU type): ``runner.execute`` building the
+    engine from the group's prepared ONNX, so outputs land as in a whole job."""
+    from tensorsmith.recipes import runner
+
+    node = node_info()
+    if prepared.get("error"):
+        return {
+            "name": job.name,
+            "status": "failed",
+            "error": prepared["error"],
+            "error_type": prepared.get("error_type", "InternalError"),
+            "exit_code": prepared.get("exit_code", 3),
+            "node": prepared.get("node"),
+        }
+
+    def build(job: Job, staged, step):
+        import copy
+        import shutil
+        from pathlib import Path
+
+        from tensorsmith import jobs as job_calls
+        from tensorsmith.convert import trt_backend
+
+        onnx_path = trt_backend.prepared_onnx_path(staged)
+        _copy_model(Path(prepared["prepared"]), onnx_path)
+        shutil.copyfile(prepared["lint_report"], trt_backend.lint_report_path(staged))
+        opts = copy.deepcopy(job.kwargs["trt"])
+        job_calls.name_single_profile(opts, onnx_path)
+        step("build the engine")
+        report = trt_backend.build_engine(onnx_path, staged, opts, on_step=step)
+        made = prepared.get("report") or {}
+        report.lint = made.get("lint")
+        report.prepared_onnx = str(onnx_path)
+        report.onnx = made.get("onnx")
+        data = report.to_dict()
+        data.setdefault("onnx", made.get("onnx"))
+        data.setdefault("verification", (made.get("onnx") or {}).get("verification"))
+        data["prepared_on"] = prepared.get("node")
+        return data, staged
+
+    result = runner.execute(job, run=build)
+    result["node"] = node
+    return result
+
+
 def _failure(exc: BaseException, retries: int) -> dict:
     import ray
 
@@ -201,7 +311,11 @@ class RayExecutor:
     def schedule(self, to_run: list[Job], finished, events) -> None:
         ray = self._connect()
         task = ray.remote(run_job)
+        prepare, build = ray.remote(prepare_task), ray.remote(build_task)
         refs: dict[Any, Job] = {}
+        groups: dict[tuple[str, str], Any] = {}  # model x gpus target -> its prepare task
+        waiting: dict[tuple[str, str], int] = {}  # builds of each group not finished yet
+        self._groups, self._waiting = groups, waiting
         try:
             nodes = self.alive_nodes()
             for job in to_run:
@@ -212,6 +326,15 @@ class RayExecutor:
                         job, {"status": "failed", "exit_code": 3, "error_type": "Unplaceable", "error": why}
                     )
                     continue
+                group = prepare_group(job)
+                if group is not None and group not in groups:
+                    groups[group] = prepare.options(
+                        num_cpus=self.cpus_per_job,
+                        max_retries=self.max_retries,
+                        retry_exceptions=False,
+                        name=f"tensorsmith:prepare:{group[0]}-{group[1]}",
+                        **({"label_selector": dict(job.runs_on)} if job.runs_on else {}),
+                    ).remote(job)
                 options: dict[str, Any] = {
                     "num_cpus": self.cpus_per_job,
                     "max_retries": self.max_retries,
@@ -223,7 +346,11 @@ class RayExecutor:
                 sel = selector(job)
                 if sel:
                     options["label_selector"] = sel
-                refs[task.options(**options).remote(job)] = job
+                if group is not None:
+                    refs[build.options(**options).remote(job, groups[group])] = job
+                    waiting[group] = waiting.get(group, 0) + 1
+                else:
+                    refs[task.options(**options).remote(job)] = job
                 events.job_started(job)
             last_check = time.monotonic()
             while refs:
@@ -235,6 +362,7 @@ class RayExecutor:
                     except ray.exceptions.RayError as exc:
                         result = _failure(exc, self.max_retries)
                     finished(job, result)
+                    self._group_done(prepare_group(job), groups, waiting)
                 if refs and time.monotonic() - last_check >= self.check_every_s:
                     last_check = time.monotonic()
                     self._fail_stranded(refs, finished, events)
@@ -247,6 +375,23 @@ class RayExecutor:
             raise
         finally:
             self.close()
+
+    def _group_done(self, group, groups: dict, waiting: dict) -> None:
+        """The last build of a group finished: its prepared ONNX folder goes."""
+        if group is None or group not in waiting:
+            return
+        waiting[group] -= 1
+        if waiting[group] > 0:
+            return
+        import shutil
+
+        import ray
+
+        try:
+            info = ray.get(groups[group], timeout=10)
+        except Exception:  # the prepare task failed: nothing of it to remove
+            return
+        shutil.rmtree(info.get("folder") or "", ignore_errors=True)
 
     def _fail_stranded(self, refs: dict, finished, events) -> None:
         """Jobs no alive node can take any more (their nodes left): fail them, don't wait."""
@@ -266,3 +411,4 @@ class RayExecutor:
             finished(
                 job, {"status": "failed", "exit_code": 3, "error_type": "Unplaceable", "error": f"{why}, now"}
             )
+            self._group_done(prepare_group(job), self._groups, self._waiting)

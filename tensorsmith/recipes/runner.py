@@ -98,8 +98,11 @@ def _relocate(obj: Any, old: str, new: str) -> Any:
     return obj
 
 
-def execute(job: Job) -> dict:
-    """Run one job in this (worker) process; never raises for a job's own failure."""
+def execute(job: Job, run: Callable | None = None) -> dict:
+    """Run one job in this (worker) process; never raises for a job's own failure.
+
+    ``run(job, staged_output, step) -> (report, main_output)`` does the work (default
+    ``tensorsmith.jobs.run``; the Ray executor builds an engine from a shared prepared ONNX)."""
     from tensorsmith import jobs as job_calls
 
     t0 = time.perf_counter()
@@ -120,7 +123,7 @@ def execute(job: Job) -> dict:
         _send(job.name, "start")
         if job.detect_error:
             raise UsageError(job.detect_error)
-        report, main = job_calls.run(job, staged, lambda msg, *_: _send(job.name, str(msg)))
+        report, main = (run or job_calls.run)(job, staged, lambda msg, *_: _send(job.name, str(msg)))
         if not main.exists():
             from tensorsmith.errors import ConversionError
 
