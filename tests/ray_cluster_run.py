@@ -251,6 +251,39 @@ def main() -> None:
             "took": time.monotonic() - t,
         }
 
+    def interrupt():
+        """Ctrl-C (SIGINT) on the CLI while the slow job runs: cancelled, nothing half-written."""
+        import signal
+
+        os.environ["TENSORSMITH_TEST_SLOW_S"] = "6"
+        for p in (WORK / "markers").iterdir():
+            p.unlink()
+        path = recipe(
+            "stop.yaml",
+            {"output_dir": "out-stop", "models": main_models[3:], "targets": main_targets[1:]},
+        )
+        cli = [sys.executable, "-c", "from tensorsmith.cli import app; app()"]
+        proc = subprocess.Popen(
+            [*cli, "run", str(path), "--executor", "ray", "--ray-address", cluster.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not any((WORK / "markers").iterdir()):
+            time.sleep(0.1)
+        started = any((WORK / "markers").iterdir())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        time.sleep(8)  # longer than the job's factory waits: a job left running would have finished by now
+        out = WORK / "out-stop"
+        return {
+            "started": started,
+            "rc": proc.returncode,
+            "stderr": err[-2000:],
+            "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
+        }
+
     def node_lost():
         """--force re-run; the worker running the slow pinned job is removed while it runs."""
         os.environ["TENSORSMITH_TEST_SLOW_S"] = "8"
@@ -283,7 +316,7 @@ def main() -> None:
             "markers": sorted(p.read_text() for p in (WORK / "markers").iterdir()),
         }
 
-    for fn in (done_when, gpu_types, two_runs, crash, no_such_label, node_lost):
+    for fn in (done_when, gpu_types, two_runs, crash, no_such_label, interrupt, node_lost):
         scenario(fn)
     ray.shutdown()
     cluster.shutdown()

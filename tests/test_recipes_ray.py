@@ -160,6 +160,17 @@ def test_a_label_no_node_has_fails_fast(cluster_runs):
     assert mars["took"] < 60  # it did not wait for a node that will never come
 
 
+def test_ctrl_c_cancels_and_leaves_no_output(cluster_runs):
+    stop = _scenario(cluster_runs, "interrupt")
+    assert stop["started"], "the job never started"
+    assert stop["rc"] == 130, stop["stderr"]
+    assert "interrupted" in stop["stderr"]
+    # nothing in place, even after the job would have finished: it was cancelled
+    assert not any(f.endswith(".onnx") and not f.startswith(".tensorsmith-tmp") for f in stop["files"]), stop[
+        "files"
+    ]
+
+
 def test_a_node_removed_mid_run_is_retried_elsewhere(cluster_runs):
     """`--force` re-run; the worker running the slow pinned job is removed while the job
     runs: Ray retries it on the other labelled worker and every job passes."""
