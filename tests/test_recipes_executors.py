@@ -142,3 +142,38 @@ def test_ray_is_imported_only_for_the_ray_executor():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_two_local_runs_at_once_share_the_folder(tmp_path):
+    """The local pool too: two runs at once on one output folder both pass, the manifest
+    is merged (every job recorded), and a third run finds everything cached."""
+    import threading
+
+    from tensorsmith.recipes import cache, run_recipe
+
+    shutil.copy(REPO / "sample_models" / "resblock.onnx", tmp_path / "resblock.onnx")
+    path = _recipe(tmp_path, [{"name": "onnx"}])
+    data = yaml.safe_load(path.read_text())
+    data["models"].append({"name": "resblock", "path": "resblock.onnx"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    results: dict = {}
+
+    def go(key, only):
+        results[key] = run_recipe(path, workers=1, only=only)
+
+    threads = [
+        threading.Thread(target=go, args=("a", ["cnn-*"])),
+        threading.Thread(target=go, args=("b", None)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["a"].exit_code == 0 and results["b"].exit_code == 0
+    manifest = cache.Manifest.load(tmp_path / "out" / "tensorsmith-manifest.json")
+    assert sorted(manifest.jobs) == ["cnn-onnx", "resblock-onnx"]
+    assert all(cache.outputs_intact(e, tmp_path / "out") for e in manifest.jobs.values())
+    third = run_recipe(path, workers=1)
+    assert {r["status"] for r in third.records} == {"cached"}
+    assert not (tmp_path / "out" / ".tensorsmith-tmp").exists()
