@@ -133,7 +133,9 @@ def main() -> int:
     args.nodes = sorted({int(x) for x in args.nodes.split(",")})
     if os.environ.get(INSIDE) != "1":
         if shutil.which("unshare") is None:
-            print("recipes_scale: needs `unshare` (util-linux) for a loopback-only Ray cluster", file=sys.stderr)
+            print(
+                "recipes_scale: needs `unshare` (util-linux) for a loopback-only Ray cluster", file=sys.stderr
+            )
             return 2
         with tempfile.TemporaryDirectory() as tmp:
             json_out = Path(tmp) / "res.json"
