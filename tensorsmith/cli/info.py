@@ -139,12 +139,31 @@ def run_recipe(
     report_html: Path | None = typer.Option(
         None, "--report-html", help="Write an HTML report: the models x targets matrix, a page per job."
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="Where jobs run: local (process pool) or ray (a Ray cluster)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."
+    ),
+    cpus_per_job: float = typer.Option(1.0, "--cpus-per-job", help="CPUs each job asks Ray for."),
+    max_retries: int = typer.Option(
+        2, "--max-retries", min=0, help="Ray: tries again a job lost with its node or worker."
+    ),
 ) -> None:
     """Run a recipe: models x targets in parallel; unchanged jobs are cached. Exit 0 all passed, 1 any failed, 2 bad recipe."""
 
     def job() -> int:
         from tensorsmith.recipes import run_recipe as run_file
+        from tensorsmith.recipes.executors import make_executor
         from tensorsmith.recipes.reports import RichEvents, render_summary
+
+        where = make_executor(
+            executor,
+            workers=jobs,
+            ray_address=ray_address,
+            cpus_per_job=cpus_per_job,
+            max_retries=max_retries,
+        )
 
         result = run_file(
             recipe,
@@ -157,6 +176,7 @@ def run_recipe(
             summary_md=summary_md,
             report_html=report_html,
             events=RichEvents(err_console),
+            executor=where,
         )
         render_summary(result, Console(highlight=False))
         return result.exit_code

@@ -34,8 +34,12 @@ def run_recipe(
     summary_md: str | os.PathLike | None = None,
     report_html: str | os.PathLike | None = None,
     events=None,
+    executor=None,
 ):
     """Load, check and run a recipe; write the reports asked for. Returns a ``RunResult``.
+
+    ``executor``: where the jobs run (``executors.make_executor("ray", ...)``); default
+    the local process pool of ``workers`` processes.
 
     Raises ``UsageError`` (exit 2) before any job starts when the recipe is invalid.
     """
@@ -52,7 +56,9 @@ def run_recipe(
             raise UsageError(f"{flag} {path}: is a directory, expected a file path")
     plan = load_plan(recipe_path)
     jobs = select(plan, only)
-    result = runner.run(plan, jobs, workers=workers, force=force, dry_run=dry_run, events=events)
+    result = runner.run(
+        plan, jobs, workers=workers, force=force, dry_run=dry_run, events=events, executor=executor
+    )
     if report_json is not None:
         reports.write_json(result, report_json)
     if junit is not None:

@@ -47,10 +47,17 @@ class Job:
     detect_error: str | None = None
     where: str = ""  # file:line of the job's definition
     key: str | None = None  # cache key, set by the runner
+    runs_on: dict[str, str] = field(default_factory=dict)  # Ray label selector (target's, then job's)
+    gpu: str | None = None  # the GPU type an engine is built for (a target's `gpus`)
 
     @property
     def precision(self) -> str | None:
         return self.options.get("precision")
+
+    @property
+    def needs_gpu(self) -> bool:
+        """A TensorRT engine build (not ``prepare_only``) needs a GPU of its own."""
+        return self.to == "trt" and not self.options.get("prepare_only")
 
 
 @dataclass
@@ -132,6 +139,7 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
         models[m.name] = i
     targets: dict[str, int] = {}
     target_names = []
+    columns: list[tuple[int, str, str | None]] = []  # (target index, name, GPU type): one per GPU type
     for j, t in enumerate(recipe.targets):
         to = t.to or recipe.defaults.to or DEFAULT_TARGET
         precision = t.precision or recipe.defaults.precision
@@ -143,11 +151,26 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
             )
         targets[name] = j
         target_names.append(name)
+        if t.gpus:
+            if to != "trt":
+                raise UsageError(
+                    f"{lines.where(('targets', j, 'gpus'))}: targets[{j}].gpus: GPU types are for engine builds "
+                    f"(to: trt), not to: {to}"
+                )
+            if len(set(t.gpus)) != len(t.gpus):
+                raise UsageError(
+                    f"{lines.where(('targets', j, 'gpus'))}: targets[{j}].gpus: a GPU type twice"
+                )
+            columns.extend((j, f"{name}-{gpu}", gpu) for gpu in t.gpus)
+        else:
+            columns.append((j, name, None))
 
     matrix: dict[str, tuple[int, int]] = {}
+    column_of: dict[str, tuple[str, str | None]] = {}
     for i, m in enumerate(recipe.models):
-        for j, tname in enumerate(target_names):
+        for j, tname, gpu in columns:
             jname = f"{m.name}-{tname}"
+            column_of[jname] = (tname, gpu)
             if jname in matrix:
                 pi, pj = matrix[jname]
                 raise UsageError(
@@ -179,7 +202,9 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
         o = overrides.get(jname)
         if o is not None and not recipe.jobs[o].enabled:
             continue
-        jobs.append(_resolve_job(recipe, lines, base, output_dir, jname, i, j, o, target_names[j], outputs))
+        tname, gpu = column_of[jname]
+        job = _resolve_job(recipe, lines, base, output_dir, jname, i, j, o, tname, outputs, gpu)
+        jobs.append(job)
     return Plan(recipe_path, base, output_dir, jobs, recipe, lines)
 
 
@@ -194,6 +219,7 @@ def _resolve_job(
     k: int | None,
     tname: str,
     outputs: dict[str, str],
+    gpu: str | None = None,
 ) -> Job:
     model = recipe.models[i]
     target = recipe.targets[j]
@@ -272,6 +298,7 @@ def _resolve_job(
         "to": to,
         "precision": opts.get("precision") or "fp32",
         "ext": target.extension,
+        "gpu": gpu or "",
     }
     rel = _render_output(template, fields, lines.where(out_loc), format_path(out_loc))
     try:
@@ -313,6 +340,8 @@ def _resolve_job(
         kwargs=kwargs,
         detect_error=detect_error,
         where=job_where,
+        runs_on={**(target.runs_on or {}), **((entry.runs_on if entry is not None else None) or {})},
+        gpu=gpu,
     )
 
 

@@ -39,7 +39,9 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
 DEFAULT_OUTPUT = "{model}.{target}{ext}"
 DEFAULT_OUTPUT_DIR = "build/tensorsmith"
-TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext")
+TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext", "gpu")
+# a Ray label selector: {LABEL: VALUE}; VALUE may be "!v", "in(a,b)" or "!in(a,b)" (Ray's syntax)
+LabelSelector = dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]]
 
 
 _Strict = config.Strict
@@ -94,11 +96,20 @@ class ModelEntry(SourceOptions):  # type: ignore[misc,valid-type]
     path: str = Field(..., min_length=1, description="model file, SavedModel folder or module:factory")
 
 
-class TargetEntry(TargetOptions):  # type: ignore[misc,valid-type]
+class Placement(_Strict):
+    """Where a job runs with ``--executor ray`` (ignored by the local pool)."""
+
+    runs_on: LabelSelector | None = Field(None, description="Ray label selector: {LABEL: VALUE}")
+
+
+class TargetEntry(TargetOptions, Placement):  # type: ignore[misc,valid-type]
     name: Name | None = Field(None, description="default: `to`, plus `-precision` when given")
+    gpus: list[Name] | None = Field(
+        None, min_length=1, description="GPU types (ray.io/accelerator-type): one engine per type"
+    )
 
 
-class JobEntry(Options):
+class JobEntry(Options, Placement):  # type: ignore[misc,valid-type]
     """Overrides for one job of the matrix, found by its name (``MODEL-TARGET``)."""
 
     name: Name
@@ -133,8 +144,8 @@ def _hint_for_extra(loc: tuple, key: Any) -> str:
         return " (a target has no path; models do)"
     candidates = {
         "models": [*SOURCE_KEYS, "name", "path"],
-        "targets": [*TARGET_KEYS, "name"],
-        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled"],
+        "targets": [*TARGET_KEYS, "name", "runs_on", "gpus"],
+        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled", "runs_on"],
         "defaults": list(OPTION_KEYS),
     }.get(str(section), list(Recipe.model_fields))
     close = difflib.get_close_matches(key.replace("-", "_"), candidates, n=1, cutoff=0.6)
