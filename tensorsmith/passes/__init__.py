@@ -17,6 +17,7 @@ from tensorsmith.passes.fuse_conv_bn import FuseConvBatchNorm
 from tensorsmith.passes.fuse_hardswish import FuseHardSwish
 from tensorsmith.passes.identity import RemoveIdentity
 from tensorsmith.passes.manager import PassManager, PassRecord
+from tensorsmith.passes.sink_initializers import SinkInitializers
 
 # One explicit, ordered registry: the order is the default pipeline's order.
 PASSES: dict[str, type[Pass]] = {
@@ -30,6 +31,7 @@ PASSES: dict[str, type[Pass]] = {
         FuseHardSwish,
         EliminateCommonSubexpressions,
         RemoveDeadCode,
+        SinkInitializers,
     )
 }
 
