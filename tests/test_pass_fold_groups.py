@@ -172,7 +172,7 @@ def test_dequantize_chain_left_by_default_and_the_report_says_why():
     assert ops(out) == ["Cast", "Mul", "MatMul"]
     (rec,) = records
     assert rec.stats == {"dequantize chains left (would grow the file; --fold-dequantize folds them)": 1}
-    assert any("--fold-dequantize" in n for n in rec.notes)
+    assert any("--fold-dequantize" in n and "4x" in n for n in rec.notes)
 
 
 def test_fold_dequantize_option_folds_the_chain():
@@ -226,3 +226,28 @@ def test_opset_12_keeps_value_ints():
     out, _, _ = apply(_shape_model(12), "fold-constants")
     onnx.checker.check_model(out, full_check=True)
     assert [a.name for n in out.graph.node if n.op_type == "Constant" for a in n.attribute] == ["value_ints"]
+
+
+def test_cli_fold_dequantize_flag(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    src = _dequant_src()
+    path = tmp_path / "q.onnx"
+    onnx.save(src, path)
+    runner = CliRunner()
+    reports = {}
+    for flag in ([], ["--fold-dequantize"]):
+        out = tmp_path / f"out{len(flag)}.onnx"
+        result = runner.invoke(app, ["optimize", str(path), "-o", str(out), "--json", *flag])
+        assert result.exit_code == 0, result.output
+        reports[bool(flag)] = (json.loads(result.stdout), onnx.load(out))
+    (left, left_model), (folded, folded_model) = reports[False], reports[True]
+    stats = {p["name"]: p["stats"] for p in left["passes"]}["fold-constants"]
+    assert stats == {"dequantize chains left (would grow the file; --fold-dequantize folds them)": 1}
+    assert "Cast" in ops(left_model) and ops(folded_model) == ["MatMul"]
+    assert {p["name"]: p["stats"] for p in folded["passes"]}["fold-constants"]["dequantize casts folded"] == 1
+    assert folded["status"] == "ok" and folded["verification"]["passed"]

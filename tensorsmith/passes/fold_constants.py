@@ -407,7 +407,7 @@ class FoldConstants(Pass):
                 self.explain(
                     node,
                     f"dequantize chain left: folding {biggest.dtype.name} -> {out_dtype.name} would grow the model "
-                    f"{out_dtype.itemsize // max(biggest.dtype.itemsize, 1)}x "
+                    f"{out_dtype.itemsize / biggest.dtype.itemsize:g}x "
                     "(onnxruntime folds it at load with its optimizations on; --fold-dequantize folds it here)",
                 )
             return False
