@@ -147,6 +147,19 @@ ExtOpt = typer.Option(
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 ExplainOpt = typer.Option(False, "--explain", help="Say why passes left candidates alone.")
 IterOpt = typer.Option(8, "--max-iterations", min=1, help="Cap on pass-manager iterations.")
+FoldDequantOpt = typer.Option(
+    False,
+    "--fold-dequantize",
+    help="Fold Cast(int8 weight) * scale chains (faster with ORT opts off; file up to 4x).",
+)
+
+
+def _fold_dequantize(params: dict) -> None:
+    """``--fold-dequantize`` is fold-constants' ``fold_dequantize`` pass option (recipe key ``pass_options``)."""
+    if params.pop("fold_dequantize", False):
+        params["pass_options"] = {"fold-constants": {"fold_dequantize": True}}
+
+
 DumpRecipeOpt = typer.Option(
     False, "--dump-recipe", help="Print this command as a recipe (YAML for `tensorsmith run`) and exit."
 )
@@ -309,6 +322,7 @@ def optimize(
     atol: float | None = AtolOpt,
     external_data: bool | None = ExtOpt,
     max_iterations: int = IterOpt,
+    fold_dequantize: bool = FoldDequantOpt,
     json_out: bool = JsonOpt,
     explain: bool = ExplainOpt,
     dump_recipe: bool = DumpRecipeOpt,
@@ -332,6 +346,7 @@ def optimize(
 ) -> None:
     """Run graph passes on an ONNX model and verify the result against it."""
     params = dict(locals())
+    _fold_dequantize(params)
     if dump_recipe:
         _dump_recipe("optimize", params)
     _run(lambda: _job("optimize", params), json_mode=json_out)
