@@ -116,6 +116,51 @@ def test_slices_inside_an_if_branch_of_an_outer_weight_fold():
         assert_same_outputs(src, out, {"x": x, "c": np.array(c)})
 
 
+def test_the_same_slices_in_both_branches_are_stored_once():
+    # both branches of an If split the outer weight into the same two halves
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 64] x, bool c) => (float[N, 64] y) {
+            y = If (c) <
+                then_branch = t () => (float[N, 64] o1) {
+                    lo = Slice (w, s0, s1, ax)
+                    hi = Slice (w, s1, s2, ax)
+                    a = MatMul (x, lo)
+                    b = MatMul (x, hi)
+                    o1 = Add (a, b)
+                },
+                else_branch = e () => (float[N, 64] o2) {
+                    lo2 = Slice (w, s0, s1, ax)
+                    hi2 = Slice (w, s1, s2, ax)
+                    a2 = MatMul (x, lo2)
+                    b2 = MatMul (x, hi2)
+                    o2 = Sub (a2, b2)
+                }
+            >
+        }""",
+        {
+            "w": rng.standard_normal((64, 128)).astype(np.float32),
+            "ax": np.array([1], np.int64),
+            "s0": np.array([0], np.int64),
+            "s1": np.array([64], np.int64),
+            "s2": np.array([128], np.int64),
+        },
+    )
+    out, records = apply_to_fixed_point(src, "fold-constants", "remove-dead-code")
+    stats = records[0].stats
+    assert stats.get("equal folded constants shared across subgraphs") == 2
+    branches = [a.g for a in out.graph.node[0].attribute]
+    assert all("Slice" not in [n.op_type for n in b.node] for b in branches)
+    assert not any(b.initializer for b in branches)  # both halves live once, in the main graph
+    assert weight_bytes(out) <= weight_bytes(src)
+    onnx.checker.check_model(out, full_check=True)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    for c in (True, False):
+        assert_same_outputs(src, out, {"x": x, "c": np.array(c)})
+    check_idempotent(out, "fold-constants")
+
+
 def test_slices_are_kept_when_the_weight_has_another_consumer():
     # w is also used whole: folding the slices would store the weight twice
     text = GATES.replace("y = Add (ab, cd)", "s = Add (ab, cd)\n        y = MatMul (s, wsq)").replace(

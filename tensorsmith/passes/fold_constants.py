@@ -257,12 +257,104 @@ def _group_frees_source(node: ir.Node, opset: int) -> bool:
     if len(consumers) < 2 or node not in consumers:
         return False
     total = 0
+    seen: set[tuple] = set()
     for consumer in consumers:
         n = _partition_elements(consumer, source, opset)
         if n is None:
             return False
-        total += n
+        key = _slice_key(consumer)
+        if key not in seen:  # the same slice in two If branches is stored once (share_folded_duplicates)
+            seen.add(key)
+            total += n
     return total <= tensor.size
+
+
+def _slice_key(node: ir.Node) -> tuple:
+    """What a constant Slice/Gather of a given source computes: op, attributes, parameters."""
+    params = []
+    for v in node.inputs[1:]:
+        t = ir.convenience.get_const_tensor(v) if v is not None else None
+        arr = np.asarray(t.numpy()) if t is not None else None
+        params.append(None if arr is None else (arr.dtype.str, arr.shape, arr.tobytes()))
+    attrs = tuple(sorted((k, repr(a.value)) for k, a in node.attributes.items()))
+    return (node.op_type, attrs, tuple(params))
+
+
+def _subgraph_parents(model: ir.Model) -> dict[ir.Graph, ir.Graph]:
+    """Each If/Loop/Scan body -> the graph of the node that owns it."""
+    parents: dict[ir.Graph, ir.Graph] = {}
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.GRAPH:
+                    subs = [attr.as_graph()]
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    subs = list(attr.as_graphs())
+                else:
+                    continue
+                for sub in subs:
+                    parents[sub] = graph
+                    stack.append(sub)
+    return parents
+
+
+def _subgraph_initializer_ids(model: ir.Model) -> set[int]:
+    return {id(v) for g in model.graph.subgraphs() for v in g.initializers.values()}
+
+
+def share_folded_duplicates(pass_: Pass, model: ir.Model, before: set[int]) -> bool:
+    """Folded initializers with equal contents in different subgraphs -> one initializer in
+    their closest common enclosing graph.
+
+    The same weight slice computed in both branches of an ``If`` folds into two equal
+    tensors; stored once, the file does not grow. Only tensors created by this fold
+    (not in ``before``) are compared, hashed once each (linear in their bytes).
+    """
+    groups: dict[tuple, list[tuple[ir.Graph, ir.Value]]] = {}
+    for graph in model.graph.subgraphs():
+        for value in graph.initializers.values():
+            t = value.const_value
+            if id(value) in before or t is None or t.size <= 1 or value.is_graph_output():
+                continue
+            arr = np.asarray(t.numpy())
+            key = (arr.dtype.str, arr.shape, hash(arr.tobytes()))
+            groups.setdefault(key, []).append((graph, value))
+    groups = {k: g for k, g in groups.items() if len({id(graph) for graph, _ in g}) > 1}
+    if not groups:
+        return False
+    parents = _subgraph_parents(model)
+
+    def chain(graph: ir.Graph) -> list[ir.Graph]:
+        out = [graph]
+        while out[-1] in parents:
+            out.append(parents[out[-1]])
+        return out
+
+    modified = False
+    for members in groups.values():
+        keep_graph, keep = members[0]
+        keep_arr = np.asarray(keep.const_value.numpy()) if keep.const_value is not None else None
+        common = chain(keep_graph)
+        for graph, _ in members[1:]:
+            ancestors = {id(g) for g in chain(graph)}
+            common = [g for g in common if id(g) in ancestors]
+        if not common:
+            continue
+        target = common[0]
+        for graph, value in members[1:]:
+            other = value.const_value
+            if keep_arr is None or other is None or not np.array_equal(np.asarray(other.numpy()), keep_arr):
+                continue
+            ir.convenience.replace_all_uses_with(value, keep)
+            graph.initializers.pop(value.name)  # type: ignore[arg-type]
+            pass_.count("equal folded constants shared across subgraphs")
+            modified = True
+        if target is not keep_graph and keep.name is not None:
+            keep_graph.initializers.pop(keep.name)
+            target.register_initializer(keep)
+    return modified
 
 
 _CONSTANT_ATTRS_FROM_12 = {
@@ -446,6 +538,7 @@ class FoldConstants(Pass):
         level = log.level
         log.setLevel(logging.ERROR)
         nodes_before = sum(1 for _ in model.graph.all_nodes())
+        before = _subgraph_initializer_ids(model)
         try:
             result = folder(model)
             shape_parts = fold_static_shape_parts(self, model)
@@ -455,6 +548,7 @@ class FoldConstants(Pass):
                 folder(model)  # fold what the new constants made constant
         finally:
             log.setLevel(level)
+        shape_parts |= share_folded_duplicates(self, model, before)
         # The folder may leave Constant nodes; lift them to initializers so that
         # later passes (and Conv+BN fusion) see them as constants, and drop what
         # became unused.
