@@ -450,6 +450,7 @@ class FoldConstants(Pass):
     options: FoldConstantsOptions
     _pending: list[ir.Value]
     _approved: set[ir.Node]
+    _groups: dict[ir.Value, bool]
     _left: set[ir.Node]
     _opset: int
 
@@ -511,7 +512,11 @@ class FoldConstants(Pass):
         )
         if est_out <= freed:
             return None
-        if _group_frees_source(node, self._opset):
+        source = node.inputs[0] if node.inputs else None
+        if source is not None and source not in self._groups:
+            # decided once per source and run (its consumers only shrink as they fold): linear time
+            self._groups[source] = _group_frees_source(node, self._opset)
+        if source is not None and self._groups[source]:
             # Every consumer of the shared weight is a constant slice of it: folding them
             # all frees the weight, so the file does not grow (an LSTM weight split into gates).
             self.count("slices of a shared constant folded")
@@ -523,6 +528,7 @@ class FoldConstants(Pass):
         opts = self.options
         self._pending = []
         self._approved = set()
+        self._groups = {}
         if not hasattr(self, "_left"):
             self._left = set()  # dequantize casts counted once over iterations
         self._opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
@@ -557,6 +563,7 @@ class FoldConstants(Pass):
         )
         self._release_folded()
         self._approved.clear()
+        self._groups.clear()
         release_unused_weights(model)
         legalized = legalize_constants(model)
         if legalized:
