@@ -69,7 +69,8 @@ def test_head_merge_with_gather_slice_and_minus_one():
         }""",
         {"z": np.array([0], np.int64), "two": np.array([2], np.int64), "m1": np.array([-1], np.int64)},
     )
-    out, _ = apply_to_fixed_point(src, "reshape-copy-dims", "remove-dead-code")
+    # fold-constants' shape inference tells that Shape(k) is one element
+    out, _ = apply_to_fixed_point(src, "fold-constants", "reshape-copy-dims", "remove-dead-code")
     assert ops(out) == ["Reshape"] and _target(out) == [0, 0, -1]
     onnx.checker.check_model(out, full_check=True)
     for b, s in ((1, 2), (2, 9)):
@@ -80,20 +81,20 @@ def test_head_merge_with_gather_slice_and_minus_one():
     "change",
     [
         ("b = Gather <axis = 0> (s, i0)", "b = Gather <axis = 0> (s, i1)"),  # dim 1 at position 0
-        ("s = Shape (x)", "s = Shape (other)"),  # the shape of another tensor
+        ("s = Shape (x)", "s = Shape (other)"),  # another tensor, its dims not known equal
         ("y = Reshape (x, shp)", "y = Reshape <allowzero = 1> (x, shp)"),  # 0 means 0
     ],
     ids=["wrong-position", "other-tensor", "allowzero"],
 )
 def test_targets_that_are_not_copies_are_left(change):
-    text = HEADS.replace(*change).replace("(float[B, S, 32] x)", "(float[B, S, 32] x, float[B, S, 32] other)")
+    text = HEADS.replace(*change).replace("(float[B, S, 32] x)", "(float[B, S, 32] x, float[P, Q, 32] other)")
     if "allowzero" in change[1]:
         text = text.replace('"" : 17', '"" : 14')
     if "i1)" in change[1]:
         text = (
             text.replace("=> (float[B, S, 4, 8] y)", "=> (float[S, S, 4, 8] y)")
             .replace("float[B, S, 32] x,", "float[S, S, 32] x,")
-            .replace("float[B, S, 32] other", "float[S, S, 32] other")
+            .replace("float[P, Q, 32] other", "float[S, S, 32] other")
         )
     src = parse(text, INITS)
     _, _, modified = apply(src, "reshape-copy-dims")
@@ -131,3 +132,59 @@ def test_inside_an_if_branch_and_in_the_default_pipeline():
         assert_same_outputs(
             src, out, {"x": rng.standard_normal((3, 32)).astype(np.float32), "c": np.array(c)}
         )
+
+
+def test_shape_of_another_tensor_with_the_same_symbols_and_one_computed_dim():
+    # the head merge of an attention block: Reshape(ctx, [B, S, h * d]) with B, S read from
+    # the block's input x (same named dims as ctx's) and h * d computed: [0, 0, -1]
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[B, S, 32] x, float[B, S, 4, 8] ctx) => (float[B, S, 32] y) {
+            s = Shape (x)
+            b = Gather <axis = 0> (s, i0)
+            t = Gather <axis = 0> (s, i1)
+            b1 = Unsqueeze (b, ax0)
+            t1 = Unsqueeze (t, ax0)
+            sc = Shape (ctx)
+            h = Gather <axis = 0> (sc, two)
+            d = Gather <axis = 0> (sc, three)
+            hd = Mul (h, d)
+            hd1 = Unsqueeze (hd, ax0)
+            shp = Concat <axis = 0> (b1, t1, hd1)
+            y = Reshape (ctx, shp)
+        }""",
+        {**INITS, "two": np.array(2, np.int64), "three": np.array(3, np.int64)},
+    )
+    out, _ = apply_to_fixed_point(src, "fold-constants", "reshape-copy-dims", "remove-dead-code")
+    assert ops(out) == ["Reshape"]
+    assert _target(out) in ([0, 0, -1], [0, 0, 32])
+    onnx.checker.check_model(out, full_check=True)
+    for b, s in ((1, 3), (2, 5)):
+        feeds = {
+            "x": rng.standard_normal((b, s, 32)).astype(np.float32),
+            "ctx": rng.standard_normal((b, s, 4, 8)).astype(np.float32),
+        }
+        assert_same_outputs(src, out, feeds)
+
+
+def test_one_computed_dim_becomes_minus_one():
+    # the last dim is computed from another input's shape (not foldable): -1
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[B, S, 4, 8] x, float[K] k) => (float[B, S, 32] y) {
+            s = Shape (x)
+            bs = Slice (s, z, two)
+            sk = Shape (k)
+            shp = Concat <axis = 0> (bs, sk)
+            y = Reshape (x, shp)
+        }""",
+        {"z": np.array([0], np.int64), "two": np.array([2], np.int64)},
+    )
+    # fold-constants' shape inference tells that Shape(k) is one element
+    out, _ = apply_to_fixed_point(src, "fold-constants", "reshape-copy-dims", "remove-dead-code")
+    assert ops(out) == ["Reshape"] and _target(out) == [0, 0, -1]
+    onnx.checker.check_model(out, full_check=True)
+    feeds = {"x": rng.standard_normal((2, 3, 4, 8)).astype(np.float32), "k": np.zeros(32, np.float32)}
+    assert_same_outputs(src, out, feeds)

@@ -39,9 +39,12 @@ def _rank(value: ir.Value) -> int | None:
 def _shape_dims(value: ir.Value | None, data: ir.Value) -> tuple[int, int | None] | None:
     """``(first dim, rank)`` when ``value`` is ``Shape(data)`` (``first dim`` from its ``start``)."""
     node = value.producer() if value is not None else None
-    if not _onnx(node, "Shape") or node is None or not node.inputs or node.inputs[0] is not data:
+    if not _onnx(node, "Shape") or node is None or not node.inputs or node.inputs[0] is None:
         return None
-    rank = _rank(data)
+    src = node.inputs[0]
+    if src is not data and (src.shape is None or data.shape is None):
+        return None
+    rank = _rank(src)
     start_attr, end_attr = node.attributes.get("start"), node.attributes.get("end")
     start = start_attr.as_int() if start_attr is not None else 0
     if start < 0:
@@ -55,7 +58,36 @@ def _shape_dims(value: ir.Value | None, data: ir.Value) -> tuple[int, int | None
     return max(start, 0), rank
 
 
+def _same_dim(src: ir.Value, data: ir.Value, i: int) -> bool:
+    """Dim ``i`` of ``src`` is dim ``i`` of ``data``: the same value, or (from shape
+    inference) the same named symbol, as onnxruntime's ReshapeFusion also accepts."""
+    if src is data:
+        return True
+    if src.shape is None or data.shape is None or i >= len(src.shape) or i >= len(data.shape):
+        return False
+    a, b = src.shape[i], data.shape[i]
+    if isinstance(a, int) or isinstance(b, int):
+        return isinstance(a, int) and isinstance(b, int) and a == b
+    return a.value is not None and a.value == b.value
+
+
+def _shape_source(part: ir.Value) -> ir.Value | None:
+    node = part.producer()
+    while node is not None and node.op_type in ("Unsqueeze", "Gather", "Slice") and node.inputs:
+        first = node.inputs[0]
+        node = first.producer() if first is not None else None
+    return node.inputs[0] if node is not None and node.op_type == "Shape" and node.inputs else None
+
+
 def _picked_dims(part: ir.Value, data: ir.Value) -> list[int] | None:
+    dims = _picked(part, data)
+    src = _shape_source(part)
+    if dims is None or src is None or not all(_same_dim(src, data, d) for d in dims):
+        return None
+    return dims
+
+
+def _picked(part: ir.Value, data: ir.Value) -> list[int] | None:
     """The dims of ``data`` that ``part`` yields, in order, or None when it is not a
     ``Gather``/``Slice`` of ``Shape(data)`` (optionally through an ``Unsqueeze`` to 1-D)."""
     node = part.producer()
@@ -137,6 +169,7 @@ def copy_dims_target(reshape: ir.Node) -> np.ndarray | None:
         return None
     out: list[int] = []
     dynamic = False
+    unknown = 0
     for part in concat.inputs:
         if part is None:
             return None
@@ -147,11 +180,16 @@ def copy_dims_target(reshape: ir.Node) -> np.ndarray | None:
             out.extend(int(v) for v in values)
             continue
         dims = _picked_dims(part, data)
-        if dims is None or dims != list(range(len(out), len(out) + len(dims))):
+        if dims is not None and dims == list(range(len(out), len(out) + len(dims))):
+            out.extend([0] * len(dims))
+            dynamic = True
+            continue
+        if part.shape is None or list(part.shape) != [1]:
             return None
-        out.extend([0] * len(dims))
-        dynamic = True
-    if not dynamic or sum(1 for v in out if v == -1) > 1:
+        # one computed dim: -1 (inferred from the element count), as ReshapeFusion does
+        out.append(-1)
+        unknown += 1
+    if not dynamic or unknown > 1 or sum(1 for v in out if v == -1) > 1:
         return None
     return np.array(out, dtype=np.int64)
 
