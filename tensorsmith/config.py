@@ -209,6 +209,9 @@ class OptimizationConfig(Strict):
     skip: PassList = Field(None, description="--skip: passes to leave out")
     pass_options: PassOptions = Field(None, description="options per pass")
     max_iterations: int | None = Field(None, ge=1, description="--max-iterations")
+    fold_dequantize: bool | None = Field(
+        None, description="--fold-dequantize: fold Cast(int8 weight) * scale chains (file up to 4x larger)"
+    )
 
 
 class VerificationConfig(Strict):

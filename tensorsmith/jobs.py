@@ -102,6 +102,10 @@ def onnx_kwargs(opts: dict, framework: bool) -> dict:
     for key in ("passes", "skip", "pass_options", "verify", "verify_data", "external_data", "max_iterations"):
         if opts.get(key) is not None:
             kw[key] = opts[key]
+    if opts.get("fold_dequantize"):  # fold-constants' option, as a flag of its own
+        pass_options = {k: dict(v) for k, v in (kw.get("pass_options") or {}).items()}
+        pass_options.setdefault("fold-constants", {})["fold_dequantize"] = True
+        kw["pass_options"] = pass_options
     if opts.get("rtol") is not None or opts.get("atol") is not None:
         kw["tolerance"] = tolerance_of(opts)
     if framework:

@@ -158,6 +158,15 @@ FLAGS: dict[str, Flag] = {
             rich_help_panel=PASSES,
         ),
     ),
+    "fold_dequantize": (
+        bool,
+        typer.Option(
+            False,
+            "--fold-dequantize",
+            help="Fold Cast(int8 weight) * scale chains (faster with ORT optimizations off; file up to 4x).",
+            rich_help_panel=PASSES,
+        ),
+    ),
     "max_iterations": (
         int | None,
         typer.Option(
