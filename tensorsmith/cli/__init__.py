@@ -5,10 +5,10 @@ beyond parsing and printing."""
 from __future__ import annotations
 
 from tensorsmith.cli import jobs  # isort: skip - the order of `tensorsmith --help`
-from tensorsmith.cli import info, trt
+from tensorsmith.cli import compare, info, trt
 from tensorsmith.cli.app import app
 
-__all__ = ["app", "info", "jobs", "trt"]
+__all__ = ["app", "compare", "info", "jobs", "trt"]
 
 if __name__ == "__main__":  # pragma: no cover
     app()
