@@ -44,7 +44,7 @@ def fake_gpu_setup() -> None:
     import fake_tensorrt
 
     from tensorsmith import doctor
-    from tensorsmith.convert import trt_backend
+    from tensorsmith.convert import trt as trt_backend
 
     labels = ray.get_runtime_context().get_node_labels() or {}
     gpu = {
@@ -56,4 +56,4 @@ def fake_gpu_setup() -> None:
     sys.modules["tensorrt"] = fake_tensorrt
     doctor.current_gpu = lambda: dict(gpu)  # type: ignore[assignment]
     trt_backend.missing_for_build = lambda: []  # type: ignore[assignment]
-    trt_backend.device_memory = lambda: fake_tensorrt.HostMemory()  # type: ignore[assignment]
+    trt_backend.memory.device_memory = lambda: fake_tensorrt.HostMemory()  # type: ignore[assignment]

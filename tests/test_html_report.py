@@ -527,7 +527,6 @@ def test_trt_prepare_only_page_has_lint_profiles_and_the_build_command(tmp_path)
 def test_trt_build_page_with_the_recording_stand_in(tmp_path, monkeypatch):
     """``build --report-html`` through tests/fake_tensorrt.py (NOT TensorRT: it records the
     calls and runs the network with onnxruntime), so the page path is covered without a GPU."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import fake_tensorrt
     from typer.testing import CliRunner
 

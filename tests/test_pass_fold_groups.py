@@ -16,7 +16,8 @@ from helpers import (
 )
 from onnx import helper as oh
 
-rng = np.random.default_rng(15)
+RNG_SEED = 15
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

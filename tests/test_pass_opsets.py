@@ -13,7 +13,8 @@ from onnx import numpy_helper as nh
 
 from tensorsmith.passes import DEFAULT_PIPELINE
 
-rng = np.random.default_rng(9)
+RNG_SEED = 9
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 
 
 def _unsqueeze(inp: str, out: str, opset: int, nodes: list, inits: list) -> None:

@@ -13,7 +13,8 @@ from helpers import (
     parse,
 )
 
-rng = np.random.default_rng(13)
+RNG_SEED = 13
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 
 IF_MODEL = """
     <ir_version: 8, opset_import: ["" : 17]>

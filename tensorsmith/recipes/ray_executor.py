@@ -159,7 +159,7 @@ def prepare_task(job: Job) -> dict:
 
 
 def _lint_name(plan) -> str:
-    from tensorsmith.convert import trt_backend
+    from tensorsmith.convert import trt as trt_backend
 
     return trt_backend.lint_report_path(plan).name
 
@@ -202,14 +202,14 @@ def build_task(job: Job, prepared: dict) -> dict:
         import shutil
         from pathlib import Path
 
-        from tensorsmith import jobs as job_calls
-        from tensorsmith.convert import trt_backend
+        from tensorsmith.convert import trt as trt_backend
+        from tensorsmith.convert.targets.trt import name_single_profile
 
         onnx_path = trt_backend.prepared_onnx_path(staged)
         _copy_model(Path(prepared["prepared"]), onnx_path)
         shutil.copyfile(prepared["lint_report"], trt_backend.lint_report_path(staged))
         opts = copy.deepcopy(job.kwargs["trt"])
-        job_calls.name_single_profile(opts, onnx_path)
+        name_single_profile(opts, onnx_path)
         step("build the engine")
         report = trt_backend.build_engine(onnx_path, staged, opts, on_step=step)
         made = prepared.get("report") or {}
