@@ -340,7 +340,10 @@ def _resolve_job(
         kwargs=kwargs,
         detect_error=detect_error,
         where=job_where,
-        runs_on={**(recipe.targets[j].runs_on or {}), **((entry.runs_on if entry is not None else None) or {})},
+        runs_on={
+            **(recipe.targets[j].runs_on or {}),
+            **((entry.runs_on if entry is not None else None) or {}),
+        },
         gpu=gpu,
     )
 

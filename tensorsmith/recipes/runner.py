@@ -58,7 +58,7 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(70)
 
 
-def _send(job_name: str, message: str, kind: str = "step") -> None:
+def _send(job_name: str, message: str | int, kind: str = "step") -> None:
     if _QUEUE is not None:
         with contextlib.suppress(Exception):
             _QUEUE.put_nowait((job_name, kind, message))
@@ -137,7 +137,7 @@ def execute(job: Job, run: Callable | None = None) -> dict:
         if detail is not None:
             result["report"] = _relocate(_report_dict(detail), str(stage_dir), str(final.parent))
         elif getattr(exc, "report", None) is not None:
-            result["report"] = {"verification": _report_dict(exc.report)}
+            result["report"] = {"verification": _report_dict(getattr(exc, "report", None))}
     except Exception as exc:  # a bug or an unexpected library failure: this job only
         result.update(
             error=f"internal error: {type(exc).__name__}: {short(exc, 300)}",

@@ -109,7 +109,7 @@ class TargetEntry(TargetOptions, Placement):  # type: ignore[misc,valid-type]
     )
 
 
-class JobEntry(Options, Placement):  # type: ignore[misc,valid-type]
+class JobEntry(Options, Placement):
     """Overrides for one job of the matrix, found by its name (``MODEL-TARGET``)."""
 
     name: Name
@@ -124,7 +124,10 @@ class Recipe(_Strict):
     output: str = Field(DEFAULT_OUTPUT, min_length=1, description="file template inside output_dir")
     defaults: Options = Field(default_factory=Options)
     models: list[ModelEntry] = Field(..., min_length=1)
-    targets: list[TargetEntry] = Field(default_factory=lambda: [TargetEntry(to=DEFAULT_TARGET)], min_length=1)
+    targets: list[TargetEntry] = Field(
+        default_factory=lambda: [TargetEntry(to=DEFAULT_TARGET)],  # type: ignore[call-arg]
+        min_length=1,
+    )
     jobs: list[JobEntry] = Field(default_factory=list)
     report_html: str | None = Field(None, min_length=1, description="HTML report, relative to output_dir")
 
