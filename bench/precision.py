@@ -141,7 +141,7 @@ def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
             try:
                 src, entry = tp.fetch(name), tp.get(name)
                 if entry["format"] != "onnx":  # TFLite/TF/TorchScript: tensorsmith's own frontend first
-                    from tensorsmith.convert.pipeline import convert_file
+                    from tensorsmith.convert.job import convert_file
 
                     onnx_path = work / f"{name}.src.onnx"
                     convert_file(src, onnx_path, verify=False)

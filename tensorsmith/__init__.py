@@ -15,9 +15,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from tensorsmith.errors import ConversionError, TensorsmithError, UsageError, VerificationError
+from tensorsmith.job_report import JobReport
 from tensorsmith.model_io import load, save
+from tensorsmith.optimize import OptimizeResult, optimize, optimize_file
 from tensorsmith.passes import DEFAULT_PIPELINE, PASSES
-from tensorsmith.pipeline import JobReport, OptimizeResult, optimize, optimize_file
 from tensorsmith.verify import Tolerance, VerificationReport, verify_models
 
 __all__ = [

@@ -132,6 +132,7 @@ def _framework_side(path: str, fmt: str, work: Path, stack: ExitStack, *, trust_
     from tensorsmith.convert.frontend import FrontendOptions
 
     frontend = get_frontend(fmt)
+    work.mkdir(parents=True, exist_ok=True)
     opts = FrontendOptions(format=fmt, work_dir=work, trust_remote_code=trust_remote_code)
     imported = frontend.load(path, opts)
     stack.callback(imported.close)

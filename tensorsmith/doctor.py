@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tensorsmith.errors import short
 
@@ -45,7 +46,7 @@ def _vtuple(text: str | None) -> tuple[int, ...]:
 
 def onnxruntime_info() -> dict:
     version = package_version("onnxruntime", "onnxruntime-gpu")
-    info = {"version": version, "providers": []}
+    info: dict[str, Any] = {"version": version, "providers": []}
     if version:
         try:
             import onnxruntime as ort

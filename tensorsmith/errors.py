@@ -7,16 +7,50 @@ one line and exits with its code (see README, "Exit codes").
 from __future__ import annotations
 
 import re
+from typing import Any, Protocol
+
+
+class JobReportLike(Protocol):
+    """A job's report (``optimize.JobReport``, a TensorRT ``BuildReport``, ...)."""
+
+    status: str
+    output: Any
+
+    def to_dict(self) -> dict: ...
+
+
+class CheckReport(Protocol):
+    """A numeric check's report (``verify.VerificationReport``)."""
+
+    passed: bool
+
+    def to_dict(self) -> dict: ...
 
 
 class TensorsmithError(Exception):
-    """Base class. ``exit_code`` is what the CLI exits with."""
+    """Base class. ``exit_code`` is what the CLI exits with.
+
+    ``job``: the report of the job that failed, as far as it got (the CLI prints it
+    with ``--json``, a recipe records it); ``precision_report``: the precision step's
+    report (fp16/int8) when that step failed.
+    """
 
     exit_code = 1
+    job: JobReportLike | None
+    precision_report: dict | None
 
-    def __init__(self, message: str, *, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        job: JobReportLike | None = None,
+        precision_report: dict | None = None,
+    ):
         super().__init__(message)
         self.hint = hint
+        self.job = job
+        self.precision_report = precision_report
 
     def one_line(self) -> str:
         text = " ".join(str(self).split())
@@ -42,9 +76,17 @@ class VerificationError(TensorsmithError):
 
     exit_code = 4
 
-    def __init__(self, message: str, *, report=None, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.report = report
+    def __init__(
+        self,
+        message: str,
+        *,
+        report: CheckReport | None = None,
+        hint: str | None = None,
+        job: JobReportLike | None = None,
+        precision_report: dict | None = None,
+    ):
+        super().__init__(message, hint=hint, job=job, precision_report=precision_report)
+        self.report = report  # the numeric check that failed
 
 
 # onnxruntime's messages carry its C++ source location, function signature and the

@@ -387,7 +387,7 @@ def job_failed(
     job.status = "verification-failed"
     job.output = None
     err = VerificationError(message, report=report, hint=hint)
-    err.job = job  # type: ignore[attr-defined]  # typed job reports on errors: core-job (issue 11)
+    err.job = job
     return err
 
 

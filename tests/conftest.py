@@ -36,3 +36,13 @@ def tf():
 def torch():
     """PyTorch, or the test is skipped."""
     return pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def _reseed_module_rng(request):
+    """A test module's ``rng`` (a module-level generator its helpers use) is re-seeded
+    from its ``RNG_SEED`` before every test, so no test's data depends on which tests
+    ran before it in that worker."""
+    module = request.module
+    if isinstance(getattr(module, "rng", None), np.random.Generator):
+        module.rng = np.random.default_rng(getattr(module, "RNG_SEED", 0))

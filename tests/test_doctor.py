@@ -9,14 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_tensorrt  # noqa: E402  (the recording stand-in, NOT TensorRT)
 import pytest
 from typer.testing import CliRunner
 
 from tensorsmith import doctor
 from tensorsmith.cli import app
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_tensorrt  # noqa: E402  (the recording stand-in, NOT TensorRT)
 
 runner = CliRunner()
 

@@ -96,3 +96,27 @@ def test_key_options_need_weights(torch, tmp_path):
 
     with pytest.raises(UsageError, match="go with --weights"):
         check_options(FrontendOptions(format="torch-factory", work_dir=tmp_path, weights_key="model"))
+
+
+def test_cli_flags_reach_the_frontend_and_the_report(torch, factory, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    trained = factory(seed=7)
+    state = dict(trained.state_dict())
+    state["loss.weight"] = torch.ones(3)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save({"ema": {"model": state}}, ckpt)
+    out = tmp_path / "f.onnx"
+    args = ["convert", "sample_models.torch_cnn:build_cnn", "--weights", str(ckpt), "--input-shape"]
+    args += ["x=1x3x32x32", "-o", str(out), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--weights-key" in r.output  # nested twice: named, not guessed
+    r = CliRunner().invoke(app, [*args, "--weights-key", "ema.model", "--weights-non-strict"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert any("unexpected keys (ignored): loss.weight" in n for n in report["notes"])
+    assert report["verification"]["passed"]

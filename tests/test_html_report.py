@@ -527,19 +527,18 @@ def test_trt_prepare_only_page_has_lint_profiles_and_the_build_command(tmp_path)
 def test_trt_build_page_with_the_recording_stand_in(tmp_path, monkeypatch):
     """``build --report-html`` through tests/fake_tensorrt.py (NOT TensorRT: it records the
     calls and runs the network with onnxruntime), so the page path is covered without a GPU."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import fake_tensorrt
     from typer.testing import CliRunner
 
     from tensorsmith import doctor
     from tensorsmith.cli import app
-    from tensorsmith.convert import trt_backend
+    from tensorsmith.convert import trt as trt_backend
 
     monkeypatch.setattr(
         doctor, "current_gpu", lambda: {"name": "Fake GPU (test)", "compute_capability": "8.6"}
     )
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
-    monkeypatch.setattr(trt_backend, "device_memory", lambda: fake_tensorrt.HostMemory())
+    monkeypatch.setattr(trt_backend.memory, "device_memory", lambda: fake_tensorrt.HostMemory())
     fake_tensorrt.install(monkeypatch)
     page = tmp_path / "build.html"
     res = CliRunner().invoke(

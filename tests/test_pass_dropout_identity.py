@@ -14,7 +14,8 @@ from helpers import (
     parse,
 )
 
-rng = np.random.default_rng(1)
+RNG_SEED = 1
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 X = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
 
 DROPOUT = """

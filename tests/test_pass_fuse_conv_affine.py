@@ -7,7 +7,8 @@ import onnx
 import pytest
 from helpers import apply, assert_interface_kept, assert_same_outputs, check_idempotent, ops, parse
 
-rng = np.random.default_rng(3)
+RNG_SEED = 3
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 X = {"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}
 W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
 

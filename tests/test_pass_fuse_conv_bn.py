@@ -7,7 +7,8 @@ import onnx
 import pytest
 from helpers import apply, assert_interface_kept, assert_same_outputs, check_idempotent, ops, parse
 
-rng = np.random.default_rng(0)
+RNG_SEED = 0
+rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
 
 
 def bn_params(c: int, prefix: str = "") -> dict[str, np.ndarray]:

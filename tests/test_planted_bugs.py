@@ -128,3 +128,31 @@ def test_noise_floor_excuses_noise_but_not_more():
     assert not bug.passed and "noise floor" in bug.reason
     within_noise([huge_noise], {"y": 1.0}, tol)  # a wildly noisy run excuses at most the cap
     assert not huge_noise.passed and NOISE_CAP * 1e-4 < 5e-3
+
+
+def test_cli_compare_framework_source_against_its_onnx(tf, tmp_path, samples):
+    """`tensorsmith compare` with TensorFlow as the reference: the conversion passes, the
+    same ONNX with a planted bug is exit 4 with the noise floor beside the failing output."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tensorsmith.cli import app
+
+    src = samples / "frameworks" / "cnn_frozen.pb"
+    if not src.exists():
+        pytest.skip("sample_models/frameworks not built")
+    good = tmp_path / "cnn.onnx"
+    r = CliRunner().invoke(app, ["convert", str(src), "-o", str(good), "--json"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["compare", str(src), str(good), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["formats"] == ["graphdef", "onnx"]
+    proto = onnx.load(str(good))
+    swap_two_output_channels(proto)
+    bad = tmp_path / "cnn.bug.onnx"
+    onnx.save(proto, str(bad))
+    r = CliRunner().invoke(app, ["compare", str(src), str(bad), "--json"])
+    assert r.exit_code == 4, r.output
+    failing = [o for o in json.loads(r.stdout)["outputs"] if not o["passed"]]
+    assert failing and all(o["noise_floor"] is not None for o in failing)

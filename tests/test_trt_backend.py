@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_tensorrt  # noqa: E402  (the recording stand-in, NOT TensorRT)
 import numpy as np
 import onnx
 import pytest
@@ -25,9 +26,6 @@ from tensorsmith.convert import trt as trt_backend
 from tensorsmith.convert.trt import memory as trt_memory
 from tensorsmith.convert.trt.profiles import Profile, parse_profile_specs
 from tensorsmith.errors import ConversionError, UsageError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_tensorrt  # noqa: E402  (the recording stand-in, NOT TensorRT)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"

@@ -1,12 +1,11 @@
-"""Frontends (a model file -> ONNX) and backends (ONNX -> a deployable artifact).
+"""Frontends (a model file -> ONNX) and targets (what a job makes: ``convert/targets/``).
 
-Both are registries keyed by format name, each entry a module imported only when
-that format is used: ``tensorsmith --help`` and ONNX work never import
-TensorFlow or PyTorch. Formats are detected by content (``detect.py``), with
-``--from`` to force one.
+Both are registries keyed by name, each entry a module imported only when it is
+used: ``tensorsmith --help`` and ONNX work never import TensorFlow or PyTorch.
+Formats are detected by content (``detect.py``), with ``--from`` to force one.
 
 A frontend module provides ``load(path, options) -> Imported`` and
-``inspect(path) -> dict``; a backend module provides ``build(...)``.
+``inspect(path) -> dict``; a target implements ``targets.Target``.
 """
 
 from __future__ import annotations
@@ -38,24 +37,14 @@ FRONTENDS: dict[str, tuple[str, str, str | None]] = {
     ),
 }
 
-# name -> (module, what it writes)
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnx": ("tensorsmith.convert.onnx_backend", "optimized, verified ONNX"),
-    "trt": (
-        "tensorsmith.convert.trt",
-        "TensorRT engine (.plan + .plan.json), verified vs onnxruntime",
-    ),
-    "tftrt": ("tensorsmith.convert.tftrt_backend", "TF-TRT SavedModel, verified vs TensorFlow"),
-}
-
 
 def _import(module: str, what: str, extra: str | None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
-        if missing.startswith("tensorsmith"):
-            raise UsageError(f"{what} is not supported by this version of tensorsmith") from None
+        if missing == "tensorsmith":
+            raise  # a module of tensorsmith itself is missing: a broken install, not the user's mistake
         hint = f"pip install 'tensorsmith[{extra}]'" if extra else None
         raise UsageError(f"{what} needs the '{missing}' package, which is not installed", hint=hint) from None
 
@@ -67,11 +56,4 @@ def get_frontend(name: str) -> ModuleType:
     return _import(module, what, extra)
 
 
-def get_backend(name: str) -> ModuleType:
-    if name not in BACKENDS:
-        raise UsageError(f"unknown target {name!r}; known: {', '.join(BACKENDS)}")
-    module, what = BACKENDS[name]
-    return _import(module, what, None)
-
-
-__all__ = ["BACKENDS", "FRONTENDS", "detect_format", "get_backend", "get_frontend"]
+__all__ = ["FRONTENDS", "detect_format", "get_frontend"]

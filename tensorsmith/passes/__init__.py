@@ -17,6 +17,8 @@ from tensorsmith.passes.fuse_conv_bn import FuseConvBatchNorm
 from tensorsmith.passes.fuse_hardswish import FuseHardSwish
 from tensorsmith.passes.identity import RemoveIdentity
 from tensorsmith.passes.manager import PassManager, PassRecord
+from tensorsmith.passes.reshape_copy_dims import ReshapeCopyDims
+from tensorsmith.passes.sink_initializers import SinkInitializers
 
 # One explicit, ordered registry: the order is the default pipeline's order.
 PASSES: dict[str, type[Pass]] = {
@@ -25,11 +27,13 @@ PASSES: dict[str, type[Pass]] = {
         RemoveDropout,
         RemoveIdentity,
         FoldConstants,
+        ReshapeCopyDims,
         FuseConvBatchNorm,
         FuseConvAffine,
         FuseHardSwish,
         EliminateCommonSubexpressions,
         RemoveDeadCode,
+        SinkInitializers,
     )
 }
 

@@ -20,11 +20,12 @@ def bypass(node: ir.Node, source: ir.Value, pass_: Pass) -> bool:
     if graph is None:
         return False
     if out.is_graph_output():
+        producer = source.producer()
         if (
             source.is_graph_input()
             or source.is_initializer()
             or source.is_graph_output()
-            or (source.producer() is not None and source.producer().graph is not graph)
+            or (producer is not None and producer.graph is not graph)
         ):
             pass_.explain(node, "output is a graph output fed directly by an input/initializer/output")
             return False

@@ -1,8 +1,7 @@
 """Precision: FP16 and INT8 in the ONNX graph, with calibration, an accuracy gate and fallback.
 
-``PrecisionOptions`` is what ``--precision`` and its flags build; ``lower`` (in
-``step.py``) turns an optimized FP32 model file into an FP16 or INT8 one, gates it
-against the FP32 model on validation samples, keeps the nodes that lose the
+``PrecisionOptions`` is what ``--precision`` and its flags build; ``step.lower``
+turns an optimized FP32 model file into an FP16 or INT8 one, gates it against the FP32 model on validation samples, keeps the nodes that lose the
 accuracy in FP32 until the gate passes, and measures its onnxruntime CPU
 latency. Modules: ``calibration`` (data), ``fp16``, ``int8``, ``gate``,
 ``fallback`` (ranking nodes by added error), ``latency``, ``progress``.
@@ -10,9 +9,10 @@ latency. Modules: ``calibration`` (data), ``fp16``, ``int8``, ``gate``,
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorsmith.errors import UsageError
 
@@ -44,12 +44,21 @@ class PrecisionOptions(BaseModel):
     int8_mode: Literal["static", "dynamic"] = "static"
     min_cosine: float | None = Field(None, ge=-1.0, le=1.0)
     min_top1: float | None = Field(None, ge=0.0, le=1.0)
-    max_abs: float | None = Field(None, ge=0.0)
-    max_rel: float | None = Field(None, ge=0.0)
+    max_abs_error: float | None = Field(None, ge=0.0)
+    max_rel_error: float | None = Field(None, ge=0.0)
     fallback_budget: int = Field(10, ge=0)
     min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
+
+    @property
+    def max_abs(self) -> float | None:
+        """The gate's threshold name (``gate.GateThresholds``) for ``max_abs_error``."""
+        return self.max_abs_error
+
+    @property
+    def max_rel(self) -> float | None:
+        return self.max_rel_error
 
     @property
     def lowered(self) -> bool:
@@ -75,77 +84,46 @@ class PrecisionOptions(BaseModel):
         return self
 
 
-def options_from_cli(
-    precision: str | None,
-    *,
-    target: str | None = None,
-    fp16_io: bool = False,
-    calib: str | None = None,
-    calib_preprocess: str | None = None,
-    calib_loader: str | None = None,
-    calib_samples: int | None = None,
-    calib_method: str | None = None,
-    val: str | None = None,
-    int8_mode: str | None = None,
-    min_cosine: float | None = None,
-    min_top1: float | None = None,
-    max_abs: float | None = None,
-    max_rel: float | None = None,
-    fallback_budget: int | None = None,
-    min_speedup: float | None = None,
-    keep_fp32: list[str] | None = None,
-) -> PrecisionOptions:
-    """Build (and check) options from CLI values; ``None`` means the default."""
-    values = {
-        "precision": (precision or "fp32").lower(),
-        "target": (target or "ort").lower(),
-        "fp16_io": fp16_io,
-        "calib": calib,
-        "calib_preprocess": calib_preprocess,
-        "calib_loader": calib_loader,
-        "calib_samples": calib_samples,
-        "calib_method": calib_method.lower() if calib_method else None,
-        "val": val,
-        "int8_mode": int8_mode.lower() if int8_mode else None,
-        "min_cosine": min_cosine,
-        "min_top1": min_top1,
-        "max_abs": max_abs,
-        "max_rel": max_rel,
-        "fallback_budget": fallback_budget,
-        "min_speedup": min_speedup,
-        "keep_fp32": keep_fp32,
-    }
-    if values["target"] in ("tensorrt", "trt"):
-        values["target"] = "trt"
-    elif values["target"] in ("onnxruntime", "ort", "cpu", "onnx"):
-        values["target"] = "ort"
-    choices = {
-        "precision": PRECISIONS,
-        "target": TARGETS,
-        "calib_method": ("minmax", "entropy", "percentile"),
-        "int8_mode": ("static", "dynamic"),
-    }
-    for key, allowed in choices.items():
-        if values[key] is not None and values[key] not in allowed:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} {values[key]!r}: choose one of {', '.join(allowed)}")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": PRECISIONS,
+    "target": TARGETS,
+    "calib_method": ("minmax", "entropy", "percentile"),
+    "int8_mode": ("static", "dynamic"),
+}
+TARGET_ALIASES = {"tensorrt": "trt", "onnxruntime": "ort", "cpu": "ort", "onnx": "ort"}
+
+
+def options_from_config(settings: Mapping[str, Any], *, default_target: str = "ort") -> PrecisionOptions:
+    """Check the precision stage of a job's configuration (``config.PrecisionConfig``'s keys,
+    the flags' names); ``None`` means the default, ``default_target`` who runs the model
+    unless ``--target`` says."""
+    values = {k: v for k, v in settings.items() if v is not None}
+    values["precision"] = values.get("precision") or "fp32"
+    values["target"] = values.get("target") or default_target
+    for key, allowed in CHOICES.items():
+        if key in values:
+            value = str(values[key]).lower()
+            values[key] = TARGET_ALIASES.get(value, value) if key == "target" else value
+            if values[key] not in allowed:
+                flag = "--" + key.replace("_", "-")
+                raise UsageError(f"{flag} {values[key]!r}: choose one of {', '.join(allowed)}")
     try:
-        opts = PrecisionOptions(**{k: v for k, v in values.items() if v is not None})
-    except Exception as exc:  # pydantic ValidationError: name the flag
-        errors = getattr(exc, "errors", list)()
-        if errors:
-            err = errors[0]
-            flag = "--" + str(err["loc"][0]).replace("_", "-")
-            raise UsageError(f"{flag}: {err['msg']}") from None
-        raise UsageError(str(exc).splitlines()[0]) from None
+        opts = PrecisionOptions(**values)
+    except ValidationError as exc:  # name the flag
+        err = exc.errors()[0]
+        raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
     return opts.check()
 
 
-def lower(*args, **kwargs):
-    """See ``tensorsmith.precision.step.lower``."""
-    from tensorsmith.precision.step import lower as _lower
-
-    return _lower(*args, **kwargs)
+def options_from_cli(precision: str | None, **flags: Any) -> PrecisionOptions:
+    """``options_from_config`` from keyword arguments named after the flags (``calib=...``)."""
+    return options_from_config({"precision": precision, **flags})
 
 
-__all__ = ["INT8_NEEDS_DATA", "PRECISIONS", "PrecisionOptions", "lower", "options_from_cli"]
+__all__ = [
+    "INT8_NEEDS_DATA",
+    "PRECISIONS",
+    "PrecisionOptions",
+    "options_from_cli",
+    "options_from_config",
+]

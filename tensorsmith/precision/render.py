@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _fmt(v, spec: str, none: str = "-") -> str:
@@ -11,14 +16,14 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 
 def render_precision(p: dict, console) -> None:
-    from tensorsmith.report import human_bytes
+    from tensorsmith.units import human_bytes
 
     lat = p.get("latency") or {}
     title = f"precision: {p['precision']} for {p.get('target', 'ort')}"
     if p.get("layout"):
         title += f", layout {p['layout']}"
     t = Table(title=title, title_justify="left", header_style="bold")
-    for col, just in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("precision", "left"),
         ("file size", "right"),
         ("ORT CPU latency", "right"),
@@ -26,7 +31,8 @@ def render_precision(p: dict, console) -> None:
         ("cosine (worst output)", "right"),
         ("top-1 agreement", "right"),
         ("kept FP32", "right"),
-    ):
+    )
+    for col, just in columns:
         t.add_column(col, justify=just)
     for row in p.get("table", []):
         t.add_row(

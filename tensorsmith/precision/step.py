@@ -641,11 +641,11 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
         )
     _finish_gate(report, result, fb_nodes, history, opts, hint)
     if not quantized:
-        exc = ConversionError(
+        none_left = ConversionError(
             "INT8: no node is left quantized (every candidate kept FP32); use --precision fp32 or fp16"
         )
-        exc.precision_report = report
-        raise exc
+        none_left.precision_report = report
+        raise none_left
 
     if opts.measure_latency:
         if fb_nodes or "latency" not in report:
@@ -654,13 +654,13 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
             report["latency"] = _latency_dict(lat[0], lat[1])
         speed = report["latency"]["speedup"] or 0.0
         if enforce and speed < min_speedup:
-            exc = ConversionError(
+            slower = ConversionError(
                 f"INT8 is {speed:.2f}x the speed of FP32 on onnxruntime CPU (1 thread) with the best layout "
                 f"({cfg.name}, {len(exclude)} node(s) kept FP32); nothing written",
                 hint="INT8 slower than FP32 is not a result to ship: use --precision fp32/fp16, or --min-speedup 0 to write it anyway",
             )
-            exc.precision_report = report
-            raise exc
+            slower.precision_report = report
+            raise slower
     return path
 
 

@@ -175,7 +175,7 @@ def job_key(job, source: dict) -> tuple[str, dict]:
     """The cache key of ``job`` and the material it hashes (kept in the manifest)."""
     from tensorsmith.jobs import CODE_OPTIONS, LOOSE_PATH_OPTIONS, PATH_OPTIONS, hashable_code
 
-    options = {}
+    options: dict[str, Any] = {}
     for key, value in sorted(job.options.items()):
         if key in LOOSE_PATH_OPTIONS:
             continue  # a cache file the build reads and writes: not an input

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorsmith import jobs as job_calls
+from tensorsmith.convert.targets import DEFAULT_TARGET, get_target
 from tensorsmith.errors import UsageError
 from tensorsmith.recipes import schema
 from tensorsmith.recipes.yaml_lines import Lines, format_path
@@ -24,8 +25,6 @@ from tensorsmith.recipes.yaml_lines import Lines, format_path
 MANIFEST_NAME = "tensorsmith-manifest.json"
 TMP_DIR_NAME = ".tensorsmith-tmp"
 LOCK_NAME = ".tensorsmith.lock"
-# what a target writes: the extension {ext} stands for in the output template
-TARGET_EXT = {"onnx": ".onnx", "trt": ".plan", "tftrt": ""}
 PATH_OPTIONS = job_calls.PATH_OPTIONS
 
 
@@ -48,10 +47,17 @@ class Job:
     detect_error: str | None = None
     where: str = ""  # file:line of the job's definition
     key: str | None = None  # cache key, set by the runner
+    runs_on: dict[str, str] = field(default_factory=dict)  # Ray label selector (target's, then job's)
+    gpu: str | None = None  # the GPU type an engine is built for (a target's `gpus`)
 
     @property
     def precision(self) -> str | None:
         return self.options.get("precision")
+
+    @property
+    def needs_gpu(self) -> bool:
+        """A TensorRT engine build (not ``prepare_only``) needs a GPU of its own."""
+        return self.to == "trt" and not self.options.get("prepare_only")
 
 
 @dataclass
@@ -133,8 +139,9 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
         models[m.name] = i
     targets: dict[str, int] = {}
     target_names = []
+    columns: list[tuple[int, str, str | None]] = []  # (target index, name, GPU type): one per GPU type
     for j, t in enumerate(recipe.targets):
-        to = t.to or recipe.defaults.to or "onnx"
+        to = t.to or recipe.defaults.to or DEFAULT_TARGET
         precision = t.precision or recipe.defaults.precision
         name = t.name or (to if precision in (None, "fp32") else f"{to}-{precision}")
         if name in targets:
@@ -144,11 +151,26 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
             )
         targets[name] = j
         target_names.append(name)
+        if t.gpus:
+            if to != "trt":
+                raise UsageError(
+                    f"{lines.where(('targets', j, 'gpus'))}: targets[{j}].gpus: GPU types are for engine builds "
+                    f"(to: trt), not to: {to}"
+                )
+            if len(set(t.gpus)) != len(t.gpus):
+                raise UsageError(
+                    f"{lines.where(('targets', j, 'gpus'))}: targets[{j}].gpus: a GPU type twice"
+                )
+            columns.extend((j, f"{name}-{gpu}", gpu) for gpu in t.gpus)
+        else:
+            columns.append((j, name, None))
 
     matrix: dict[str, tuple[int, int]] = {}
+    column_of: dict[str, tuple[str, str | None]] = {}
     for i, m in enumerate(recipe.models):
-        for j, tname in enumerate(target_names):
+        for j, tname, gpu in columns:
             jname = f"{m.name}-{tname}"
+            column_of[jname] = (tname, gpu)
             if jname in matrix:
                 pi, pj = matrix[jname]
                 raise UsageError(
@@ -177,10 +199,12 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
     jobs: list[Job] = []
     outputs: dict[str, str] = {}
     for jname, (i, j) in matrix.items():
-        k = overrides.get(jname)
-        if k is not None and not recipe.jobs[k].enabled:
+        o = overrides.get(jname)
+        if o is not None and not recipe.jobs[o].enabled:
             continue
-        jobs.append(_resolve_job(recipe, lines, base, output_dir, jname, i, j, k, target_names[j], outputs))
+        tname, gpu = column_of[jname]
+        job = _resolve_job(recipe, lines, base, output_dir, jname, i, j, o, tname, outputs, gpu)
+        jobs.append(job)
     return Plan(recipe_path, base, output_dir, jobs, recipe, lines)
 
 
@@ -195,19 +219,21 @@ def _resolve_job(
     k: int | None,
     tname: str,
     outputs: dict[str, str],
+    gpu: str | None = None,
 ) -> Job:
     model = recipe.models[i]
     target = recipe.targets[j]
     entry = recipe.jobs[k] if k is not None else None
+    entry_index = k if k is not None else -1
     opts: dict[str, Any] = {}
     origins: dict[str, tuple] = {}
-    layers = [
+    layers: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [
         (("defaults",), _set_options(recipe.defaults, schema.OPTION_KEYS)),
         (("models", i), _set_options(model, schema.SOURCE_KEYS)),
         (("targets", j), _set_options(target, schema.TARGET_KEYS)),
     ]
     if entry is not None:
-        layers.append((("jobs", k), _set_options(entry, schema.OPTION_KEYS)))
+        layers.append((("jobs", entry_index), _set_options(entry, schema.OPTION_KEYS)))
     for prefix, values in layers:
         for key, value in values.items():
             opts[key] = value
@@ -251,16 +277,18 @@ def _resolve_job(
             source_format = detect_format(source)
         except UsageError as exc:
             detect_error = exc.one_line()
-    to = opts.get("to") or "onnx"
+    to = opts.get("to") or DEFAULT_TARGET
     opts["to"] = to
+    target = get_target(to)
     try:
         function, kwargs = job_calls.build(opts, source_format, to, explicit)
     except job_calls.OptionError as exc:
         raise fail(exc.key if exc.key in origins else "to", exc.one_line()) from None
 
     # the output
+    out_loc: tuple[str | int, ...]
     if entry is not None and entry.output is not None:
-        template, out_loc = entry.output, ("jobs", k, "output")
+        template, out_loc = entry.output, ("jobs", entry_index, "output")
     else:
         template, out_loc = recipe.output, ("output",)
     fields = {
@@ -269,14 +297,16 @@ def _resolve_job(
         "job": jname,
         "to": to,
         "precision": opts.get("precision") or "fp32",
-        "ext": TARGET_EXT.get(to, ""),
+        "ext": target.extension,
+        "gpu": gpu or "",
     }
     rel = _render_output(template, fields, lines.where(out_loc), format_path(out_loc))
-    if to == "trt" and rel.endswith(".onnx"):
+    try:
+        target.check_output(source, output_dir / rel)
+    except UsageError as exc:
         raise UsageError(
-            f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r}: 'to: trt' writes a TensorRT "
-            "engine; name it .plan (use {ext})"
-        )
+            f"{lines.where(out_loc)}: {format_path(out_loc)}: {rel!r}: {exc.one_line()} (use {{ext}})"
+        ) from None
     if rel in outputs:
         raise UsageError(
             f"{lines.where(out_loc)}: {format_path(out_loc)}: jobs {outputs[rel]!r} and {jname!r} would both write "
@@ -310,6 +340,11 @@ def _resolve_job(
         kwargs=kwargs,
         detect_error=detect_error,
         where=job_where,
+        runs_on={
+            **(recipe.targets[j].runs_on or {}),
+            **((entry.runs_on if entry is not None else None) or {}),
+        },
+        gpu=gpu,
     )
 
 
@@ -343,7 +378,8 @@ def cli_command(job: Job) -> str:
     """The ``tensorsmith`` command line that does what ``job`` does (recipe -> CLI)."""
     import shlex
 
-    command = "optimize" if job.to == "onnx" and job.source_format in (None, "onnx") else "convert"
+    onnx_only = get_target(job.to).writes_onnx and not job_calls.is_framework(job.source_format)
+    command = "optimize" if onnx_only else "convert"
     args = ["tensorsmith", command, job.source]
     if command == "convert":
         args += ["--to", job.to]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 from tensorsmith.recipes import cache
 from tensorsmith.recipes.runner import STATUS_CACHED, STATUS_FAILED, STATUS_OK, Events, RunResult
@@ -41,7 +44,7 @@ def _fmt_diff(v: Any) -> str:
 
 
 def _bytes(n: Any) -> str:
-    from tensorsmith.report import human_bytes
+    from tensorsmith.units import human_bytes
 
     return human_bytes(n) if isinstance(n, (int, float)) and n else ""
 
@@ -51,7 +54,9 @@ def job_numbers(record: dict) -> dict[str, Any]:
     report = record.get("report") or {}
     ver = record.get("verification") or report.get("verification") or {}
     seconds = record.get("seconds") or {}
-    precision = report.get("precision") if isinstance(report.get("precision"), dict) else {}
+    precision = report.get("precision")
+    if not isinstance(precision, dict):
+        precision = {}
     gate = precision.get("gate") or {}
     latency = precision.get("latency") or {}
     return {
@@ -103,9 +108,9 @@ class RichEvents(Events):
 
     def __init__(self, console: Console):
         self.console = console
-        self.progress = None
-        self.overall = None
-        self.tasks: dict[str, int] = {}
+        self.progress: Progress | None = None
+        self.overall: TaskID | None = None
+        self.tasks: dict[str, TaskID] = {}
 
     def start(self, total: int, to_run: int, workers: int) -> None:
         from rich.progress import (
@@ -150,7 +155,8 @@ class RichEvents(Events):
         if self.progress is not None:
             if task is not None:
                 self.progress.remove_task(task)
-            self.progress.advance(self.overall)
+            if self.overall is not None:
+                self.progress.advance(self.overall)
         nums = job_numbers(record)
         bits = []
         if record["status"] != STATUS_CACHED and nums["seconds"] is not None:

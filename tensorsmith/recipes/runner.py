@@ -23,6 +23,7 @@ import shutil
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,8 +33,8 @@ from typing import Any
 
 from tensorsmith import atomic
 from tensorsmith.errors import TensorsmithError, UsageError, short
-from tensorsmith.recipes import cache
-from tensorsmith.recipes.expand import LOCK_NAME, TMP_DIR_NAME, Job, Plan, cli_command
+from tensorsmith.recipes import cache, sharing
+from tensorsmith.recipes.expand import TMP_DIR_NAME, Job, Plan, cli_command
 
 STATUS_OK, STATUS_CACHED, STATUS_FAILED = "ok", "cached", "failed"
 
@@ -57,7 +58,7 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(70)
 
 
-def _send(job_name: str, message: str, kind: str = "step") -> None:
+def _send(job_name: str, message: str | int, kind: str = "step") -> None:
     if _QUEUE is not None:
         with contextlib.suppress(Exception):
             _QUEUE.put_nowait((job_name, kind, message))
@@ -84,8 +85,11 @@ def _relocate(obj: Any, old: str, new: str) -> Any:
     return obj
 
 
-def execute(job: Job) -> dict:
-    """Run one job in this (worker) process; never raises for a job's own failure."""
+def execute(job: Job, run: Callable | None = None) -> dict:
+    """Run one job in this (worker) process; never raises for a job's own failure.
+
+    ``run(job, staged_output, step) -> (report, main_output)`` does the work (default
+    ``tensorsmith.jobs.run``; the Ray executor builds an engine from a shared prepared ONNX)."""
     from tensorsmith import jobs as job_calls
 
     t0 = time.perf_counter()
@@ -97,7 +101,7 @@ def execute(job: Job) -> dict:
     }
     output_dir = Path(job.output_dir)
     final = Path(job.output)
-    stage_dir = output_dir / TMP_DIR_NAME / job.name
+    stage_dir = output_dir / TMP_DIR_NAME / f"{job.name}.{uuid.uuid4().hex[:12]}"  # per attempt and run
     shutil.rmtree(stage_dir, ignore_errors=True)
     try:
         stage_dir.mkdir(parents=True)
@@ -106,7 +110,7 @@ def execute(job: Job) -> dict:
         _send(job.name, "start")
         if job.detect_error:
             raise UsageError(job.detect_error)
-        report, main = job_calls.run(job, staged, lambda msg, *_: _send(job.name, str(msg)))
+        report, main = (run or job_calls.run)(job, staged, lambda msg, *_: _send(job.name, str(msg)))
         if not main.exists():
             from tensorsmith.errors import ConversionError
 
@@ -133,7 +137,7 @@ def execute(job: Job) -> dict:
         if detail is not None:
             result["report"] = _relocate(_report_dict(detail), str(stage_dir), str(final.parent))
         elif getattr(exc, "report", None) is not None:
-            result["report"] = {"verification": _report_dict(exc.report)}
+            result["report"] = {"verification": _report_dict(getattr(exc, "report", None))}
     except Exception as exc:  # a bug or an unexpected library failure: this job only
         result.update(
             error=f"internal error: {type(exc).__name__}: {short(exc, 300)}",
@@ -198,25 +202,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def _locked(output_dir: Path):
-    """One run per output folder at a time (advisory lock, released when the process ends)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    fh = open(output_dir / LOCK_NAME, "a+")
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise UsageError(f"{output_dir}: another tensorsmith run is using this output folder") from None
-        yield
-    finally:
-        fh.close()
 
 
 def _base_record(job: Job) -> dict:
@@ -345,6 +330,8 @@ def _finish_record(record: dict, result: dict) -> dict:
         finished=result.get("finished"),
         worker_pid=result.get("pid"),
     )
+    if result.get("node"):  # where a cluster ran it (--executor ray)
+        record["node"] = result["node"]
     if result.get("traceback"):
         record["traceback"] = result["traceback"]
     return record
@@ -375,6 +362,7 @@ def _manifest_entry(record: dict) -> dict:
         "started",
         "finished",
         "worker_pid",
+        "node",
         "key_material",
     )
     return {k: record.get(k) for k in keep if k in record}
@@ -422,10 +410,15 @@ def run(
     force: bool = False,
     dry_run: bool = False,
     events: Events | None = None,
+    executor=None,
 ) -> RunResult:
-    """Run ``jobs`` of ``plan``: cached ones are reported, the rest run in parallel."""
+    """Run ``jobs`` of ``plan``: cached ones are reported, the rest run in parallel
+    (``executor``: where; default the local process pool, see ``executors``)."""
+    from tensorsmith.recipes.executors import LocalExecutor
+
     events = events or Events()
     workers = max(1, workers or default_workers())
+    executor = executor or LocalExecutor(workers)
     t0 = time.perf_counter()
     result = RunResult(plan.recipe_path, str(plan.output_dir), [], cache.now(), dry_run=dry_run)
     if dry_run:
@@ -438,27 +431,30 @@ def run(
         return result
 
     plan.output_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(plan.output_dir):
-        shutil.rmtree(plan.output_dir / TMP_DIR_NAME, ignore_errors=True)  # left by a killed run
-        cache.remove_stale_tmp(plan.manifest_path)
+    with sharing.run_lock(plan.output_dir) as lock:  # other runs may share the folder
+        if lock.alone:
+            sharing.clear_leftovers(plan.output_dir, TMP_DIR_NAME, plan.manifest_path)  # a killed run's
+            lock.share()
         manifest = cache.Manifest.load(plan.manifest_path)
         # entries of jobs no longer in the recipe go; the others (--only) stay
         names = {j.name for j in plan.jobs}
-        for name in list(manifest.jobs):
-            if name not in names:
-                del manifest.jobs[name]
+        dropped = {name for name in manifest.jobs if name not in names}
+        for name in dropped:
+            del manifest.jobs[name]
+        mine: set[str] = set()  # the entries this run writes into the merged manifest
         meta = {
             "recipe": os.path.abspath(plan.recipe_path),
             "tensorsmith": cache.versions(None, "onnx", None)["tensorsmith"],
         }
         records, to_run = _prepare(plan, jobs, manifest, force, events, workers)
-        result.workers = min(workers, len(to_run))
+        result.workers = executor.workers(len(to_run)) if to_run else 0
         events.start(len(jobs), len(to_run), result.workers)
         running = {j.name for j in to_run}
         for job in jobs:
             if job.name not in running:
                 if records[job.name]["status"] == STATUS_FAILED:
                     manifest.jobs[job.name] = _manifest_entry(records[job.name])
+                    mine.add(job.name)
                 events.job_finished(records[job.name])
 
         def finished(job: Job, res: dict) -> None:
@@ -467,16 +463,18 @@ def run(
             if record["status"] == STATUS_OK:
                 _remove_stale(previous, record, plan.output_dir, manifest)
             manifest.jobs[job.name] = _manifest_entry(record)
-            manifest.write(**meta)
+            mine.add(job.name)
+            sharing.write_merged(manifest, mine, dropped, **meta)
             events.job_finished(record)
 
         try:
             if to_run:
-                _schedule(to_run, result.workers, finished, events)
+                executor.schedule(to_run, finished, events)
         finally:
-            manifest.write(**meta)
+            sharing.write_merged(manifest, mine, dropped, **meta)
             events.stop()
-        shutil.rmtree(plan.output_dir / TMP_DIR_NAME, ignore_errors=True)
+        if lock.alone_now():
+            shutil.rmtree(plan.output_dir / TMP_DIR_NAME, ignore_errors=True)
     result.records = [records[j.name] for j in jobs]
     result.finished, result.seconds = cache.now(), time.perf_counter() - t0
     return result

@@ -17,6 +17,8 @@ Option keys are the command-line flags of ``tensorsmith convert``/``optimize``
 with ``_`` for ``-`` (``--input-shape`` -> ``input_shape``, ``--from`` -> ``from``);
 an on/off flag is a boolean (``--no-verify`` -> ``verify: false``,
 ``--no-external-data`` -> ``external_data: false``); ``flag_of(key)`` gives the flag.
+The options are declared once, by stage, in ``tensorsmith.config``; the
+``models`` and ``targets`` sections here are built from those fields.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, create_model
 
+from tensorsmith import config
+from tensorsmith.convert.targets import DEFAULT_TARGET
 from tensorsmith.errors import UsageError
 from tensorsmith.recipes.yaml_lines import Lines, format_path
 
@@ -35,209 +39,42 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
 DEFAULT_OUTPUT = "{model}.{target}{ext}"
 DEFAULT_OUTPUT_DIR = "build/tensorsmith"
-TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext")
+TEMPLATE_FIELDS = ("model", "target", "job", "to", "precision", "ext", "gpu")
+# a Ray label selector: {LABEL: VALUE}; VALUE may be "!v", "in(a,b)" or "!in(a,b)" (Ray's syntax)
+LabelSelector = dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]]
 
 
-def _names(value: Any) -> Any:
-    """``"a,b"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]`` (as ``--passes a,b``)."""
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list):
-        out = []
-        for item in value:
-            if not isinstance(item, str):
-                return value  # let pydantic name the bad item
-            out.extend(x.strip() for x in item.split(",") if x.strip())
-        return out
-    return value
+_Strict = config.Strict
 
 
-def _shapes(value: Any) -> Any:
-    """``{x: 1x3x32x32}``, ``["x=1x3x32x32"]`` or ``"1x3x32x32"`` -> ``["x=1x3x32x32", ...]``."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        out = []
-        for name, dims in value.items():
-            if isinstance(dims, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
-                dims = "x".join(str(d) for d in dims)
-            elif isinstance(dims, int) and not isinstance(dims, bool):
-                dims = str(dims)
-            if not isinstance(dims, str):
-                raise ValueError(f"shape of {name!r} must be like 1x3x224x224 or a list of integers")
-            out.append(f"{name}={dims}")
-        return out
-    return value
+def _section(name: str, keys: tuple[str, ...], doc: str) -> type[_Strict]:
+    """A flat recipe section with the fields of ``tensorsmith.config`` named ``keys``."""
+    fields: dict[str, Any] = {}
+    for key in keys:
+        annotation, info = config.field_of(key)
+        fields["from_" if key == "from" else key] = (annotation, info)
+    model: type[config.Strict] = create_model(name, __base__=config.Strict, __doc__=doc, **fields)
+    return model
 
 
-def _pairs(value: Any) -> Any:
-    """``{sr: 16000}`` or ``["sr=16000"]`` -> ``["sr=16000"]`` (as ``--input-value sr=16000``)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        out = []
-        for name, item in value.items():
-            if isinstance(item, bool):
-                item = "true" if item else "false"
-            elif item is None:
-                item = "none"
-            elif isinstance(item, list):
-                item = "x".join(str(v) for v in item) if all(isinstance(v, int) for v in item) else str(item)
-            out.append(f"{name}={item}")
-        return out
-    return value
+SourceOptions = _section(
+    "SourceOptions",
+    config.MODEL_KEYS,
+    "Options about the source model and its data (allowed on ``models``, ``defaults``, ``jobs``).",
+)
+TargetOptions = _section(
+    "TargetOptions",
+    config.TARGET_KEYS,
+    "Options about what to make (allowed on ``targets``, ``defaults`` and ``jobs``).",
+)
 
 
-NameList = Annotated[list[str] | None, BeforeValidator(_names)]
-ValueList = Annotated[list[str] | None, BeforeValidator(_pairs)]
-ProfileList = Annotated[list[str] | None, BeforeValidator(_pairs)]
-ShapeList = Annotated[list[str] | None, BeforeValidator(_shapes)]
-Tol = Annotated[float | None, Field(ge=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
-
-
-class SourceOptions(_Strict):
-    """Options about the source model and its data (allowed on ``models``, ``defaults``, ``jobs``)."""
-
-    from_: str | None = Field(None, alias="from", description="--from: source format, when not detectable")
-    input_shape: ShapeList = Field(None, description="--input-shape NAME=1x3x224x224 (a mapping or a list)")
-    verify_data: str | None = Field(None, description="--verify-data: .npz of real inputs (validation data)")
-    calib: str | None = Field(None, description="--calib: calibration data (.npz, folder) or 'random'")
-    calib_preprocess: str | None = Field(None, description="--calib-preprocess for a folder of images")
-    calib_loader: str | None = Field(None, description="--calib-loader module:function (runs your code)")
-    val: str | None = Field(None, description="--val: validation data for the precision gate")
-    signature: str | None = Field(None, description="--signature (SavedModel)")
-    inputs: NameList = Field(None, description="--inputs (GraphDef)")
-    outputs: NameList = Field(None, description="--outputs (GraphDef)")
-    input_value: ValueList = Field(None, description="--input-value NAME=VALUE (a mapping or a list)")
-    weights: str | None = Field(None, description="--weights state_dict for a module:factory source")
-    trust_remote_code: bool | None = Field(None, description="--trust-remote-code")
-
-    @field_validator("from_")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from tensorsmith.convert import FRONTENDS
-
-        if value not in FRONTENDS:
-            raise ValueError(f"unknown source format {value!r}; known: {', '.join(FRONTENDS)}")
-        return value
-
-
-class TargetOptions(_Strict):
-    """Options about what to make (allowed on ``targets``, ``defaults`` and ``jobs``)."""
-
-    to: str | None = Field(None, description="--to: target format")
-    precision: str | None = Field(None, description="--precision")
-    target: str | None = Field(None, description="--target: who runs the lowered model (ort, trt)")
-    passes: NameList = Field(None, description="--passes: passes to run (default: all)")
-    skip: NameList = Field(None, description="--skip: passes to leave out")
-    pass_options: dict[str, dict[str, Any]] | None = Field(None, description="options per pass")
-    optimize: bool | None = Field(None, description="false = --no-optimize")
-    verify: bool | None = Field(None, description="false = --no-verify")
-    rtol: Tol = Field(None, description="--rtol")
-    atol: Tol = Field(None, description="--atol")
-    external_data: bool | None = Field(None, description="--external-data / --no-external-data")
-    max_iterations: int | None = Field(None, ge=1, description="--max-iterations")
-    opset: int | None = Field(None, description="--opset")
-    static: bool | None = Field(None, description="--static")
-    nchw_inputs: bool | None = Field(None, description="--nchw-inputs")
-    # precision (tensorsmith.precision)
-    fp16_io: bool | None = Field(None, description="--fp16-io")
-    calib_samples: int | None = Field(None, ge=1, description="--calib-samples")
-    calib_method: str | None = Field(None, description="--calib-method")
-    int8_mode: str | None = Field(None, description="--int8-mode")
-    min_cosine: float | None = Field(None, description="--min-cosine")
-    min_top1: float | None = Field(None, description="--min-top1")
-    max_abs_error: float | None = Field(None, ge=0, description="--max-abs-error")
-    max_rel_error: float | None = Field(None, ge=0, description="--max-rel-error")
-    fallback_budget: int | None = Field(None, ge=0, description="--fallback-budget")
-    min_speedup: float | None = Field(None, ge=0, description="--min-speedup")
-    keep_fp32: NameList = Field(None, description="--keep-fp32")
-    # TensorRT / TF-TRT
-    shapes: ProfileList = Field(None, description="--shapes NAME=MIN:OPT:MAX (a mapping or a list)")
-    max_batch: int | None = Field(None, ge=1, description="--max-batch")
-    workspace: str | None = Field(None, description="--workspace, e.g. 4G")
-    timing_cache: str | None = Field(None, description="--timing-cache FILE")
-    builder_opt_level: int | None = Field(None, ge=0, le=5, description="--builder-opt-level")
-    hardware_compat: str | None = Field(None, description="--hardware-compat")
-    version_compat: bool | None = Field(None, description="--version-compat")
-    trt_version: str | None = Field(None, description="--trt-version (lint)")
-    prepare_only: bool | None = Field(None, description="--prepare-only")
-    profile_strategy: str | None = Field(None, description="--profile-strategy (tftrt)")
-
-    @field_validator("workspace", mode="before")
-    @classmethod
-    def _workspace_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("to")
-    @classmethod
-    def _known_target(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from tensorsmith.convert import BACKENDS
-
-        if value not in BACKENDS:
-            raise ValueError(f"unknown target {value!r}; known: {', '.join(BACKENDS)}")
-        return value
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from tensorsmith.jobs import supported_precisions
-
-        known = supported_precisions()
-        if value not in known:
-            raise ValueError(
-                f"unknown or unsupported precision {value!r}; this tensorsmith supports: {', '.join(known)}"
-            )
-        return value
-
-    @field_validator("passes", "skip")
-    @classmethod
-    def _known_passes(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        from tensorsmith.passes import PASSES
-
-        for name in value:
-            if name not in PASSES:
-                raise ValueError(f"unknown pass {name!r}; known passes: {', '.join(PASSES)}")
-        return value
-
-    @field_validator("pass_options")
-    @classmethod
-    def _known_pass_options(cls, value: dict | None) -> dict | None:
-        if value is None:
-            return value
-        from tensorsmith.passes import PASSES
-
-        for name, opts in value.items():
-            if name not in PASSES:
-                raise ValueError(f"options for unknown pass {name!r}; known passes: {', '.join(PASSES)}")
-            options_cls = getattr(PASSES[name], "Options", None)
-            if options_cls is not None and hasattr(options_cls, "model_validate"):
-                try:
-                    options_cls.model_validate(opts)
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    raise ValueError(f"pass {name!r}: {format_path(err['loc'])}: {err['msg']}") from None
-        return value
-
-
-class Options(SourceOptions, TargetOptions):
+class Options(SourceOptions, TargetOptions):  # type: ignore[misc,valid-type]
     """Every option: what ``defaults`` and ``jobs`` may set."""
 
 
-SOURCE_KEYS = tuple(f.alias or n for n, f in SourceOptions.model_fields.items())
-TARGET_KEYS = tuple(f.alias or n for n, f in TargetOptions.model_fields.items())
+SOURCE_KEYS = config.MODEL_KEYS
+TARGET_KEYS = config.TARGET_KEYS
 OPTION_KEYS = SOURCE_KEYS + TARGET_KEYS
 # on/off flags whose recipe key is the positive word: `--no-verify` -> `verify: false`
 NEGATED_FLAGS = {"verify": "--no-verify", "optimize": "--no-optimize"}
@@ -254,16 +91,25 @@ def flag_of(key: str) -> str | None:
     return "--" + key.replace("_", "-")
 
 
-class ModelEntry(SourceOptions):
+class ModelEntry(SourceOptions):  # type: ignore[misc,valid-type]
     name: Name
     path: str = Field(..., min_length=1, description="model file, SavedModel folder or module:factory")
 
 
-class TargetEntry(TargetOptions):
+class Placement(_Strict):
+    """Where a job runs with ``--executor ray`` (ignored by the local pool)."""
+
+    runs_on: LabelSelector | None = Field(None, description="Ray label selector: {LABEL: VALUE}")
+
+
+class TargetEntry(TargetOptions, Placement):  # type: ignore[misc,valid-type]
     name: Name | None = Field(None, description="default: `to`, plus `-precision` when given")
+    gpus: list[Name] | None = Field(
+        None, min_length=1, description="GPU types (ray.io/accelerator-type): one engine per type"
+    )
 
 
-class JobEntry(Options):
+class JobEntry(Options, Placement):
     """Overrides for one job of the matrix, found by its name (``MODEL-TARGET``)."""
 
     name: Name
@@ -278,8 +124,12 @@ class Recipe(_Strict):
     output: str = Field(DEFAULT_OUTPUT, min_length=1, description="file template inside output_dir")
     defaults: Options = Field(default_factory=Options)
     models: list[ModelEntry] = Field(..., min_length=1)
-    targets: list[TargetEntry] = Field(default_factory=lambda: [TargetEntry(to="onnx")], min_length=1)
+    targets: list[TargetEntry] = Field(
+        default_factory=lambda: [TargetEntry(to=DEFAULT_TARGET)],  # type: ignore[call-arg]
+        min_length=1,
+    )
     jobs: list[JobEntry] = Field(default_factory=list)
+    report_html: str | None = Field(None, min_length=1, description="HTML report, relative to output_dir")
 
 
 # ---------------------------------------------------------------------------
@@ -297,10 +147,10 @@ def _hint_for_extra(loc: tuple, key: Any) -> str:
         return " (a target has no path; models do)"
     candidates = {
         "models": [*SOURCE_KEYS, "name", "path"],
-        "targets": [*TARGET_KEYS, "name"],
-        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled"],
+        "targets": [*TARGET_KEYS, "name", "runs_on", "gpus"],
+        "jobs": [*OPTION_KEYS, "name", "path", "output", "enabled", "runs_on"],
         "defaults": list(OPTION_KEYS),
-    }.get(section, list(Recipe.model_fields))
+    }.get(str(section), list(Recipe.model_fields))
     close = difflib.get_close_matches(key.replace("-", "_"), candidates, n=1, cutoff=0.6)
     if close:
         return f" (did you mean {close[0]!r}?)"
@@ -362,14 +212,6 @@ def check_name(value: str, what: str) -> str:
 # ---------------------------------------------------------------------------
 # --dump-recipe: a command line as a recipe
 
-# command parameters that only change what is printed, not what is made
-_DISPLAY_ONLY = {"json_out", "explain", "dump_recipe"}
-# command parameter -> recipe key, where they differ
-_PARAM_KEYS = {"source_format": "from", "qtarget": "target"}
-_NEGATED_PARAMS = {"no_verify": "verify", "no_optimize": "optimize"}
-_CLI_DEFAULTS = {"max_iterations": 8, "to": "onnx"}
-_LIST_KEYS = ("passes", "skip", "keep_fp32", "inputs", "outputs")
-
 
 def _model_name(source: str) -> str:
     from pathlib import PurePath
@@ -385,50 +227,9 @@ def _model_name(source: str) -> str:
     return name if re.match(NAME_PATTERN, name) else f"m-{name}"
 
 
-def cli_options(params: dict[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
-    """(source, output, model options, target options) of a command's parameters.
+def recipe_from_config(command: str, source: str, output: str, job: config.JobConfig) -> str:
+    """The recipe (YAML text) that makes what ``tensorsmith COMMAND SOURCE -o OUTPUT ...`` would make.
 
-    ``params`` are the ``optimize``/``convert`` function's parameters (names as in
-    ``cli.py``); the options use the recipe keys, so the command line, its
-    ``--dump-recipe`` and ``tensorsmith.jobs`` all speak the same names. Options
-    left at their defaults are left out.
-    """
-    import os
-
-    params = dict(params)
-    source = str(params.pop("input_path"))
-    output = str(params.pop("output"))
-    model: dict[str, Any] = {}
-    target: dict[str, Any] = {}
-    for pname, value in params.items():
-        if pname in _DISPLAY_ONLY:
-            continue
-        if pname in _NEGATED_PARAMS:
-            if value:
-                key = _NEGATED_PARAMS[pname]
-                (model if key in SOURCE_KEYS else target)[key] = False
-            continue
-        key = _PARAM_KEYS.get(pname, pname)
-        if key in _LIST_KEYS:
-            value = [x.strip() for v in (value or []) for x in str(v).split(",") if x.strip()] or None
-        elif isinstance(value, (list, tuple)):
-            value = [str(v) for v in value] or None
-        elif isinstance(value, os.PathLike):
-            value = str(value)
-        if value is None or (value is False and key != "external_data"):
-            continue
-        if key in _CLI_DEFAULTS and value == _CLI_DEFAULTS[key]:
-            continue
-        if key not in OPTION_KEYS:
-            raise UsageError(f"the option {pname!r} has no recipe key yet")
-        (model if key in SOURCE_KEYS else target)[key] = value
-    return source, output, model, target
-
-
-def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
-    """The recipe (YAML text) that makes what ``tensorsmith COMMAND ...`` would make.
-
-    ``params`` are the command function's parameters (names as in ``cli.py``).
     Paths are written as given, relative to the folder the command ran in: save
     the recipe in that folder (recipe paths are relative to the recipe file).
     """
@@ -436,12 +237,11 @@ def recipe_from_cli(command: str, params: dict[str, Any]) -> str:
 
     import yaml
 
-    try:
-        source, output, options, target = cli_options(params)
-    except UsageError as exc:
-        raise UsageError(f"--dump-recipe: {exc}; leave it out or run the command") from None
+    flat = job.options()
+    options = {k: v for k, v in flat.items() if k in SOURCE_KEYS}
+    target = {k: v for k, v in flat.items() if k not in SOURCE_KEYS}
     model: dict[str, Any] = {"name": _model_name(source), "path": source, **options}
-    to = target.get("to", "onnx")
+    to = target.get("to", DEFAULT_TARGET)
     precision = target.get("precision")
     target = {
         "name": to if precision in (None, "fp32") else f"{to}-{precision}",

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError
-from tensorsmith.pipeline import JobReport, load_and_optimize, optimize_file
+from tensorsmith.job_report import JobReport
+from tensorsmith.optimize import load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,
@@ -37,6 +39,9 @@ from tensorsmith.verify import (
     job_failed,
     verify_models,
 )
+
+if TYPE_CHECKING:
+    from tensorsmith.precision import PrecisionOptions
 
 
 @dataclass
@@ -102,7 +107,6 @@ def convert_file(
     output_path: str | os.PathLike,
     *,
     source_format: str | None = None,
-    target: str = "onnx",
     opset: int | None = None,
     input_shapes: dict[str, list[int]] | None = None,
     input_values: dict[str, Any] | None = None,
@@ -112,6 +116,8 @@ def convert_file(
     outputs: list[str] | None = None,
     nchw_inputs: bool = False,
     weights: str | os.PathLike | None = None,
+    weights_key: str | None = None,
+    weights_non_strict: bool = False,
     trust_remote_code: bool = False,
     run_passes: bool = True,
     passes: list[str] | None = None,
@@ -123,19 +129,22 @@ def convert_file(
     external_data: bool | None = None,
     max_iterations: int = 8,
     on_step: Callable[[str], None] | None = None,
+    precision: PrecisionOptions | None = None,
+    progress=None,
 ) -> JobReport:
     """Convert ``source`` (a TensorFlow/PyTorch model or ``module:factory``) to a verified ONNX file.
 
     Raises ``UsageError`` (exit 2), ``ConversionError`` (3) or
     ``VerificationError`` (4, carrying the report; nothing is written then).
+
+    ``precision`` (fp16/int8): the verified FP32 model is lowered and gated against
+    itself (``optimize.lower_into``); the passes run once, the FP32 model is written
+    once, to a work folder.
     """
-    from tensorsmith.convert import detect_format, get_backend, get_frontend
+    from tensorsmith.convert import detect_format, get_frontend
     from tensorsmith.convert.frontend import FrontendOptions
 
     step = on_step or (lambda _msg: None)
-    get_backend(target)
-    if target != "onnx":
-        raise UsageError(f"convert_file writes ONNX; target {target!r} is not handled here")
     fmt = source_format or detect_format(source)
     if fmt == "onnx":
         if not run_passes:
@@ -153,12 +162,14 @@ def convert_file(
             external_data=external_data,
             max_iterations=max_iterations,
             on_step=on_step,
+            precision=precision,
+            progress=progress,
         )
     if opset is not None and not 7 <= opset <= 21:
         raise UsageError(f"--opset {opset}: expected an opset between 7 and 21")
     frontend = get_frontend(fmt)
     model_io.check_output_path(output_path)
-    report = ConvertReport(input=str(source), output=str(output_path), source_format=fmt, target=target)
+    report = ConvertReport(input=str(source), output=str(output_path), source_format=fmt)
     if run_passes:  # validate pass names before the (slow) conversion
         from tensorsmith import passes as passes_mod
 
@@ -177,6 +188,8 @@ def convert_file(
             outputs=outputs,
             nchw_inputs=nchw_inputs,
             weights=Path(weights) if weights else None,
+            weights_key=weights_key,
+            weights_non_strict=weights_non_strict,
             trust_remote_code=trust_remote_code,
             on_step=step,
         )
@@ -188,51 +201,39 @@ def convert_file(
             report.converter = imported.converter
             report.notes.append(f"converted from {imported.framework} by {imported.converter}")
             report.notes.extend(imported.notes)
-            _optimize_verify_commit(
-                report,
-                imported,
-                output_path,
-                input_shapes,
-                run_passes,
-                passes,
-                skip,
-                pass_options,
-                verify,
-                verify_data,
-                tolerance,
-                external_data,
-                max_iterations,
-                step,
+            model, specs = _load_and_optimize(
+                report, imported, input_shapes, run_passes, passes, skip, pass_options, max_iterations, step
             )
+            checks = _Checks(report, imported, specs, input_shapes, verify_data, tolerance, run_passes, step)
+            if precision is not None and precision.lowered:
+                _verify_and_lower(
+                    model, checks, output_path, precision, external_data, verify, input_shapes, progress
+                )
+            else:
+                _verify_and_commit(model, checks, output_path, external_data, verify)
         finally:
             imported.close()
     return report
 
 
-def _optimize_verify_commit(
+def _load_and_optimize(
     report: ConvertReport,
     imported,
-    output_path,
     input_shapes,
     run_passes,
     passes,
     skip,
     pass_options,
-    verify,
-    verify_data,
-    tolerance,
-    external_data,
     max_iterations,
     step,
-) -> None:
-    converted = imported.onnx_path
-    specs = input_specs_from_proto(model_io.load_proto(converted))
+):
+    specs = input_specs_from_proto(model_io.load_proto(imported.onnx_path))
     if input_shapes:
         from tensorsmith.shapes import resolve_shapes
 
         resolve_shapes(specs, input_shapes)  # names and ranks refer to the converted model's inputs
     model = load_and_optimize(
-        converted,
+        imported.onnx_path,
         report,
         run_passes=run_passes,
         passes=passes,
@@ -241,52 +242,109 @@ def _optimize_verify_commit(
         max_iterations=max_iterations,
         step=step,
     )
+    return model, specs
 
+
+@dataclass
+class _Checks:
+    """The three numeric checks of a converted model (module docstring), on one written file."""
+
+    report: ConvertReport
+    imported: Any
+    specs: list
+    input_shapes: Any
+    verify_data: Any
+    tolerance: Tolerance | None
+    run_passes: bool
+    step: Callable[[str], None]
+
+    def run(self, written: str | os.PathLike) -> None:
+        report, imported, step = self.report, self.imported, self.step
+        converted = imported.onnx_path
+        t0 = time.perf_counter()
+        source = _Memo(imported.run_source)
+        common = dict(
+            input_shapes=self.input_shapes,
+            verify_data=self.verify_data,
+            tolerance=self.tolerance,
+            specs=self.specs,
+        )
+        step(f"verify: {imported.framework} vs converted ONNX")
+        conv = verify_models(converted, converted, source_runner=source, on_progress=step, **common)
+        report.conversion_check = conv
+        report.verification = conv
+        if not conv.passed:
+            _raise(
+                report,
+                conv,
+                f"the converted model differs from {imported.framework}",
+                hint="if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data",
+            )
+        if self.run_passes:
+            step("verify: converted vs optimized ONNX")
+            pc = verify_models(converted, written, on_progress=step, **common)
+            report.passes_check = pc
+            if not pc.passed:
+                _raise(
+                    report,
+                    pc,
+                    "the passes changed the outputs",
+                    hint="leave the culprit out with --skip PASS, or --no-optimize",
+                )
+            step(f"verify: {imported.framework} vs optimized ONNX")
+            e2e = verify_models(converted, written, source_runner=source, on_progress=step, **common)
+            report.verification = e2e
+            if not e2e.passed:
+                _raise(report, e2e, f"the optimized model differs from {imported.framework}")
+            report.notes.append(f"check {imported.framework} vs converted ONNX: {_summary(conv)}")
+            report.notes.append(f"check converted vs optimized ONNX: {_summary(pc)}")
+        report.notes.append(
+            f"the table compares {imported.framework} (run {source.calls}x, "
+            f"{source.seconds:.2f} s) with the written ONNX"
+        )
+        report.seconds["verify"] = time.perf_counter() - t0
+
+
+def _verify_and_commit(model, checks: _Checks, output_path, external_data, verify: bool) -> None:
+    report = checks.report
     t0 = time.perf_counter()
-    step("write")
+    checks.step("write")
     with model_io.stage(model, output_path, external_data=external_data) as staged:
         report.seconds["write"] = time.perf_counter() - t0
         report.size_after = staged.size_bytes()
         if verify:
-            t0 = time.perf_counter()
-            source = _Memo(imported.run_source)
-            common = dict(
-                input_shapes=input_shapes, verify_data=verify_data, tolerance=tolerance, specs=specs
-            )
-            step(f"verify: {imported.framework} vs converted ONNX")
-            conv = verify_models(converted, converted, source_runner=source, on_progress=step, **common)
-            report.conversion_check = conv
-            report.verification = conv
-            if not conv.passed:
-                _raise(
-                    report,
-                    conv,
-                    f"the converted model differs from {imported.framework}",
-                    hint="if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data",
-                )
-            if run_passes:
-                step("verify: converted vs optimized ONNX")
-                pc = verify_models(converted, staged.model_path, on_progress=step, **common)
-                report.passes_check = pc
-                if not pc.passed:
-                    _raise(
-                        report,
-                        pc,
-                        "the passes changed the outputs",
-                        hint="leave the culprit out with --skip PASS, or --no-optimize",
-                    )
-                step(f"verify: {imported.framework} vs optimized ONNX")
-                e2e = verify_models(
-                    converted, staged.model_path, source_runner=source, on_progress=step, **common
-                )
-                report.verification = e2e
-                if not e2e.passed:
-                    _raise(report, e2e, f"the optimized model differs from {imported.framework}")
-                report.notes.append(f"check {imported.framework} vs converted ONNX: {_summary(conv)}")
-                report.notes.append(f"check converted vs optimized ONNX: {_summary(pc)}")
-            report.notes.append(
-                f"the table compares {imported.framework} (run {source.calls}x, "
-                f"{source.seconds:.2f} s) with the written ONNX"
-            )
-            report.seconds["verify"] = time.perf_counter() - t0
+            checks.run(staged.model_path)
         report.files = [str(p) for p in staged.commit()]
+
+
+def _verify_and_lower(
+    model, checks: _Checks, output_path, precision, external_data, verify: bool, input_shapes, progress
+) -> None:
+    """FP16/INT8: the optimized FP32 model, written once to a work folder and verified there
+    against the source, is lowered and gated against itself, then committed."""
+    from tensorsmith.optimize import lower_into, work_dir
+
+    report = checks.report
+    work = work_dir(output_path, ".fp32.tmp")
+    try:
+        fp32 = work / "fp32.onnx"
+        checks.step("write")
+        model_io.save(model, fp32, external_data=external_data)
+        if verify:
+            checks.run(fp32)
+        report.conversion = report.to_dict()  # the verified FP32 conversion, as before lowering
+        report.conversion["output"] = None
+        report.verification = None  # the precision gate is the check of the written model
+        lower_into(
+            fp32,
+            fp32,
+            output_path,
+            report,
+            precision,
+            work=work,
+            input_shapes=input_shapes,
+            external_data=external_data,
+            progress=progress,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
 from tensorsmith import model_io
 from tensorsmith import passes as passes_mod
 from tensorsmith.errors import VerificationError
+from tensorsmith.job_report import JobReport
 from tensorsmith.passes.manager import PassManager, PassRecord
-from tensorsmith.verify import Tolerance, VerificationReport, failure_summary, job_failed, verify_models
+from tensorsmith.verify import Tolerance, failure_summary, job_failed, verify_models
+
+if TYPE_CHECKING:
+    from tensorsmith.precision import PrecisionOptions
 
 
 def op_histogram(model: ir.Model) -> collections.Counter:
@@ -65,62 +72,6 @@ def optimize(
     manager = PassManager(passes_mod.create(names, options), max_iterations=max_iterations, on_step=on_step)
     records = manager.run(model)
     return OptimizeResult(model, records, before, op_histogram(model), manager.iterations)
-
-
-@dataclass
-class JobReport:
-    """Everything one optimize/convert run measured; rendered as a table or JSON."""
-
-    input: str
-    output: str | None
-    status: str = "ok"  # ok | failed | verification-failed
-    source_format: str = "onnx"
-    target: str = "onnx"
-    ops_before: dict[str, int] = field(default_factory=dict)
-    ops_after: dict[str, int] = field(default_factory=dict)
-    size_before: int = 0
-    size_after: int = 0
-    passes: list[PassRecord] = field(default_factory=list)
-    iterations: int = 0
-    verification: VerificationReport | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
-    conversion: dict | None = None  # framework -> FP32 ONNX report, when a lowered model was converted first
-
-    @property
-    def nodes_before(self) -> int:
-        return sum(self.ops_before.values())
-
-    @property
-    def nodes_after(self) -> int:
-        return sum(self.ops_after.values())
-
-    def to_dict(self) -> dict:
-        return {
-            "status": self.status,
-            "input": self.input,
-            "output": self.output,
-            "files": self.files,
-            "source_format": self.source_format,
-            "target": self.target,
-            "nodes_before": self.nodes_before,
-            "nodes_after": self.nodes_after,
-            "ops_before": dict(sorted(self.ops_before.items())),
-            "ops_after": dict(sorted(self.ops_after.items())),
-            "size_before": self.size_before,
-            "size_after": self.size_after,
-            "iterations": self.iterations,
-            "passes": [p.to_dict() for p in self.passes],
-            "verification": self.verification.to_dict() if self.verification else None,
-            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
-            "notes": self.notes,
-            "error": self.error,
-            "precision": self.precision,
-            **({"conversion": self.conversion} if self.conversion is not None else {}),
-        }
 
 
 def file_size(path: str | os.PathLike) -> int:
@@ -203,7 +154,7 @@ def optimize_file(
     external_data: bool | None = None,
     max_iterations: int = 8,
     on_step: Callable[[str], None] | None = None,
-    precision=None,
+    precision: PrecisionOptions | None = None,
     progress=None,
 ) -> JobReport:
     """Optimize an ONNX file into ``output_path``; verified unless ``verify=False``.
@@ -266,42 +217,69 @@ def optimize_file(
     return report
 
 
+def lower_into(
+    fp32_path: Path,
+    reference: str | os.PathLike,
+    output_path: str | os.PathLike,
+    report: JobReport,
+    precision: PrecisionOptions,
+    *,
+    work: Path,
+    input_shapes=None,
+    external_data: bool | None = None,
+    progress=None,
+) -> JobReport:
+    """Lower the optimized FP32 model at ``fp32_path`` and gate it against ``reference``
+    (both in the folder ``work``), then stage and commit it at ``output_path``."""
+    from tensorsmith.errors import ConversionError
+    from tensorsmith.precision.step import lower
+
+    t0 = time.perf_counter()
+    try:
+        result = lower(fp32_path, reference, work, precision, input_shapes=input_shapes, progress=progress)
+    except (VerificationError, ConversionError) as exc:
+        report.precision = exc.precision_report
+        report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"
+        report.output = None
+        exc.job = report
+        raise
+    report.precision = result.report
+    report.seconds["precision"] = time.perf_counter() - t0
+    low = model_io.load(result.path)
+    report.ops_after = dict(op_histogram(low))
+    t0 = time.perf_counter()
+    with model_io.stage(low, output_path, external_data=external_data) as staged:
+        report.seconds["write"] = time.perf_counter() - t0
+        report.size_after = staged.size_bytes()
+        report.files = [str(p) for p in staged.commit()]
+    return report
+
+
+def work_dir(output_path: str | os.PathLike, suffix: str) -> Path:
+    """A private folder beside ``output_path`` (same file system: the commit is a rename)."""
+    output_path = Path(output_path)
+    parent = output_path.parent if str(output_path.parent) else Path(".")
+    return Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=suffix, dir=parent))
+
+
 def _lower_precision(
     model, input_path, output_path, report: JobReport, precision, *, input_shapes, external_data, progress
 ) -> JobReport:
     """Passes done: write FP32 to a work folder, lower and gate it there, then stage and commit."""
-    import shutil
-    import tempfile
-
-    from tensorsmith.errors import ConversionError as _ConversionError
-    from tensorsmith.precision import lower
-
-    output_path = Path(output_path)
-    parent = output_path.parent if str(output_path.parent) else Path(".")
-    work = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".precision.tmp", dir=parent))
+    work = work_dir(output_path, ".precision.tmp")
     try:
-        t0 = time.perf_counter()
         fp32_path = work / "fp32.onnx"
         model_io.save(model, fp32_path, external_data=external_data)
-        try:
-            result = lower(
-                fp32_path, input_path, work, precision, input_shapes=input_shapes, progress=progress
-            )
-        except (VerificationError, _ConversionError) as exc:
-            report.precision = getattr(exc, "precision_report", None)
-            report.status = "verification-failed" if isinstance(exc, VerificationError) else "failed"
-            report.output = None
-            exc.job = report
-            raise
-        report.precision = result.report
-        report.seconds["precision"] = time.perf_counter() - t0
-        low = model_io.load(result.path)
-        report.ops_after = dict(op_histogram(low))
-        t0 = time.perf_counter()
-        with model_io.stage(low, output_path, external_data=external_data) as staged:
-            report.seconds["write"] = time.perf_counter() - t0
-            report.size_after = staged.size_bytes()
-            report.files = [str(p) for p in staged.commit()]
-        return report
+        return lower_into(
+            fp32_path,
+            input_path,
+            output_path,
+            report,
+            precision,
+            work=work,
+            input_shapes=input_shapes,
+            external_data=external_data,
+            progress=progress,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)

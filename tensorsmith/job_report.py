@@ -1,24 +1,76 @@
-"""Rendering job reports: a Rich table for people, one JSON object for machines."""
+"""The report of one optimize/convert job: its JSON (``to_dict``) and its Rich tables
+(``render``: nodes, sizes, passes, verification, precision)."""
 
 from __future__ import annotations
 
-import json
-import sys
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tensorsmith.pipeline import JobReport
+from tensorsmith.passes.manager import PassRecord
+from tensorsmith.units import human_bytes
+from tensorsmith.verify import VerificationReport
 
 
-def human_bytes(n: int | float) -> str:
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+@dataclass
+class JobReport:
+    """Everything one optimize/convert run measured; rendered as a table or JSON."""
+
+    input: str
+    output: str | None
+    status: str = "ok"  # ok | failed | verification-failed
+    source_format: str = "onnx"
+    target: str = "onnx"
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    size_before: int = 0
+    size_after: int = 0
+    passes: list[PassRecord] = field(default_factory=list)
+    iterations: int = 0
+    verification: VerificationReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    precision: dict | None = None  # the precision step's report (fp16/int8), see tensorsmith.precision
+    conversion: dict | None = None  # framework -> FP32 ONNX report, when a lowered model was converted first
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.ops_before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.ops_after.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "files": self.files,
+            "source_format": self.source_format,
+            "target": self.target,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "ops_before": dict(sorted(self.ops_before.items())),
+            "ops_after": dict(sorted(self.ops_after.items())),
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "iterations": self.iterations,
+            "passes": [p.to_dict() for p in self.passes],
+            "verification": self.verification.to_dict() if self.verification else None,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "notes": self.notes,
+            "error": self.error,
+            "precision": self.precision,
+            **({"conversion": self.conversion} if self.conversion is not None else {}),
+        }
+
+    def render(self, console: Console, *, explain: bool = False) -> None:
+        render_job(self, console, explain=explain)
 
 
 def render_job(report: JobReport, console: Console, *, explain: bool = False) -> None:
@@ -89,7 +141,7 @@ def render_job(report: JobReport, console: Console, *, explain: bool = False) ->
             console.print(f"  [dim]input {escape(note)}[/dim]")
     elif report.status == "ok" and not getattr(report, "precision", None):
         console.print("[yellow]not verified (--no-verify)[/yellow]")
-    if getattr(report, "precision", None):  # fp16/int8: the accuracy gate replaces the fp32 check
+    if report.precision:  # fp16/int8: the accuracy gate replaces the fp32 check
         from tensorsmith.precision.render import render_precision
 
         render_precision(report.precision, console)
@@ -104,44 +156,3 @@ def _delta(before: int, after: int, pct: bool = False) -> str:
     if pct and before:
         return f"{100.0 * d / before:+.1f}%"
     return f"{d:+d}"
-
-
-def print_json(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=_default) + "\n")
-
-
-def _default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, float):
-        return None
-    return str(o)
-
-
-def render_any(report, console: Console, *, explain: bool = False) -> None:
-    """Render whatever report a job returned (ONNX job, TensorRT build or
-    prepare-only, TF-TRT) with its own renderer."""
-    from tensorsmith.jobs import PreparedReport
-
-    if isinstance(report, JobReport):
-        render_job(report, console, explain=explain)
-    elif isinstance(report, PreparedReport):
-        from tensorsmith.lint import render
-
-        if isinstance(report.onnx, JobReport):
-            render_job(report.onnx, console, explain=explain)
-        render(report.lint, console)
-        console.print(escape(f"ready to build: {report.prepared_onnx} (lint report {report.lint_report})"))
-        console.print(
-            escape(f"on a GPU machine with TensorRT 10/11 run:\n  {report.build_command}"), soft_wrap=True
-        )
-    elif type(report).__name__ == "BuildReport":
-        from tensorsmith.convert import trt as trt_backend
-
-        trt_backend.render(report, console)
-    elif type(report).__name__ == "TftrtReport":
-        from tensorsmith.convert import tftrt_backend
-
-        tftrt_backend.render(report, console)
-    else:  # pragma: no cover - a new report type without a renderer
-        print_json(report.to_dict())
