@@ -103,11 +103,26 @@ class _Scan(ast.NodeVisitor):
         self.fn_stack: list[ast.AST] = []
         self.version_scopes = 0  # inside a function or ``if`` that compares the version
         self.hasattr_fns: set[int] = set()
+        self.alias_stack = [True]  # module level: ``trt`` is the module unless rebound
 
     def add(self, name: str, guarded: bool) -> None:
         self.used[name] = self.used.get(name, True) and guarded
 
+    def _module_here(self, node: ast.AST) -> bool:
+        """Whether a chain starting at ``node`` is on the tensorrt module here: ``self.trt``,
+        or a ``trt`` not bound to something else in this function (``trt = TrtOptions(...)``)."""
+        root = node
+        while isinstance(root, ast.Attribute) and not _is_trt(root):
+            root = root.value
+        return not isinstance(root, ast.Name) or self.alias_stack[-1]
+
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        bound = [
+            n.value
+            for n in ast.walk(node)
+            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "trt" for t in n.targets)
+        ]
+        self.alias_stack.append(all("tensorrt" in ast.unparse(v) for v in bound) and self.alias_stack[-1])
         compares = any(_version_test(n) for n in ast.walk(node))
         if any(
             isinstance(n, ast.Call)
@@ -123,6 +138,7 @@ class _Scan(ast.NodeVisitor):
         self.generic_visit(node)
         self.version_scopes -= compares
         self.fn_stack.pop()
+        self.alias_stack.pop()
 
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
@@ -134,6 +150,8 @@ class _Scan(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         chain = _chain(node)
+        if chain and not self._module_here(node):
+            return
         if chain:
             for name in chain:
                 self.add(name, False)
@@ -147,7 +165,7 @@ class _Scan(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2:
-            if _chain(node.args[0]) is not None:
+            if _chain(node.args[0]) is not None and self._module_here(node.args[0]):
                 target = node.args[1]
                 fn = self.fn_stack[-1] if self.fn_stack else None
                 guarded = (
