@@ -191,18 +191,36 @@ class _Scan(ast.NodeVisitor):
             for t in n.targets
             if isinstance(t, ast.Name)
         }
+        self.own = own
         self.constants = [(n, g) for n, g in self.constants if n not in own]
-        if self.computed:
-            every_guarded = all(self.computed)
-            for name, guarded in self.constants:
-                self.add(name, guarded or every_guarded)
 
 
 def used_names() -> dict[str, bool]:
-    """Every tensorrt name used under tensorsmith/convert -> whether the code guards it."""
+    """Every tensorrt name used under tensorsmith/convert -> whether the code guards it.
+
+    Enum members reached by ``getattr(trt.X, name)`` with a computed ``name`` are the
+    UPPER_CASE string constants of the whole tree (they may live in another module, e.g.
+    an options table); such a name counts as guarded when it sits in a version
+    comparison or when some computed lookup has a fallback (a default, a ``hasattr``):
+    then it need only exist in one supported version, which still catches a misspelt
+    member."""
     used: dict[str, bool] = {}
+    constants: list[tuple[str, bool]] = []
+    computed: list[bool] = []
+    globals_: set[str] = set()
     for path in sorted((REPO / "tensorsmith" / "convert").rglob("*.py")):
-        _Scan(used).scan(ast.parse(path.read_text(), str(path)))
+        scan = _Scan(used)
+        before = len(used)
+        scan.scan(ast.parse(path.read_text(), str(path)))
+        globals_ |= scan.own
+        if len(used) > before or scan.computed or "trt" in path.parts or path.stem.startswith("trt"):
+            constants += scan.constants  # only the TensorRT backend's own modules
+        computed += scan.computed
+    constants = [(n, g) for n, g in constants if n not in globals_]
+    if computed:
+        fallback = any(computed)
+        for name, guarded in constants:
+            used[name] = used.get(name, True) and (guarded or fallback)
     return used
 
 
