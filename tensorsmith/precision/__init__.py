@@ -50,6 +50,7 @@ class PrecisionOptions(BaseModel):
     min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
+    int8_steps: list[Literal["equalize", "bias-correction"]] | None = None  # int8_steps.py; None: its DEFAULT
 
     @property
     def lowered(self) -> bool:
@@ -94,6 +95,7 @@ def options_from_cli(
     fallback_budget: int | None = None,
     min_speedup: float | None = None,
     keep_fp32: list[str] | None = None,
+    int8_steps: list[str] | None = None,
 ) -> PrecisionOptions:
     """Build (and check) options from CLI values; ``None`` means the default."""
     values = {
@@ -114,6 +116,7 @@ def options_from_cli(
         "fallback_budget": fallback_budget,
         "min_speedup": min_speedup,
         "keep_fp32": keep_fp32,
+        "int8_steps": int8_steps,
     }
     if values["target"] in ("tensorrt", "trt"):
         values["target"] = "trt"
