@@ -26,8 +26,8 @@ scale), and Clip without an upper bound. Left alone, with the reason in the repo
 * a Conv whose output (or activation output) has another consumer or is a graph
   output, weights shared with another node, weights or bias not constant.
 
-Passes run over every chain ``A -> B -> C`` several times (AIMET iterates the same
-way); the scale of each channel stays within [1e-4, 1e4] and a channel whose weights
+Passes run over every chain ``A -> B -> C`` until the scales settle (AIMET iterates the
+same way); the scale of each channel stays within [1e-4, 1e4] and a channel whose weights
 are all zero keeps scale 1.
 """
 
@@ -53,7 +53,8 @@ NOT_HOMOGENEOUS = {
     "Softplus": "Softplus is not positively homogeneous",
 }
 SCALE_MIN, SCALE_MAX = 1e-4, 1e4
-ITERATIONS = 4
+ITERATIONS = 20  # at most; stops once no channel scale moves by more than TOLERANCE
+TOLERANCE = 1e-3
 
 
 @dataclass
@@ -254,6 +255,7 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
     done: dict[tuple[str, str], Pair] = {}
     total: dict[tuple[str, str], np.ndarray] = {}
     for _ in range(iterations):
+        moved = 0.0
         for first, second, act in pairs:
             a, b = nodes[first], nodes[second]
             w1 = g.array(a.input[1]).astype(np.float64)  # type: ignore[union-attr]
@@ -278,6 +280,9 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
                 g.set_array(a.input[2], b1 / s)
             g.set_array(b.input[1], _scale_second(w2, group2, s))
             total[key] = total.get(key, np.ones(channels)) * s
+            moved = max(moved, float(np.abs(np.log(s)).max()))
+        if moved < TOLERANCE:
+            break
     for p in done.values():
         w1 = g.array(nodes[p.first].input[1])
         assert w1 is not None
