@@ -112,6 +112,10 @@ class _Graph:
         t = self.inits.get(name)
         return numpy_helper.to_array(t) if t is not None else None
 
+    def need(self, name: str) -> np.ndarray:
+        """The initializer ``name`` as float64 (callers checked it exists)."""
+        return numpy_helper.to_array(self.inits[name]).astype(np.float64)
+
     def set_array(self, name: str, value: np.ndarray) -> None:
         t = self.inits[name]
         t.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(t).dtype), name))
@@ -149,7 +153,7 @@ def _conv_ok(g: _Graph, node: onnx.NodeProto) -> str | None:
 
 def _clip_bounds(g: _Graph, node: onnx.NodeProto) -> tuple[float | None, float | None]:
     lo, hi = _attr(node, "min", None), _attr(node, "max", None)
-    vals = []
+    vals: list[float | None] = []
     for idx in (1, 2):
         if len(node.input) > idx and node.input[idx]:
             arr = g.array(node.input[idx])
@@ -258,8 +262,8 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
         moved = 0.0
         for first, second, act in pairs:
             a, b = nodes[first], nodes[second]
-            w1 = g.array(a.input[1]).astype(np.float64)  # type: ignore[union-attr]
-            w2 = g.array(b.input[1]).astype(np.float64)  # type: ignore[union-attr]
+            w1 = g.need(a.input[1])
+            w2 = g.need(b.input[1])
             channels = w1.shape[0]
             group2 = int(_attr(b, "group", 1))
             if w2.shape[1] * group2 != channels:
@@ -276,7 +280,7 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
             shape1 = (channels,) + (1,) * (w1.ndim - 1)
             g.set_array(a.input[1], w1 / s.reshape(shape1))
             if len(a.input) > 2 and a.input[2]:
-                b1 = g.array(a.input[2]).astype(np.float64)  # type: ignore[union-attr]
+                b1 = g.need(a.input[2])
                 g.set_array(a.input[2], b1 / s)
             g.set_array(b.input[1], _scale_second(w2, group2, s))
             total[key] = total.get(key, np.ones(channels)) * s
@@ -284,8 +288,7 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
         if moved < TOLERANCE:
             break
     for p in done.values():
-        w1 = g.array(nodes[p.first].input[1])
-        assert w1 is not None
+        w1 = g.need(nodes[p.first].input[1])
         p.range_ratio_after = _ratio(np.abs(w1).reshape(w1.shape[0], -1).max(axis=1))
         s_total = total[(p.first, p.second)]
         p.scale_min, p.scale_max = float(s_total.min()), float(s_total.max())
