@@ -252,3 +252,33 @@ def test_branching_output_and_shared_weights_are_not_paired():
     )
     pairs, _ = eq.find_pairs(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     assert pairs == []
+
+
+def test_high_bias_absorption_keeps_fp32_and_shrinks_the_range():
+    rng = np.random.default_rng(4)
+    dw = (0.1 * rng.standard_normal((C, 1, 3, 3))).astype(np.float32)
+    pw = rng.standard_normal((C, C, 1, 1)).astype(np.float32)
+    high = np.full(C, 5.0, np.float32)  # every channel far above 0: ReLU never clips it
+    m = _model(
+        [_conv("a", "x", "h", dw, high, group=C, pads=1), _conv("b", "r", "y", pw, None)],
+        [helper.make_node("Relu", ["h"], ["r"], name="relu")],
+    )
+    calib = [{"x": rng.uniform(-1, 1, (1, C, 12, 12)).astype(np.float32)} for _ in range(4)]
+    held = rng.uniform(-1, 1, (1, C, 12, 12)).astype(np.float32)
+    ref = _run(m, held)
+    absorbed, skipped = eq.absorb_high_bias(m, calib)
+    assert skipped == [] and len(absorbed) == 1 and absorbed[0].channels == C
+    assert absorbed[0].range_after < absorbed[0].range_before / 3
+    got = _run(m, held)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    # a padded second Conv would see -c at its border: left alone
+    m2 = _model(
+        [_conv("a", "x", "h", dw, high, group=C, pads=1), _conv("b", "r", "y", _pw3(rng), None, pads=1)],
+        [helper.make_node("Relu", ["h"], ["r"], name="relu")],
+    )
+    absorbed, skipped = eq.absorb_high_bias(m2, calib)
+    assert absorbed == [] and skipped[0]["reason"] == "second Conv pads its input"
+
+
+def _pw3(rng):
+    return rng.standard_normal((C, C, 3, 3)).astype(np.float32)

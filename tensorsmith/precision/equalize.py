@@ -55,6 +55,7 @@ NOT_HOMOGENEOUS = {
 SCALE_MIN, SCALE_MAX = 1e-4, 1e4
 ITERATIONS = 20  # at most; stops once no channel scale moves by more than TOLERANCE
 TOLERANCE = 1e-3
+ABSORB_MARGIN = 0.25
 
 
 @dataclass
@@ -294,3 +295,97 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
         p.scale_min, p.scale_max = float(s_total.min()), float(s_total.max())
     result.pairs = list(done.values())
     return result
+
+
+# ---------------------------------------------------------------------------
+# high-bias absorption
+
+
+@dataclass
+class Absorbed:
+    first: str
+    second: str
+    channels: int  # channels with a non-zero shift
+    range_before: float  # largest per-channel max of the first layer's output (calibration data)
+    range_after: float
+
+
+def _channel_min_max(
+    proto: onnx.ModelProto, outs: list[str], samples: list[dict]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import onnxruntime as ort
+
+    from tensorsmith.verify import session_feeds
+
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in outs if o not in have)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s in samples:
+        for name, v in zip(outs, sess.run(outs, session_feeds(sess, s)), strict=True):
+            v = np.moveaxis(np.asarray(v, np.float64), 1, 0).reshape(v.shape[1], -1)
+            lo, hi = v.min(axis=1), v.max(axis=1)
+            if name in stats:
+                lo, hi = np.minimum(stats[name][0], lo), np.maximum(stats[name][1], hi)
+            stats[name] = (lo, hi)
+    return stats
+
+
+def absorb_high_bias(proto: onnx.ModelProto, samples: list[dict]) -> tuple[list[Absorbed], list[dict]]:
+    """Nagel et al. section 4.1: move ``c`` out of the first layer's bias into the next's,
+    ``W2 f(h - c) + (b2 + W2 c) == W2 f(h) + b2`` while ``h >= c`` (f: ReLU/LeakyRelu/PRelu,
+    identity on ``h >= 0``). The paper takes ``c = max(0, beta - 3 gamma)`` from the
+    BatchNorm; the BN is folded here, so ``c = max(0, min h - ABSORB_MARGIN (max h - min h))``
+    over the calibration samples (the margin for inputs a little outside what calibration saw).
+    The second Conv must have no padding (a padded border would see ``-c``, not 0): the
+    pointwise layer after a depthwise one, the case the paper targets. Returns (absorbed,
+    skipped with why)."""
+    pairs, _ = find_pairs(proto)
+    g = _Graph(proto)
+    nodes = {n.name: n for n in proto.graph.node}
+    todo, skipped = [], []
+    for first, second, act in pairs:
+        a, b = nodes[first], nodes[second]
+        pads = _attr(b, "pads", [0])
+        auto = _attr(b, "auto_pad", b"NOTSET")
+        if any(pads) or auto not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            skipped.append({"first": first, "second": second, "reason": "second Conv pads its input"})
+        elif len(a.input) < 3 or not a.input[2]:
+            skipped.append({"first": first, "second": second, "reason": "first Conv has no bias"})
+        elif act is None:
+            skipped.append({"first": first, "second": second, "reason": "no activation in between"})
+        else:
+            todo.append((a, b))
+    if not todo or not samples:
+        return [], skipped
+    stats = _channel_min_max(proto, [a.output[0] for a, _ in todo], samples)
+    done = []
+    for a, b in todo:
+        lo, hi = stats[a.output[0]]
+        c = np.maximum(0.0, lo - ABSORB_MARGIN * (hi - lo))
+        if not np.any(c > 0):
+            continue
+        b1 = g.need(a.input[2])
+        g.set_array(a.input[2], b1 - c)
+        w2 = g.need(b.input[1])
+        group = int(_attr(b, "group", 1))
+        # b2[o] += sum over o's input channels and kernel of W2[o, j] * c[channel of j]
+        contrib = _scale_second(w2, group, c).reshape(w2.shape[0], -1).sum(axis=1)
+        if len(b.input) > 2 and b.input[2]:
+            g.set_array(b.input[2], g.need(b.input[2]) + contrib)
+        else:
+            name = f"{b.name}_bias_absorbed"
+            proto.graph.initializer.append(numpy_helper.from_array(contrib.astype(np.float32), name))
+            g.inits[name] = proto.graph.initializer[-1]
+            while len(b.input) < 3:
+                b.input.append("")
+            b.input[2] = name
+        done.append(
+            Absorbed(a.name, b.name, int(np.count_nonzero(c)), float(hi.max()), float((hi - c).max()))
+        )
+    return done, skipped

@@ -1,6 +1,8 @@
 """Accuracy steps on the BN-folded FP32 graph before INT8 quantization.
 
-``equalize``         cross-layer equalization (``equalize.py``): data-free, exact in FP32
+``equalize``         cross-layer equalization (``equalize.py``): data-free, exact in FP32;
+                     then high-bias absorption (exact while activations stay above the
+                     calibration minimum)
 ``bias-correction``  empirical bias correction of weight quantization (``bias_correction.py``)
 
 ``apply`` runs the chosen steps in that order on the prepared graph and reports, for
@@ -67,8 +69,11 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
         if step not in steps:
             continue
         entry: dict = {"step": step, "weight_quant_cosine_before": before}
-        if step == "equalize":
+        if step == "equalize":  # then high-bias absorption, as AIMET's CLE does
             entry.update(eq.equalize(proto).describe())
+            absorbed, skipped = eq.absorb_high_bias(proto, samples[: bc.SAMPLES])
+            entry["high_bias_absorbed"] = [vars(a) for a in absorbed]
+            entry["high_bias_skipped"] = len(skipped)
         elif step == "bias-correction":
             entry.update(bc.correct(proto, samples).describe())
         if probe:
