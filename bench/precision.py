@@ -287,7 +287,9 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
 STEP_VARIANTS = [[], ["equalize"], ["bias-correction"], ["equalize", "bias-correction"]]
 
 
-def run_int8_steps(name: str, path: Path, shapes: dict, work: Path, targets: list[str]) -> list[dict]:
+def run_int8_steps(
+    name: str, path: Path, shapes: dict, work: Path, targets: list[str], variants: list[list[str]]
+) -> list[dict]:
     """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0):
     the accuracy the quantized graph has before any node is kept FP32, and its speed."""
     import tensorsmith
@@ -301,7 +303,7 @@ def run_int8_steps(name: str, path: Path, shapes: dict, work: Path, targets: lis
     tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
     rows, outs = [], [fp32]
     for target in targets:
-        for steps in STEP_VARIANTS:
+        for steps in variants:
             kw = dict(calib=str(calib), val=str(val), calib_preprocess=prep, min_speedup=0.0)
             opts = options_from_cli("int8", target=target, fallback_budget=0, int8_steps=steps, **kw)
             out = work / f"{name}.{target}.{'+'.join(steps) or 'none'}.onnx"
@@ -451,6 +453,7 @@ def main() -> int:
         "--int8-steps", action="store_true", help="INT8 with/without equalization, bias correction"
     )
     ap.add_argument("--targets", default="ort,trt")
+    ap.add_argument("--steps", help="with --int8-steps: variants, e.g. none,equalize+bias-correction")
     args = ap.parse_args()
     import logging
 
@@ -467,7 +470,12 @@ def main() -> int:
                     continue
                 print(f"== {name}", file=sys.stderr, flush=True)
                 try:
-                    srows += run_int8_steps(name, path, shapes, work, args.targets.split(","))
+                    variants = (
+                        [[x for x in v.split("+") if x != "none"] for v in args.steps.split(",")]
+                        if args.steps
+                        else STEP_VARIANTS
+                    )
+                    srows += run_int8_steps(name, path, shapes, work, args.targets.split(","), variants)
                 except Exception as exc:
                     print(f"   {name}: {one_line(exc)}", file=sys.stderr)
             text = steps_table(srows)

@@ -51,6 +51,7 @@ NOT_HOMOGENEOUS = {
     "Selu": "Selu is not positively homogeneous",
     "Gelu": "Gelu is not positively homogeneous",
     "Softplus": "Softplus is not positively homogeneous",
+    "Add": "an Add (residual) between the convolutions: its other input would need the same scale",
 }
 SCALE_MIN, SCALE_MAX = 1e-4, 1e4
 ITERATIONS = 20  # at most; stops once no channel scale moves by more than TOLERANCE
