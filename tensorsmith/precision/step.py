@@ -30,6 +30,7 @@ from tensorsmith.precision import fallback as fb
 from tensorsmith.precision import fp16 as f16
 from tensorsmith.precision import gate as gt
 from tensorsmith.precision import int8 as i8
+from tensorsmith.precision import int8_steps as i8s
 from tensorsmith.precision.latency import cpu_session, measure
 from tensorsmith.precision.progress import NullProgress
 from tensorsmith.precision.upcast import has_float16_compute, upcast_float16
@@ -444,6 +445,9 @@ def _lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) 
     progress.step("int8: preparing the FP32 graph")
     prepared, notes = i8.prepare(proto)
     report["notes"].extend(notes)
+    if opts.int8_mode == "static":  # int8acc: equalization, bias correction (precision/int8_steps.py)
+        steps = i8s.DEFAULT if opts.int8_steps is None else opts.int8_steps
+        report["int8_steps"] = i8s.apply(prepared, steps, calib.samples if calib else [])
     prep_path = work / "int8_input.onnx"
     onnx.save(prepared, str(prep_path))
     user = _keep_list(prepared, opts.keep_fp32)
