@@ -374,3 +374,22 @@ def test_factory_spec_help_text_is_one_line(tmp_path):
     result = cli("convert", "not a spec", "-o", tmp_path / "o.onnx")
     expect(result, 2, "no such file or directory")
     assert textwrap.dedent(result.output).count("\n") <= 2
+
+
+def test_hybrid_quantized_tflite_says_the_source_computes_in_int8(tf, tmp_path):
+    """A dynamic-range (hybrid) quantized TFLite model: TFLite runs int8 kernels, the ONNX
+    runs in float; the note says so, and a failed check names that cause instead of
+    'float rounding'."""
+    model = tf.keras.models.load_model(str(FW / "cnn.keras"))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    src = tmp_path / "cnn_hybrid.tflite"
+    src.write_bytes(converter.convert())
+    out = tmp_path / "cnn_hybrid.onnx"
+    result = cli("convert", src, "-o", out, "--json")
+    text = result.output
+    report = json.loads(text[text.index("{") : text.rindex("}") + 1])
+    assert any("hybrid quantization" in n for n in report["notes"]), report["notes"]
+    if result.exit_code != 0:  # TFLite's int8 kernels differ from float by more than fp32 tolerance
+        line = expect(result, 4, "computes with int8 kernels", "precision gate", out=out)
+        assert "float rounding" not in line

@@ -68,6 +68,9 @@ class Imported:
     converter: str  # "tf2onnx 1.17.0", "torch.onnx (TorchScript exporter)"
     notes: list[str] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
+    # what to tell a user whose conversion check fails, where the source knows better than
+    # "float rounding" (a TFLite model that computes with int8 kernels)
+    verify_hint: str | None = None
 
 
 # ---------------------------------------------------------------------------- options

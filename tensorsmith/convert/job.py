@@ -278,7 +278,8 @@ class _Checks:
                 report,
                 conv,
                 f"the converted model differs from {imported.framework}",
-                hint="if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data",
+                hint=imported.verify_hint
+                or "if this is float rounding, loosen --rtol/--atol; real inputs: --verify-data",
             )
         if self.run_passes:
             step("verify: converted vs optimized ONNX")

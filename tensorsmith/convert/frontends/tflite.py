@@ -171,7 +171,22 @@ def _load_tflite(path: Path, opts: FrontendOptions) -> Imported:
     if len(set(names.values())) != len(names):
         names = {t: t for t in names}
     src_shapes.onnx_names = names
-    return finish(
+    quantized = _quantized_tensors(interp)
+    float_io = all(np.dtype(d["dtype"]).kind == "f" for d in in_details + out_details)
+    hint = None
+    if quantized and float_io:
+        notes.append(
+            f"the TFLite model holds {quantized} quantized (int8/int16) tensors behind float inputs and "
+            "outputs (dynamic-range/hybrid quantization): TFLite computes those layers with int8 kernels, "
+            "the ONNX in float"
+        )
+        hint = (
+            "the source computes with int8 kernels (a hybrid-quantized TFLite model) and the ONNX in float: "
+            "the difference is the source's quantization, not a conversion error; judge the conversion "
+            "with the precision gate (convert its float model with --precision int8 --min-cosine 0.99), "
+            "or check it with --verify-data on real inputs"
+        )
+    imported = finish(
         proto,
         path,
         opts,
@@ -185,6 +200,22 @@ def _load_tflite(path: Path, opts: FrontendOptions) -> Imported:
         what="TFLite model",
         static_shapes=static_onnx_shapes(src_shapes, opts),
     )
+    imported.verify_hint = hint
+    return imported
+
+
+def _quantized_tensors(interp) -> int:
+    """How many int8/uint8/int16 tensors carry quantization scales (0 for a float model)."""
+    try:
+        details = interp.get_tensor_details()
+    except Exception:
+        return 0
+    count = 0
+    for d in details:
+        scales = (d.get("quantization_parameters") or {}).get("scales")
+        if np.dtype(d["dtype"]) in (np.int8, np.uint8, np.int16) and scales is not None and len(scales):
+            count += 1
+    return count
 
 
 def _inspect_tflite(path: Path) -> dict:
