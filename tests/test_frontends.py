@@ -62,18 +62,6 @@ def nchw(batch: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, 32, 32)).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def tf():
-    tf = pytest.importorskip("tensorflow")
-    pytest.importorskip("tf2onnx")
-    return tf
-
-
-@pytest.fixture(scope="session")
-def torch():
-    return pytest.importorskip("torch")
-
-
 def io_names(path: Path) -> tuple[list[str], list[str]]:
     m = onnx.load(str(path), load_external_data=False)
     return [i.name for i in m.graph.input], [o.name for o in m.graph.output]

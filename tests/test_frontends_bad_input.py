@@ -44,18 +44,6 @@ def expect(result, code: int, *needles: str, out: Path | None = None) -> str:
     return line
 
 
-@pytest.fixture(scope="session")
-def tf():
-    tf = pytest.importorskip("tensorflow")
-    pytest.importorskip("tf2onnx")
-    return tf
-
-
-@pytest.fixture(scope="session")
-def torch():
-    return pytest.importorskip("torch")
-
-
 # ---------------------------------------------------------------------------- TensorFlow
 
 
