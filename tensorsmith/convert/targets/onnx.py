@@ -53,6 +53,7 @@ class OnnxTarget:
     needs: tuple[str, ...] = ()
     Options: type[BaseModel] | None = None
     lowers_in_graph = True
+    builds_engine = False
 
     def applies(self, key: str, framework: bool) -> bool:
         return (
