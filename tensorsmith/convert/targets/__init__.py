@@ -66,6 +66,7 @@ class Target(Protocol):
     # writes an engine built ahead for one GPU type: a recipe target's `gpus` applies, and the
     # build (unless `prepare_only`) needs a GPU of its own
     builds_engine: bool
+    libraries: tuple[str, ...]  # distributions whose versions go into a recipe job's cache key
 
     def applies(self, key: str, framework: bool) -> bool:
         """Whether option ``key`` means something for this target (from a framework source or not)."""

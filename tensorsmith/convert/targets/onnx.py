@@ -54,6 +54,7 @@ class OnnxTarget:
     Options: type[BaseModel] | None = None
     lowers_in_graph = True
     builds_engine = False
+    libraries: tuple[str, ...] = ()
 
     def applies(self, key: str, framework: bool) -> bool:
         return (

@@ -62,6 +62,7 @@ class TftrtTarget:
     Options = TftrtConfig
     lowers_in_graph = False
     builds_engine = False
+    libraries = ("tensorflow", "tensorflow-cpu", "tf2onnx", "keras", "tf-keras", "tensorrt")
 
     def applies(self, key: str, framework: bool) -> bool:
         return key in SHARED_KEYS or key in TftrtConfig.model_fields

@@ -153,6 +153,7 @@ class TrtTarget:
     Options = TrtConfig
     lowers_in_graph = True
     builds_engine = True
+    libraries = ("tensorrt",)
 
     def applies(self, key: str, framework: bool) -> bool:
         return (
