@@ -8,7 +8,8 @@
   fine, and a submodule importing a name from its package's ``__init__`` that imports the
   submodule back is a cycle.
 - No module imports another module's private name (``from tensorsmith.x import _name``,
-  relative imports included; dunders such as ``__version__`` are public).
+  relative imports included, or ``mod._name`` on an imported tensorsmith module; dunders such
+  as ``__version__`` are public).
 - No target name (``"onnx"``, ``"trt"``, ``"tftrt"``) compared as a string (``==``, ``!=``,
   ``in``/``not in`` a literal tuple, list or set) with a target: a variable or attribute named
   ``to`` or ``target``, or ``x.get("to" | "target")`` / ``x["to" | "target"]`` (a report dict's
@@ -180,13 +181,45 @@ def test_cycle_finder_sees_a_cycle():
     assert _cycles(graph) == [["a", "b", "c"]]
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _module_aliases(module: str) -> dict[str, str]:
+    """Local name -> tensorsmith module, for ``from pkg import mod [as x]`` and ``import a.b as x``."""
+    out = {}
+    for node in _imports(TREES[module]):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in MODULES:
+                    out[alias.asname] = alias.name
+            continue
+        base = _base(module, node)
+        for alias in node.names:
+            if base and f"{base}.{alias.name}" in MODULES:
+                out[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return out
+
+
 def test_no_private_imports():
     bad = [
         f"{_rel(m)}:{line}: {name} from {t}"
         for m in MODULES
         for t, name, line in _edges(m)
-        if t != m and name.startswith("_") and not name.startswith("__")
+        if t != m and _private(name)
     ]
+    # and a private name read off an imported module (`mod._name`)
+    for m in MODULES:
+        aliases = _module_aliases(m)
+        bad += [
+            f"{_rel(m)}:{node.lineno}: {node.value.id}.{node.attr} ({aliases[node.value.id]})"
+            for node in ast.walk(TREES[m])
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and aliases[node.value.id] != m
+            and _private(node.attr)
+        ]
     assert not bad, "imports of other modules' private names:\n" + "\n".join(bad)
 
 
