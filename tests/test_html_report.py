@@ -463,7 +463,7 @@ def test_a_huge_model_still_gets_a_page_under_8_mb(tmp_path):
     """100,000 compute nodes: the precision map table shows the first 5,000 (the chart counts
     all of them) and the report is not embedded, so the page stays one file under 8 MB."""
     from tensorsmith.html import write_conversion_page
-    from tensorsmith.html.conversion import MAP_ROWS
+    from tensorsmith.html.precision import MAP_ROWS
 
     n = 100_000
     pmap = [

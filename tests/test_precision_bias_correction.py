@@ -59,7 +59,7 @@ def _run(m, feeds):
 
 def _weight_quant_error(corrected, original, feeds):
     nodes, _ = bc.layers(corrected)
-    got = _run(bc._quantized_copy(corrected, nodes), feeds)
+    got = _run(bc.quantized_copy(corrected, nodes), feeds)
     ref = _run(original, feeds)
     return float(np.mean([np.mean((g - r) ** 2) for g, r in zip(got, ref, strict=True)]))
 

@@ -96,14 +96,14 @@ def test_compute_only_layout_keeps_attention_matmuls_float():
 
 
 def test_profiled_layouts_add_only_measured_nodes(mobile, monkeypatch):
-    from tensorsmith.precision import step
+    from tensorsmith.precision import lower_int8
     from tensorsmith.precision.progress import NullProgress
 
     prepared, prep, low, feeds = mobile
     configs = i8.candidate_configs(prepared, {"user-node": "--keep-fp32"})
     target = next(n.name for n in prepared.graph.node if n.op_type == "Conv")
     monkeypatch.setattr(pf, "slower_in_int8", lambda *a, **k: {target: "measured"})
-    out = step._profiled_configs(prepared, prep, low, configs, feeds, NullProgress())
+    out = lower_int8.profiled_configs(prepared, prep, low, configs, feeds, NullProgress())
     names = {c.name for c in out}
     assert names <= {"all-ops+profiled", "compute-only+profiled"} and "all-ops+profiled" in names
     for cfg in out:
@@ -111,7 +111,7 @@ def test_profiled_layouts_add_only_measured_nodes(mobile, monkeypatch):
         assert set(cfg.exclude) == set(base.exclude) | {target}
         assert cfg.exclude["user-node"] == "--keep-fp32" and cfg.op_types == base.op_types
     monkeypatch.setattr(pf, "slower_in_int8", lambda *a, **k: {})
-    assert step._profiled_configs(prepared, prep, low, configs, feeds, NullProgress()) == []
+    assert lower_int8.profiled_configs(prepared, prep, low, configs, feeds, NullProgress()) == []
 
 
 def _const_model(value: float):

@@ -188,3 +188,16 @@ def document(title: str, heading: str, body: str, *, data: dict | None = None, f
         "light / dark</button></header>"
         f"{body}<footer>{footer}</footer></main>{blob}<script>{SCRIPT}</script></body></html>\n"
     )
+
+
+def as_dict(x: Any) -> dict:
+    """``x`` when it is a dict, else an empty one (report fields may be missing or odd)."""
+    return x if isinstance(x, dict) else {}
+
+
+def as_list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def as_float(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None

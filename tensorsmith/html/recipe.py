@@ -5,28 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from tensorsmith.html import svg
-from tensorsmith.html.page import badge, cards, document, e, human_bytes, num, section, speedup, table
-
-
-def _d(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def _f(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+from tensorsmith.html.page import (
+    as_dict,
+    as_float,
+    badge,
+    cards,
+    document,
+    e,
+    human_bytes,
+    num,
+    section,
+    speedup,
+    table,
+)
 
 
 def job_figures(job: dict) -> dict[str, Any]:
     """What a matrix cell shows, read from the job's record and its conversion report."""
-    rep = _d(job.get("report"))
-    prec = _d(rep.get("precision"))
+    rep = as_dict(job.get("report"))
+    prec = as_dict(rep.get("precision"))
     outputs: list = job["outputs"] if isinstance(job.get("outputs"), list) else []
-    main = next((o for o in outputs if _d(o).get("path") == job.get("output")), None)
-    size = _d(main).get("bytes") if main else rep.get("size_after")
+    main = next((o for o in outputs if as_dict(o).get("path") == job.get("output")), None)
+    size = as_dict(main).get("bytes") if main else rep.get("size_after")
     if size is None and outputs:
-        size = _d(outputs[0]).get("bytes")
-    gate = _d(prec.get("gate"))
-    ver = _d(job.get("verification")) or _d(rep.get("verification"))
+        size = as_dict(outputs[0]).get("bytes")
+    gate = as_dict(prec.get("gate"))
+    ver = as_dict(job.get("verification")) or as_dict(rep.get("verification"))
     where = job.get("where_ran") or job.get("host") or job.get("node")
     if not where and job.get("worker_pid"):
         where = f"local, worker pid {job['worker_pid']}"
@@ -35,12 +39,12 @@ def job_figures(job: dict) -> dict[str, Any]:
     return {
         "size": size,
         "size_before": rep.get("size_before"),
-        "speedup": _f(_d(prec.get("latency")).get("speedup")),
-        "cosine": _f(gate.get("worst_cosine")),
-        "max_abs": _f(ver.get("max_abs_diff")),
+        "speedup": as_float(as_dict(prec.get("latency")).get("speedup")),
+        "cosine": as_float(gate.get("worst_cosine")),
+        "max_abs": as_float(ver.get("max_abs_diff")),
         "cached": job.get("status") == "cached",
         "where": where or "",
-        "seconds": _f(_d(job.get("seconds")).get("total")),
+        "seconds": as_float(as_dict(job.get("seconds")).get("total")),
     }
 
 
@@ -48,7 +52,7 @@ def recipe_page(run: dict, *, links: dict[str, str] | None = None, embed: bool =
     """The page for a ``tensorsmith-run-report/1`` object. ``links``: job name -> href of its page."""
     links = links or {}
     jobs = [j for j in run.get("jobs", []) if isinstance(j, dict)]
-    counts = _d(run.get("counts"))
+    counts = as_dict(run.get("counts"))
     body = []
     items = [
         ("exit code", e(run.get("exit_code"))),
@@ -58,7 +62,7 @@ def recipe_page(run: dict, *, links: dict[str, str] | None = None, embed: bool =
             if counts.get(k)
         ),
         ("workers", e(run.get("workers"))),
-        ("time", e(f"{num(_f(run.get('seconds')))} s")),
+        ("time", e(f"{num(as_float(run.get('seconds')))} s")),
     ]
     body.append(cards(items))
     failed = [j for j in jobs if j.get("status") == "failed"]
@@ -174,11 +178,11 @@ def _charts(jobs: list[dict]) -> str:
                 )
             )
         if fig["size"]:
-            before = _f(fig["size_before"])
+            before = as_float(fig["size_before"])
             size.append(
                 svg.Row(
                     str(j.get("name")),
-                    [before, _f(fig["size"])],
+                    [before, as_float(fig["size"])],
                     text=f"{human_bytes(before)} → {human_bytes(fig['size'])}"
                     if before
                     else human_bytes(fig["size"]),

@@ -39,10 +39,11 @@ from onnx import TensorProto
 
 from tensorsmith.convert.trt.profiles import DEFAULT_MAX_BATCH, Profile, parse_profile_specs, resolve_profiles
 from tensorsmith.errors import UsageError
-from tensorsmith.lint import Finding, LintReport, trt_ops
-from tensorsmith.lint.trt_fp16 import _check_fp16
-from tensorsmith.lint.trt_index import _attr, _Index, _load, _NodeRef, _owner, _text
-from tensorsmith.lint.trt_qdq import _QUANT_NAMES, _check_qdq, _qdq_type
+from tensorsmith.lint import trt_ops
+from tensorsmith.lint.findings import Finding, LintReport
+from tensorsmith.lint.trt_fp16 import check_fp16
+from tensorsmith.lint.trt_index import GraphIndex, NodeRef, load_model, node_attr, owner_of, text_of
+from tensorsmith.lint.trt_qdq import QUANT_NAMES, check_qdq, qdq_type
 
 RULES = {
     "unsupported-op": "the TensorRT ONNX parser of this version has no importer for the op",
@@ -157,24 +158,24 @@ class GraphPrecision:
         return "+".join(parts) or "fp32"
 
 
-def graph_precision(idx: _Index) -> GraphPrecision:
+def graph_precision(idx: GraphIndex) -> GraphPrecision:
     """What the graph itself says about precision: Q/DQ types, FP16/BF16 tensors."""
     qdq: set[str] = set()
     for ref in idx.nodes:
         n = ref.node
         if n.op_type == "QuantizeLinear":
-            dt = _qdq_type(idx, n, quantize=True)
-            qdq.add(_QUANT_NAMES.get(dt, "int8") if dt else "int8")
+            dt = qdq_type(idx, n, quantize=True)
+            qdq.add(QUANT_NAMES.get(dt, "int8") if dt else "int8")
         elif n.op_type == "DequantizeLinear":
-            dt = _qdq_type(idx, n, quantize=False)
-            qdq.add(_QUANT_NAMES.get(dt, "int8") if dt else "int8")
+            dt = qdq_type(idx, n, quantize=False)
+            qdq.add(QUANT_NAMES.get(dt, "int8") if dt else "int8")
     types = set(idx.dtype.values())
     return GraphPrecision(qdq, _DT.FLOAT16 in types, _DT.BFLOAT16 in types)
 
 
 def graph_precision_of(proto: onnx.ModelProto, base_dir: str | Path) -> GraphPrecision:
     """``graph_precision`` of a ModelProto whose external data lies in ``base_dir``."""
-    return graph_precision(_Index(proto, str(base_dir)))
+    return graph_precision(GraphIndex(proto, str(base_dir)))
 
 
 # ---------------------------------------------------------------------------
@@ -196,8 +197,8 @@ def lint_trt(
     if trt_version is None:
         trt_version = installed_trt_version()
     version = parse_trt_version(trt_version)
-    proto = _load(path)
-    idx = _Index(proto, str(path.parent))
+    proto = load_model(path)
+    idx = GraphIndex(proto, str(path.parent))
     gp = graph_precision(idx)
     if precision not in (None, "auto", "fp32", "fp16", "int8"):
         raise UsageError(f"--precision {precision}: expected auto, fp32, fp16 or int8")
@@ -244,8 +245,8 @@ def lint_trt(
     supported, unsupported = trt_ops.table_for(version)
     for ref in idx.nodes:
         _check_op(idx, ref, version, supported, unsupported, findings)
-    _check_qdq(idx, findings)
-    _check_fp16(idx, weak_fp16, findings)
+    check_qdq(idx, findings)
+    check_fp16(idx, weak_fp16, findings)
     _check_types(idx, supported, findings)
 
     # dynamic inputs and profiles
@@ -303,7 +304,9 @@ def _check_opset(proto: onnx.ModelProto, version, findings: list[Finding]) -> No
         )
 
 
-def _check_op(idx: _Index, ref: _NodeRef, version, supported, unsupported, findings: list[Finding]) -> None:
+def _check_op(
+    idx: GraphIndex, ref: NodeRef, version, supported, unsupported, findings: list[Finding]
+) -> None:
     n = ref.node
     op = n.op_type
     domain = n.domain or ""
@@ -342,21 +345,21 @@ def _restriction(findings, ref, message):
     findings.append(Finding("op-restriction", "error", message, node=ref.label, op=ref.op))
 
 
-def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Finding]) -> None:
+def _check_restrictions(idx: GraphIndex, ref: NodeRef, version, findings: list[Finding]) -> None:
     n, op = ref.node, ref.op
     if op == "Resize":
-        mode = _text(_attr(n, "mode", b"nearest"))
+        mode = text_of(node_attr(n, "mode", b"nearest"))
         if mode not in ("nearest", "linear"):
             _restriction(findings, ref, f"Resize mode {mode!r} is not supported (nearest, linear only)")
-        coord = _text(_attr(n, "coordinate_transformation_mode", b"half_pixel"))
+        coord = text_of(node_attr(n, "coordinate_transformation_mode", b"half_pixel"))
         if coord not in _RESIZE_COORD:
             _restriction(findings, ref, f"Resize coordinate_transformation_mode {coord!r} is not supported")
-        if _attr(n, "antialias", 0):
+        if node_attr(n, "antialias", 0):
             _restriction(findings, ref, "Resize with antialias is not supported")
-        if _text(_attr(n, "keep_aspect_ratio_policy", b"stretch")) != "stretch":
+        if text_of(node_attr(n, "keep_aspect_ratio_policy", b"stretch")) != "stretch":
             _restriction(findings, ref, "Resize keep_aspect_ratio_policy other than stretch is not supported")
     elif op == "TopK":
-        if _attr(n, "sorted", 1) == 0:
+        if node_attr(n, "sorted", 1) == 0:
             _restriction(findings, ref, "TopK with sorted=0 is not supported")
         if len(n.input) > 1:
             k = idx.array(n.input[1])
@@ -365,7 +368,7 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
             elif k is not None and k.size and int(np.max(k)) >= 3840:
                 _restriction(findings, ref, f"TopK K={int(np.max(k))} must be below 3840")
     elif op in ("MaxPool", "AveragePool", "LpPool"):
-        dil = _attr(n, "dilations")
+        dil = node_attr(n, "dilations")
         if dil and any(d != 1 for d in dil):
             _restriction(findings, ref, f"{op} dilations {list(dil)} are not supported (all ones only)")
         rank = len(idx.shape.get(n.input[0], []) or [])
@@ -382,7 +385,7 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
             if v is None or bool(np.any(v)):
                 _restriction(findings, ref, "Dropout training_mode must be a constant False")
     elif op == "ScatterND":
-        if _text(_attr(n, "reduction", b"none")) != "none":
+        if text_of(node_attr(n, "reduction", b"none")) != "none":
             _restriction(findings, ref, "ScatterND reduction other than none is not supported")
     elif op == "CumSum":
         if len(n.input) > 1 and not idx.is_const(n.input[1]):
@@ -391,7 +394,7 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
         if len(n.input) > 1 and n.input[1] and not idx.is_const(n.input[1]):
             _restriction(findings, ref, f"{op} axes must be an initializer, not a computed tensor")
     elif op == "LSTM":
-        if _attr(n, "input_forget", 0) or _attr(n, "layout", 0):
+        if node_attr(n, "input_forget", 0) or node_attr(n, "layout", 0):
             _restriction(findings, ref, "LSTM input_forget and layout must be 0")
     elif op == "OneHot":
         if len(n.input) > 1 and not idx.is_const(n.input[1]):
@@ -400,7 +403,7 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
         if any(a.name in ("sparse_value", "value_string", "value_strings") for a in n.attribute):
             _restriction(findings, ref, "Constant with a sparse or string value is not supported")
     elif op == "Cast":
-        to = _attr(n, "to")
+        to = node_attr(n, "to")
         if to == _DT.STRING:
             _restriction(findings, ref, "Cast to STRING is not supported")
     elif op == "GridSample" and version < (11, 2):
@@ -412,7 +415,7 @@ def _check_restrictions(idx: _Index, ref: _NodeRef, version, findings: list[Find
 # -- types -----------------------------------------------------------------------
 
 
-def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
+def _check_types(idx: GraphIndex, supported: dict, findings: list[Finding]) -> None:
     for vi in idx.graph_inputs:
         if idx.dtype.get(vi.name) == _DT.DOUBLE:
             findings.append(
@@ -431,7 +434,7 @@ def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
                     "warning",
                     "DOUBLE constant: TensorRT casts it to FLOAT (values clamped to +-FLT_MAX)",
                     tensor=name,
-                    node=_owner(idx, name),
+                    node=owner_of(idx, name),
                 )
             )
     for ref in idx.nodes:
@@ -439,7 +442,7 @@ def _check_types(idx: _Index, supported: dict, findings: list[Finding]) -> None:
         if n.domain not in ("", "ai.onnx"):
             continue
         if n.op_type == "Cast":
-            to = _attr(n, "to")
+            to = node_attr(n, "to")
             if to == _DT.DOUBLE:
                 findings.append(
                     Finding(

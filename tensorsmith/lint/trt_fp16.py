@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from tensorsmith.lint import Finding
-from tensorsmith.lint.trt_index import _attr, _Index, _owner
+from tensorsmith.lint.findings import Finding
+from tensorsmith.lint.trt_index import GraphIndex, node_attr, owner_of
 
 _DT = TensorProto
 FP16_MAX = 65504.0
@@ -16,14 +16,14 @@ _SUM_REDUCE = {"ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceProd", "Reduce
 # -- FP16 ----------------------------------------------------------------------
 
 
-def _fp16_node(idx: _Index, n: onnx.NodeProto, weak_fp16: bool) -> bool:
+def _fp16_node(idx: GraphIndex, n: onnx.NodeProto, weak_fp16: bool) -> bool:
     dts = [idx.dtype.get(x) for x in [*n.input, *n.output] if x]
     if _DT.FLOAT16 in dts:
         return True
     return weak_fp16 and _DT.FLOAT in dts
 
 
-def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
+def check_fp16(idx: GraphIndex, weak_fp16: bool, findings: list[Finding]) -> None:
     any_fp16 = weak_fp16 or any(dt == _DT.FLOAT16 for dt in idx.dtype.values())
     if not any_fp16:
         return
@@ -33,7 +33,7 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
             continue
         into_fp16 = weak_fp16 and t.data_type in (_DT.FLOAT, _DT.DOUBLE)
         into_fp16 = into_fp16 or any(
-            c.op == "Cast" and _attr(c.node, "to") == _DT.FLOAT16 for c, _ in idx.consumers.get(name, [])
+            c.op == "Cast" and node_attr(c.node, "to") == _DT.FLOAT16 for c, _ in idx.consumers.get(name, [])
         )
         arr = None
         if into_fp16 or t.data_type == _DT.FLOAT16:
@@ -50,7 +50,7 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
                         "warning",
                         f"FP16 constant holds {int(bad.sum())} inf value(s) (overflowed when it was converted?)",
                         tensor=name,
-                        node=_owner(idx, name),
+                        node=owner_of(idx, name),
                     )
                 )
             continue
@@ -64,7 +64,7 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
                     f"{int(over.sum())} value(s) beyond +-65504 (largest {float(np.abs(a[over]).max()):.4g}) become "
                     "inf in FP16",
                     tensor=name,
-                    node=_owner(idx, name),
+                    node=owner_of(idx, name),
                 )
             )
     layernorm_reduces: set[int] = set()
@@ -119,7 +119,7 @@ def _check_fp16(idx: _Index, weak_fp16: bool, findings: list[Finding]) -> None:
                 )
 
 
-def _is_square(idx: _Index, n: onnx.NodeProto) -> bool:
+def _is_square(idx: GraphIndex, n: onnx.NodeProto) -> bool:
     if n.op_type == "Pow" and len(n.input) == 2:
         e = idx.array(n.input[1])
         return e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0
@@ -129,7 +129,7 @@ def _is_square(idx: _Index, n: onnx.NodeProto) -> bool:
 _PASS_THROUGH = {"Expand", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast", "Flatten", "Transpose"}
 
 
-def _through(idx: _Index, name: str, depth: int = 6):
+def _through(idx: GraphIndex, name: str, depth: int = 6):
     """The producer of ``name``, looking through shape-only ops (Expand, Reshape, ...)."""
     p = idx.producer.get(name)
     while p is not None and p.op in _PASS_THROUGH and depth > 0 and p.node.input:
@@ -138,7 +138,7 @@ def _through(idx: _Index, name: str, depth: int = 6):
     return p
 
 
-def _max_subtracted(idx: _Index, name: str) -> bool:
+def _max_subtracted(idx: GraphIndex, name: str) -> bool:
     p = idx.producer.get(name)
     if p is None or p.op != "Sub" or len(p.node.input) < 2:
         return False
@@ -146,16 +146,16 @@ def _max_subtracted(idx: _Index, name: str) -> bool:
     return q is not None and q.op in ("ReduceMax", "Max", "GlobalMaxPool")
 
 
-def _reduced_extent(idx: _Index, n: onnx.NodeProto) -> int | None:
+def _reduced_extent(idx: GraphIndex, n: onnx.NodeProto) -> int | None:
     shape = idx.shape.get(n.input[0])
     if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         return None
-    axes = _attr(n, "axes")
+    axes = node_attr(n, "axes")
     if axes is None and len(n.input) > 1 and n.input[1]:
         arr = idx.array(n.input[1])
         axes = None if arr is None else [int(a) for a in arr.reshape(-1)]
     if axes is None or len(axes) == 0:
-        if _attr(n, "noop_with_empty_axes", 0):
+        if node_attr(n, "noop_with_empty_axes", 0):
             return None
         axes = list(range(len(shape)))
     total = 1

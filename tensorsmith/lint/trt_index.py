@@ -15,7 +15,7 @@ _DT = TensorProto
 
 
 @dataclass
-class _NodeRef:
+class NodeRef:
     node: onnx.NodeProto
     label: str  # "<graph>/<node>" for display
     in_function: bool = False
@@ -25,7 +25,7 @@ class _NodeRef:
         return self.node.op_type
 
 
-class _Index:
+class GraphIndex:
     """Producers, consumers, types, shapes and constants over the main graph, its
     subgraphs and the model-local functions."""
 
@@ -34,10 +34,10 @@ class _Index:
         self.base_dir = base_dir
         self.dtype: dict[str, int] = {}
         self.shape: dict[str, list] = {}
-        self.producer: dict[str, _NodeRef] = {}
-        self.consumers: dict[str, list[tuple[_NodeRef, int]]] = collections.defaultdict(list)
+        self.producer: dict[str, NodeRef] = {}
+        self.consumers: dict[str, list[tuple[NodeRef, int]]] = collections.defaultdict(list)
         self.const: dict[str, TensorProto] = {}
-        self.nodes: list[_NodeRef] = []
+        self.nodes: list[NodeRef] = []
         self.graph_inputs: list[onnx.ValueInfoProto] = []
         self.graph_outputs: set[str] = {o.name for o in proto.graph.output}
         self.functions = {(f.domain, f.name): f for f in proto.functions}
@@ -84,7 +84,7 @@ class _Index:
 
     def _add_node(self, n: onnx.NodeProto, prefix: str, i: int, *, in_function: bool = False) -> None:
         label = f"{prefix}{_name(n, i)}" if not in_function else f"{prefix}/{_name(n, i)}"
-        ref = _NodeRef(n, label, in_function)
+        ref = NodeRef(n, label, in_function)
         self.nodes.append(ref)
         for k, name in enumerate(n.input):
             if name:
@@ -138,18 +138,18 @@ def _constant_tensor(n: onnx.NodeProto) -> TensorProto | None:
     return None
 
 
-def _attr(n: onnx.NodeProto, name: str, default=None):
+def node_attr(n: onnx.NodeProto, name: str, default=None):
     for a in n.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
 
 
-def _text(v) -> str:
+def text_of(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _load(path: Path) -> onnx.ModelProto:
+def load_model(path: Path) -> onnx.ModelProto:
     from tensorsmith.model_io import load_proto
 
     proto = load_proto(path)
@@ -159,6 +159,6 @@ def _load(path: Path) -> onnx.ModelProto:
         return proto
 
 
-def _owner(idx: _Index, name: str) -> str | None:
+def owner_of(idx: GraphIndex, name: str) -> str | None:
     p = idx.producer.get(name)
     return p.label if p else None

@@ -29,8 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from tensorsmith.lint import Finding
-from tensorsmith.lint.trt_index import _attr, _Index, _NodeRef
+from tensorsmith.lint.findings import Finding
+from tensorsmith.lint.trt_index import GraphIndex, NodeRef, node_attr
 
 _DT = TensorProto
 
@@ -71,7 +71,7 @@ COMMUTING = (
 POINTWISE = ("Add", "Mul", "Clip", "HardSwish", "HardSigmoid")
 ENTRIES = (*WEIGHTED, *POOLING, *NORMALIZATION, *COMMUTING, *POINTWISE)
 
-_QUANT_NAMES: dict[int, str] = {
+QUANT_NAMES: dict[int, str] = {
     _DT.INT8: "int8",
     _DT.UINT8: "uint8",
     _DT.INT4: "int4",
@@ -85,21 +85,21 @@ _QUANT_NAMES: dict[int, str] = {
 }
 
 
-def _qdq_type(idx: _Index, n: onnx.NodeProto, *, quantize: bool) -> int | None:
+def qdq_type(idx: GraphIndex, n: onnx.NodeProto, *, quantize: bool) -> int | None:
     """The quantized element type of a Q (its output) or DQ (its input)."""
     if len(n.input) > 2 and n.input[2] and n.input[2] in idx.dtype:
         return idx.dtype[n.input[2]]
     name = n.output[0] if quantize else n.input[0]
     dt = idx.dtype.get(name)
     if dt is None and quantize:
-        dt = _attr(n, "output_dtype") or None
+        dt = node_attr(n, "output_dtype") or None
     return dt
 
 
 # -- Q/DQ ---------------------------------------------------------------------
 
 
-def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
+def check_qdq(idx: GraphIndex, findings: list[Finding]) -> None:
     for ref in idx.nodes:
         n = ref.node
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.domain not in ("", "ai.onnx"):
@@ -127,10 +127,10 @@ def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
                 )
             )
         # quantized type
-        qtype = _qdq_type(idx, n, quantize=quantize)
+        qtype = qdq_type(idx, n, quantize=quantize)
         if qtype is not None and qtype not in ACCEPTED and qtype not in _UNSIGNED:
             # [OPS] INT32 (a quantized bias), FP8 E5M2, ...: the importer rejects the node
-            what = _QUANT_NAMES.get(qtype, onnx.TensorProto.DataType.Name(qtype))
+            what = QUANT_NAMES.get(qtype, onnx.TensorProto.DataType.Name(qtype))
             src = n.input[0] if not quantize else n.output[0]
             findings.append(
                 Finding(
@@ -150,7 +150,7 @@ def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
                 )
             )
         if qtype in _UNSIGNED:
-            what = _QUANT_NAMES.get(qtype, str(qtype))
+            what = QUANT_NAMES.get(qtype, str(qtype))
             side = "activations" if not _is_weight_qdq(idx, n) else "weights"
             findings.append(
                 Finding(
@@ -210,7 +210,7 @@ def _check_qdq(idx: _Index, findings: list[Finding]) -> None:
     _check_placement(idx, findings)
 
 
-def _dq_source(idx: _Index, dq: onnx.NodeProto) -> tuple[str, bool]:
+def _dq_source(idx: GraphIndex, dq: onnx.NodeProto) -> tuple[str, bool]:
     """(the float tensor a DQ stands for, whether it is a constant)."""
     src = dq.input[0]
     prod = idx.producer.get(src)
@@ -219,7 +219,7 @@ def _dq_source(idx: _Index, dq: onnx.NodeProto) -> tuple[str, bool]:
     return src, idx.is_const(src)
 
 
-def _check_placement(idx: _Index, findings: list[Finding]) -> None:
+def _check_placement(idx: GraphIndex, findings: list[Finding]) -> None:
     """``qdq-placement``: a Q/DQ pair TensorRT cannot fuse into the entry of a group
     ([GUIDE] placement recommendations) becomes a reformat layer: a warning per pair."""
     dq_of: dict[str, tuple[str, bool]] = {}
@@ -258,7 +258,7 @@ def _check_placement(idx: _Index, findings: list[Finding]) -> None:
             )
 
 
-def _is_weight_qdq(idx: _Index, n: onnx.NodeProto) -> bool:
+def _is_weight_qdq(idx: GraphIndex, n: onnx.NodeProto) -> bool:
     """A Q/DQ whose data input is a constant (or a Q of a constant): it quantizes weights."""
     src = n.input[0]
     if idx.is_const(src):
@@ -267,11 +267,11 @@ def _is_weight_qdq(idx: _Index, n: onnx.NodeProto) -> bool:
     return bool(prod and prod.op == "QuantizeLinear" and idx.is_const(prod.node.input[0]))
 
 
-def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findings: list[Finding]) -> None:
+def _check_qdq_axis(idx: GraphIndex, ref: NodeRef, scale: np.ndarray, qtype, findings: list[Finding]) -> None:
     n = ref.node
     data_shape = idx.shape.get(n.input[0]) or []
     rank = len(data_shape)
-    if scale.ndim > 1 or _attr(n, "block_size", 0):
+    if scale.ndim > 1 or node_attr(n, "block_size", 0):
         # [OPS] blocked quantization: INT4 weights only
         if qtype not in (_DT.INT4,) or not _is_weight_qdq(idx, n):
             findings.append(
@@ -296,7 +296,7 @@ def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findin
             )
         )
         return
-    axis = _attr(n, "axis", 1)
+    axis = node_attr(n, "axis", 1)
     if rank and axis < 0:
         axis += rank
     dim = data_shape[axis] if 0 <= axis < rank else None
@@ -326,7 +326,7 @@ def _check_qdq_axis(idx: _Index, ref: _NodeRef, scale: np.ndarray, qtype, findin
         elif consumer.op == "ConvTranspose" and k == 1:
             expected = 1
         elif consumer.op == "Gemm" and k == 1:
-            expected = 0 if _attr(consumer.node, "transB", 0) else 1
+            expected = 0 if node_attr(consumer.node, "transB", 0) else 1
         elif consumer.op == "MatMul" and k == 1 and rank:
             expected = rank - 1
         if expected is not None and axis != expected:

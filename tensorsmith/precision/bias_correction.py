@@ -138,7 +138,7 @@ def _channel_means(proto: onnx.ModelProto, outs: list[str], samples: list[dict])
     return {k: v / max(1, len(samples)) for k, v in sums.items()}
 
 
-def _quantized_copy(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
+def quantized_copy(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
     q = onnx.ModelProto()
     q.CopyFrom(proto)
     inits = {t.name: t for t in q.graph.initializer}
@@ -159,7 +159,7 @@ def _rms(x: np.ndarray) -> float:
 def _with_deltas(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[onnx.ModelProto, list[str]]:
     """The weight-quantized model plus, beside each layer, the same op on the same input with
     the weight error ``W_q - W`` and no bias: its output is the layer's own share of the shift."""
-    q = _quantized_copy(proto, nodes)
+    q = quantized_copy(proto, nodes)
     fp = {t.name: t for t in proto.graph.initializer}
     names = []
     for n in nodes:
@@ -190,7 +190,7 @@ def correct(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]], rounds
     inits = {t.name: t for t in proto.graph.initializer}
     outs = [n.output[0] for n in nodes]
     ref = _channel_means(proto, outs, samples)
-    got = _channel_means(_quantized_copy(proto, nodes), outs, samples)
+    got = _channel_means(quantized_copy(proto, nodes), outs, samples)
     by_name = {
         n.name: Layer(n.name, n.op_type, _rms(got[o] - ref[o]), scale=_rms(ref[o]))
         for n, o in zip(nodes, outs, strict=True)
@@ -212,7 +212,7 @@ def correct(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]], rounds
         for n, dname in zip(nodes, deltas, strict=True):
             b = original[n.name] - own[dname]
             inits[n.input[2]].CopyFrom(numpy_helper.from_array(b.astype(np.float32), n.input[2]))
-    got = _channel_means(_quantized_copy(proto, nodes), outs, samples)
+    got = _channel_means(quantized_copy(proto, nodes), outs, samples)
     for n, o in zip(nodes, outs, strict=True):
         by_name[n.name].shift_after = _rms(got[o] - ref[o])
     result.layers = list(by_name.values())

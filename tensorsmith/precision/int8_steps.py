@@ -55,7 +55,7 @@ def _outputs(proto: onnx.ModelProto, samples: list[dict]) -> list[np.ndarray]:
 def weight_quant_cosine(proto: onnx.ModelProto, refs: list[np.ndarray], samples: list[dict]) -> float:
     """Worst cosine, over ``samples``, of ``proto`` with its weights fake-quantized vs ``refs``."""
     nodes, _ = bc.layers(proto)
-    gots = _outputs(bc._quantized_copy(proto, nodes), samples)
+    gots = _outputs(bc.quantized_copy(proto, nodes), samples)
     worst = 1.0
     for r, g in zip(refs, gots, strict=True):
         den = float(np.linalg.norm(r) * np.linalg.norm(g))

@@ -33,7 +33,8 @@ MANIFEST_FORMAT = "tensorsmith-manifest/1"
 KEY_SCHEMA = 1
 CHUNK = 1 << 20
 
-# distributions whose version goes into every key, and more by source format / target
+# distributions whose version goes into every key, and more by source format (a target's are
+# its registry entry's `libraries`)
 COMMON_LIBS = ("onnx", "onnxruntime", "onnx-ir", "onnxscript", "numpy", "protobuf")
 TF_LIBS = ("tensorflow", "tensorflow-cpu", "tf2onnx", "keras", "tf-keras")
 FORMAT_LIBS = {
@@ -46,7 +47,6 @@ FORMAT_LIBS = {
     "torch-export": ("torch",),
     "torch-factory": ("torch",),
 }
-TARGET_LIBS = {"trt": ("tensorrt",), "tftrt": (*TF_LIBS, "tensorrt")}
 PRECISION_LIBS = {"fp16": ("onnxconverter-common",), "int8": ()}
 
 
@@ -162,8 +162,10 @@ def tensorsmith_digest() -> str:
 
 def versions(source_format: str | None, to: str, precision: str | None) -> dict[str, str | None]:
     from tensorsmith import __version__
+    from tensorsmith.convert.targets import TARGETS, get_target
 
-    names = list(COMMON_LIBS) + list(FORMAT_LIBS.get(source_format or "", ())) + list(TARGET_LIBS.get(to, ()))
+    target_libs = get_target(to).libraries if to in TARGETS else ()
+    names = list(COMMON_LIBS) + list(FORMAT_LIBS.get(source_format or "", ())) + list(target_libs)
     names += list(PRECISION_LIBS.get(precision or "", ()))
     out: dict[str, str | None] = {"tensorsmith": __version__, "tensorsmith-source": tensorsmith_digest()[:16]}
     for name in dict.fromkeys(names):

@@ -56,8 +56,8 @@ class Job:
 
     @property
     def needs_gpu(self) -> bool:
-        """A TensorRT engine build (not ``prepare_only``) needs a GPU of its own."""
-        return self.to == "trt" and not self.options.get("prepare_only")
+        """An engine build (not ``prepare_only``) needs a GPU of its own."""
+        return get_target(self.to).builds_engine and not self.options.get("prepare_only")
 
 
 @dataclass
@@ -152,7 +152,7 @@ def expand(recipe: schema.Recipe, lines: Lines, recipe_path: str | os.PathLike) 
         targets[name] = j
         target_names.append(name)
         if t.gpus:
-            if to != "trt":
+            if not get_target(to).builds_engine:
                 raise UsageError(
                     f"{lines.where(('targets', j, 'gpus'))}: targets[{j}].gpus: GPU types are for engine builds "
                     f"(to: trt), not to: {to}"

@@ -9,7 +9,7 @@ with the reason. Before and while the jobs run, the cluster's nodes are checked:
 a job no alive node can take (no node with its labels, a GPU, enough CPUs) fails
 at once with a message naming what is missing, instead of waiting for ever.
 
-Workers run ``runner.execute`` on storage every node sees (the recipe's paths),
+Workers run ``worker.execute`` on storage every node sees (the recipe's paths),
 so outputs are staged and renamed into place exactly as in a local run; the
 result carries the node the job ran on (id, hostname, labels, GPU type), which
 the manifest records. Ray is imported here only: ``tensorsmith --help`` and local
@@ -108,11 +108,11 @@ def node_info() -> dict[str, Any]:
 
 
 def run_job(job: Job) -> dict:
-    """The Ray task: ``runner.execute`` on this node, and where it ran."""
-    from tensorsmith.recipes import runner
+    """The Ray task: ``worker.execute`` on this node, and where it ran."""
+    from tensorsmith.recipes import worker
 
     node = node_info()
-    result = runner.execute(job)
+    result = worker.execute(job)
     result["node"] = node
     return result
 
@@ -182,9 +182,9 @@ def _copy_model(src, dst) -> None:
 
 
 def build_task(job: Job, prepared: dict) -> dict:
-    """The Ray task (a node of the job's GPU type): ``runner.execute`` building the
+    """The Ray task (a node of the job's GPU type): ``worker.execute`` building the
     engine from the group's prepared ONNX, so outputs land as in a whole job."""
-    from tensorsmith.recipes import runner
+    from tensorsmith.recipes import worker
 
     node = node_info()
     if prepared.get("error"):
@@ -222,7 +222,7 @@ def build_task(job: Job, prepared: dict) -> dict:
         data["prepared_on"] = prepared.get("node")
         return data, staged
 
-    result = runner.execute(job, run=build)
+    result = worker.execute(job, run=build)
     result["node"] = node
     return result
 

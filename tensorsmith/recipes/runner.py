@@ -17,140 +17,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import multiprocessing
 import os
 import shutil
-import threading
 import time
-import traceback
-import uuid
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tensorsmith import atomic
-from tensorsmith.errors import TensorsmithError, UsageError, short
+from tensorsmith.errors import TensorsmithError, short
 from tensorsmith.recipes import cache, sharing
+from tensorsmith.recipes.executors import LocalExecutor, default_workers
 from tensorsmith.recipes.expand import TMP_DIR_NAME, Job, Plan, cli_command
-
-STATUS_OK, STATUS_CACHED, STATUS_FAILED = "ok", "cached", "failed"
-
-# ---------------------------------------------------------------------------
-# the worker side
-
-_QUEUE = None
-
-
-def _worker_init(queue, parent_pid: int) -> None:
-    global _QUEUE
-    _QUEUE = queue
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
-
-
-def _watch_parent(parent_pid: int) -> None:
-    # an orphaned worker must not go on writing into the output folder
-    while True:
-        time.sleep(0.2)
-        if os.getppid() != parent_pid:
-            os._exit(70)
-
-
-def _send(job_name: str, message: str | int, kind: str = "step") -> None:
-    if _QUEUE is not None:
-        with contextlib.suppress(Exception):
-            _QUEUE.put_nowait((job_name, kind, message))
-
-
-def _report_dict(obj: Any) -> dict | None:
-    if obj is None:
-        return None
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, dict):
-        return dict(obj)
-    return None
-
-
-def _relocate(obj: Any, old: str, new: str) -> Any:
-    """Staging paths in a report -> the paths the files were installed at."""
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, dict):
-        return {k: _relocate(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_relocate(v, old, new) for v in obj]
-    return obj
-
-
-def execute(job: Job, run: Callable | None = None) -> dict:
-    """Run one job in this (worker) process; never raises for a job's own failure.
-
-    ``run(job, staged_output, step) -> (report, main_output)`` does the work (default
-    ``tensorsmith.jobs.run``; the Ray executor builds an engine from a shared prepared ONNX)."""
-    from tensorsmith import jobs as job_calls
-
-    t0 = time.perf_counter()
-    result: dict[str, Any] = {
-        "name": job.name,
-        "status": STATUS_FAILED,
-        "started": cache.now(),
-        "pid": os.getpid(),
-    }
-    output_dir = Path(job.output_dir)
-    final = Path(job.output)
-    stage_dir = output_dir / TMP_DIR_NAME / f"{job.name}.{uuid.uuid4().hex[:12]}"  # per attempt and run
-    shutil.rmtree(stage_dir, ignore_errors=True)
-    try:
-        stage_dir.mkdir(parents=True)
-        staged = stage_dir / final.name
-        _send(job.name, os.getpid(), "worker")
-        _send(job.name, "start")
-        if job.detect_error:
-            raise UsageError(job.detect_error)
-        report, main = (run or job_calls.run)(job, staged, lambda msg, *_: _send(job.name, str(msg)))
-        if not main.exists():
-            from tensorsmith.errors import ConversionError
-
-            raise ConversionError(f"the job wrote no {main.name}")
-        produced = [p for p in stage_dir.iterdir() if not p.name.startswith(".")]
-        _send(job.name, "hash outputs")
-        described = cache.describe_files(produced, stage_dir)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _send(job.name, "install")
-        for p in sorted(produced, key=lambda p: p.name == main.name):  # the main output last
-            dst = final.parent / p.name
-            atomic.install(p, dst, aside=stage_dir / f".old-{dst.name}")
-        rel_parent = os.path.dirname(job.output_rel)
-        result["outputs"] = [
-            {**f, "path": (f"{rel_parent}/{f['path']}" if rel_parent else f["path"]).replace(os.sep, "/")}
-            for f in sorted(described, key=lambda f: (f["path"] != main.name, f["path"]))
-        ]
-        result.update(
-            status=STATUS_OK, report=_relocate(report, str(stage_dir), str(final.parent)), exit_code=0
-        )
-    except TensorsmithError as exc:
-        result.update(error=exc.one_line(), error_type=type(exc).__name__, exit_code=exc.exit_code)
-        detail = getattr(exc, "job", None)
-        if detail is not None:
-            result["report"] = _relocate(_report_dict(detail), str(stage_dir), str(final.parent))
-        elif getattr(exc, "report", None) is not None:
-            result["report"] = {"verification": _report_dict(getattr(exc, "report", None))}
-    except Exception as exc:  # a bug or an unexpected library failure: this job only
-        result.update(
-            error=f"internal error: {type(exc).__name__}: {short(exc, 300)}",
-            error_type="InternalError",
-            exit_code=3,
-            traceback=traceback.format_exc(),
-        )
-    finally:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-    result["finished"] = cache.now()
-    result["seconds_total"] = time.perf_counter() - t0
-    return result
-
+from tensorsmith.recipes.worker import STATUS_CACHED, STATUS_FAILED, STATUS_OK, execute
 
 # ---------------------------------------------------------------------------
 # the parent side
@@ -195,13 +73,6 @@ class Events:
     def job_finished(self, record: dict) -> None: ...
     def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def _base_record(job: Job) -> dict:
@@ -387,21 +258,6 @@ def _remove_stale(previous: dict | None, record: dict, output_dir: Path, manifes
                 target.unlink()
 
 
-def _new_pool(workers: int, queue) -> ProcessPoolExecutor:
-    ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(queue, os.getpid())
-    )
-
-
-def _kill_pool(pool: ProcessPoolExecutor) -> None:
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        with contextlib.suppress(Exception):
-            proc.kill()
-
-
 def run(
     plan: Plan,
     jobs: list[Job],
@@ -414,8 +270,6 @@ def run(
 ) -> RunResult:
     """Run ``jobs`` of ``plan``: cached ones are reported, the rest run in parallel
     (``executor``: where; default the local process pool, see ``executors``)."""
-    from tensorsmith.recipes.executors import LocalExecutor
-
     events = events or Events()
     workers = max(1, workers or default_workers())
     executor = executor or LocalExecutor(workers)
@@ -480,92 +334,13 @@ def run(
     return result
 
 
-def _schedule(to_run: list[Job], workers: int, finished: Callable[[Job, dict], None], events: Events) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    pending = collections.deque(to_run)
-    inflight: dict[Future, Job] = {}
-    crashes: collections.Counter = collections.Counter()
-    pool = _new_pool(workers, queue)
-
-    def drain() -> None:
-        while True:
-            try:
-                name, kind, message = queue.get_nowait()
-            except Exception:
-                return
-            if kind == "worker":
-                events.job_worker(name, message)
-            else:
-                events.job_step(name, message)
-
-    try:
-        while pending or inflight:
-            pool_broken = False
-            while pending and len(inflight) < workers:
-                job = pending[0]
-                # after a worker died, its suspects run alone so the culprit fails alone
-                if any(crashes[j.name] for j in inflight.values()) or (crashes[job.name] and inflight):
-                    break
-                try:
-                    future = pool.submit(execute, job)
-                except BrokenProcessPool:  # a worker died since the last look: handled below
-                    pool_broken = True
-                    break
-                pending.popleft()
-                inflight[future] = job
-                events.job_started(job)
-            broken: list[Job] = []
-            if inflight:
-                done, _ = wait(list(inflight), timeout=0.1, return_when=FIRST_COMPLETED)
-            else:
-                done = set()
-            drain()
-            for fut in done:
-                job = inflight.pop(fut)
-                try:
-                    res = fut.result()
-                except BrokenProcessPool:
-                    broken.append(job)
-                    continue
-                except Exception as exc:  # pickling trouble and the like: this job only
-                    res = {
-                        "name": job.name,
-                        "status": STATUS_FAILED,
-                        "exit_code": 3,
-                        "error_type": "InternalError",
-                        "error": f"internal error: {type(exc).__name__}: {short(exc, 300)}",
-                    }
-                finished(job, res)
-            if broken or pool_broken:
-                broken.extend(inflight.values())  # in flight when the pool broke: suspects too
-                inflight.clear()
-                _kill_pool(pool)
-                pool = _new_pool(workers, queue)
-                for job in reversed(broken):
-                    crashes[job.name] += 1
-                    if len(broken) == 1 or crashes[job.name] >= 2:  # alone in flight: the culprit
-                        finished(
-                            job,
-                            {
-                                "name": job.name,
-                                "status": STATUS_FAILED,
-                                "exit_code": 3,
-                                "error_type": "WorkerDied",
-                                "error": "the worker process running this job died (a crash in a native library, "
-                                "or killed for memory)",
-                            },
-                        )
-                    else:
-                        events.note(f"a worker process died; {job.name} runs again, alone")
-                        pending.appendleft(job)
-        drain()
-    except BaseException:
-        _kill_pool(pool)
-        raise
-    else:
-        pool.shutdown(wait=True)
-    finally:
-        with contextlib.suppress(Exception):
-            queue.close()
-            queue.join_thread()
+__all__ = [
+    "STATUS_CACHED",
+    "STATUS_FAILED",
+    "STATUS_OK",
+    "Events",
+    "RunResult",
+    "default_workers",
+    "execute",
+    "run",
+]

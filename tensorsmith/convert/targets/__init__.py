@@ -63,6 +63,10 @@ class Target(Protocol):
     needs: tuple[str, ...]  # what it needs from the machine beyond the base install, for people
     Options: type[BaseModel] | None
     lowers_in_graph: bool  # --precision is lowered in the ONNX graph (with its progress bars)
+    # writes an engine built ahead for one GPU type: a recipe target's `gpus` applies, and the
+    # build (unless `prepare_only`) needs a GPU of its own
+    builds_engine: bool
+    libraries: tuple[str, ...]  # distributions whose versions go into a recipe job's cache key
 
     def applies(self, key: str, framework: bool) -> bool:
         """Whether option ``key`` means something for this target (from a framework source or not)."""

@@ -53,6 +53,8 @@ class OnnxTarget:
     needs: tuple[str, ...] = ()
     Options: type[BaseModel] | None = None
     lowers_in_graph = True
+    builds_engine = False
+    libraries: tuple[str, ...] = ()
 
     def applies(self, key: str, framework: bool) -> bool:
         return (

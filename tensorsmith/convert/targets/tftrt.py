@@ -61,6 +61,8 @@ class TftrtTarget:
     needs = ("an NVIDIA GPU", "TensorFlow <= 2.17 built with TensorRT")
     Options = TftrtConfig
     lowers_in_graph = False
+    builds_engine = False
+    libraries = ("tensorflow", "tensorflow-cpu", "tf2onnx", "keras", "tf-keras", "tensorrt")
 
     def applies(self, key: str, framework: bool) -> bool:
         return key in SHARED_KEYS or key in TftrtConfig.model_fields

@@ -152,6 +152,8 @@ class TrtTarget:
     needs = ("an NVIDIA GPU", "TensorRT 10 or 11")
     Options = TrtConfig
     lowers_in_graph = True
+    builds_engine = True
+    libraries = ("tensorrt",)
 
     def applies(self, key: str, framework: bool) -> bool:
         return (
