@@ -221,6 +221,51 @@ def test_conversion_page_escapes_every_string_and_embeds_the_same_report():
     assert data["verification"]["outputs"][0]["max_abs_diff"] is None
 
 
+def test_verification_chart_draws_the_noise_floor_beside_the_difference():
+    report = {
+        "status": "ok",
+        "output": "out.onnx",
+        "target": "onnx",
+        "verification": {
+            "passed": True,
+            "rtol": 1e-4,
+            "atol": 1e-5,
+            "samples": 1,
+            "outputs": [
+                {
+                    "name": "note",
+                    "shape": [1, 88],
+                    "max_abs_diff": 7.4e-5,
+                    "max_rel_diff": 1.6e-4,
+                    "scale": 0.46,
+                    "passed": True,
+                    "reason": "",
+                    "noise_floor": 7.41e-5,
+                },
+                {
+                    "name": "onset",
+                    "shape": [1, 88],
+                    "max_abs_diff": 2e-6,
+                    "max_rel_diff": 4e-6,
+                    "scale": 0.5,
+                    "passed": True,
+                    "reason": "",
+                },
+            ],
+        },
+        "precision": None,
+    }
+    page = conversion_html(report, argv=["tensorsmith", "convert", "m"], versions={})
+    verification = page[page.index('id="verification"') :]
+    assert "noise floor" in verification and "7.41e-05" in verification
+    svg_part = verification[verification.index("<svg") : verification.index("</svg>")]
+    assert svg_part.count("<rect") >= 3  # two bars for "note", one for "onset" (no floor measured)
+    plain = dict(
+        report, verification=dict(report["verification"], outputs=report["verification"]["outputs"][1:])
+    )
+    assert "noise floor" not in conversion_html(plain, argv=[], versions={})
+
+
 def test_report_html_to_a_missing_folder_is_exit_2_before_any_work(tmp_path):
     out = tmp_path / "m.onnx"
     p = _cli("optimize", SAMPLES / "cnn.onnx", "-o", out, "--report-html", tmp_path / "nope" / "r.html")
