@@ -2,8 +2,8 @@
 
 The job writes the ready-to-build ONNX (``OUT.trt.onnx``, the ``onnx`` target's
 calls), lints it for TensorRT, then builds and verifies the engine on this machine
-(``trt_backend.build_engine``), or stops there with ``prepare_only``. The TensorRT
-code itself is ``tensorsmith.convert.trt_backend``, called through its public names.
+(``build_engine``), or stops there with ``prepare_only``. The TensorRT code itself
+is the ``tensorsmith.convert.trt`` package, called through its public names.
 """
 
 from __future__ import annotations
