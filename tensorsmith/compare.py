@@ -330,3 +330,36 @@ __all__ = [
     "merge",
     "run_and_compare",
 ]
+
+
+def judge_by_noise(
+    comparison: Comparison,
+    model_path,
+    samples: Sequence[Feeds],
+    tol: Tolerance,
+    *,
+    wrap: Callable[[Runner], Runner] | None = None,
+) -> list[str]:
+    """Measure the noise floor of the ONNX model at ``model_path`` (onnxruntime with all
+    graph optimizations vs the unoptimized run ``comparison`` holds) and pass the outputs
+    that failed only by noise (``within_noise``); returns the notes. Measured only when an
+    output is over its tolerance, so a passing run costs nothing. The optimized session
+    is created in a child process first (``sandbox``): it may crash. ``wrap`` adapts the
+    optimized runner as the candidate was adapted (inputs/outputs matched by position)."""
+    from tensorsmith import sandbox
+    from tensorsmith.errors import short
+    from tensorsmith.runners import OnnxRuntimeRunner
+
+    if not any(o.reason.startswith("max abs diff") for o in comparison.outputs):
+        return []
+    crash = sandbox.probe(model_path, optimize=True)
+    if crash is not None:
+        return [f"noise floor not measured: {crash}"]
+    alternative: Runner = OnnxRuntimeRunner(model_path, optimize=True)
+    if wrap is not None:
+        alternative = wrap(alternative)
+    try:
+        noise = noise_floor(alternative, samples, comparison.gots)
+    except Exception as exc:
+        return [f"noise floor not measured: {short(exc, 160)}"]
+    return within_noise(comparison.outputs, noise, tol)

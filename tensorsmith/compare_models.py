@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from tensorsmith.compare import OutputCheck, run_and_compare, within_noise
+from tensorsmith.compare import OutputCheck, judge_by_noise, run_and_compare
 from tensorsmith.errors import ConversionError, UsageError, short
 from tensorsmith.runners import FunctionRunner, OnnxRuntimeRunner, Runner
 from tensorsmith.shapes import InputSpec, resolve_shapes
@@ -94,14 +96,17 @@ class CompareReport:
             console.print(f"  note: {note}")
 
 
-def _onnx_side(path: Path) -> Side:
+def _interface(path: Path) -> tuple[list[InputSpec], list[str]]:
+    """An ONNX file's input specs and output names."""
     from tensorsmith import model_io
     from tensorsmith.verify import input_specs_from_proto
 
     proto = model_io.load_proto(path)
-    specs = input_specs_from_proto(proto)
-    outputs = [o.name for o in proto.graph.output]
-    del proto
+    return input_specs_from_proto(proto), [o.name for o in proto.graph.output]
+
+
+def _onnx_side(path: Path) -> Side:
+    specs, outputs = _interface(path)
     return Side(str(path), "onnx", OnnxRuntimeRunner(path), specs, outputs, onnx_path=path)
 
 
@@ -136,9 +141,8 @@ def _framework_side(path: str, fmt: str, work: Path, stack: ExitStack, *, trust_
     opts = FrontendOptions(format=fmt, work_dir=work, trust_remote_code=trust_remote_code)
     imported = frontend.load(path, opts)
     stack.callback(imported.close)
-    onnx_side = _onnx_side(imported.onnx_path)
-    runner = FunctionRunner(imported.run_source, fmt)
-    return Side(path, fmt, runner, onnx_side.specs, onnx_side.outputs)
+    specs, outputs = _interface(imported.onnx_path)
+    return Side(path, fmt, FunctionRunner(imported.run_source, fmt), specs, outputs)
 
 
 def open_side(path: str, fmt: str | None, work: Path, stack: ExitStack, *, trust_remote_code: bool) -> Side:
@@ -196,8 +200,6 @@ def compare_models(
     noise: bool = True,
 ) -> CompareReport:
     """Run A (the reference) and B on the same inputs; per-output differences."""
-    from tensorsmith import sandbox
-    from tensorsmith.compare import noise_floor
     from tensorsmith.verify import SEED, load_verify_data, random_inputs
 
     tol = tolerance or Tolerance()
@@ -206,12 +208,13 @@ def compare_models(
         side_b = open_side(str(b), b_format, Path(tmp) / "b", stack, trust_remote_code=trust_remote_code)
         in_map = _match([s.name for s in side_a.specs], [s.name for s in side_b.specs], "inputs")
         out_map = _match(side_a.outputs, side_b.outputs, "outputs")
-        candidate: Runner = side_b.runner
-        if in_map or out_map:
-            candidate = _Renamed(side_b.runner, {v: k for k, v in in_map.items()}, out_map)
         notes: list[str] = []
+        # B seen through A's names (candidate and its noise-floor runner alike)
+        wrap: Callable[[Runner], Runner] | None = None
         if in_map or out_map:
             notes.append("inputs/outputs matched by position (their names differ)")
+            wrap = partial(_Renamed, inputs={v: k for k, v in in_map.items()}, outputs=out_map)
+        candidate = wrap(side_b.runner) if wrap is not None else side_b.runner
         if data is not None:
             samples = load_verify_data(data, side_a.specs)
             source = str(data)
@@ -237,17 +240,8 @@ def compare_models(
             candidate_error=failed("B", side_b.path),
             align_int_dtypes=side_b.format == "tensorrt",
         )
-        over = [o for o in comparison.outputs if o.reason.startswith("max abs diff")]
-        if noise and over and side_b.onnx_path is not None:
-            crash = sandbox.probe(side_b.onnx_path, optimize=True)
-            if crash is not None:
-                notes.append(f"noise floor not measured: {crash}")
-            else:
-                alt: Runner = OnnxRuntimeRunner(side_b.onnx_path, optimize=True)
-                if in_map or out_map:
-                    alt = _Renamed(alt, {v: k for k, v in in_map.items()}, out_map)
-                floor = noise_floor(alt, samples, comparison.gots)
-                notes.extend(within_noise(comparison.outputs, floor, tol))
+        if noise and side_b.onnx_path is not None:
+            notes.extend(judge_by_noise(comparison, side_b.onnx_path, samples, tol, wrap=wrap))
         return CompareReport(
             str(a),
             str(b),

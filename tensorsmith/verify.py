@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tensorsmith.compare import OutputCheck, compare, run_and_compare
+from tensorsmith.compare import OutputCheck, compare, judge_by_noise, run_and_compare
 from tensorsmith.errors import ConversionError, UsageError, VerificationError, short
 from tensorsmith.runners import FunctionRunner, OnnxRuntimeRunner, Runner, ort_session, session_feeds
 from tensorsmith.shapes import InputSpec, format_shape, resolve_shapes
@@ -339,7 +339,7 @@ def verify_models(
         candidate_error=result_failed,
     )
     if not comparison.passed and isinstance(result_path, (str, os.PathLike)):
-        notes.extend(_judge_by_noise(comparison, result_path, samples, tol))
+        notes.extend(judge_by_noise(comparison, result_path, samples, tol))
     merged = comparison.outputs
     outputs = merged or []
     return VerificationReport(
@@ -351,26 +351,6 @@ def verify_models(
         notes=notes,
         tolerance=tol,
     )
-
-
-def _judge_by_noise(comparison, result_path, samples, tol: Tolerance) -> list[str]:
-    """Measure the result's noise floor (onnxruntime with all graph optimizations vs the
-    unoptimized run verification used) and pass the outputs that failed only by noise.
-    Measured only when an output failed: a passing run costs nothing. The optimized
-    session is created in a child process first (``sandbox``): it may crash."""
-    from tensorsmith import sandbox
-    from tensorsmith.compare import noise_floor, within_noise
-
-    if not any(o.reason.startswith("max abs diff") for o in comparison.outputs):
-        return []
-    crash = sandbox.probe(result_path, optimize=True)
-    if crash is not None:
-        return [f"noise floor not measured: {crash}"]
-    try:
-        noise = noise_floor(OnnxRuntimeRunner(result_path, optimize=True), samples, comparison.gots)
-    except Exception as exc:
-        return [f"noise floor not measured: {short(exc, 160)}"]
-    return within_noise(comparison.outputs, noise, tol)
 
 
 def failure_summary(report: VerificationReport, *, more: bool = True) -> str:
