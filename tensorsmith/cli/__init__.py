@@ -9,6 +9,3 @@ from tensorsmith.cli import compare, info, trt
 from tensorsmith.cli.app import app
 
 __all__ = ["app", "compare", "info", "jobs", "trt"]
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
