@@ -43,7 +43,7 @@ def fake_gpu_setup() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import fake_tensorrt
 
-    from tensorsmith import doctor
+    from tensorsmith import machine
     from tensorsmith.convert import trt as trt_backend
 
     labels = ray.get_runtime_context().get_node_labels() or {}
@@ -54,6 +54,6 @@ def fake_gpu_setup() -> None:
     }
     fake_tensorrt.configure()
     sys.modules["tensorrt"] = fake_tensorrt
-    doctor.current_gpu = lambda: dict(gpu)  # type: ignore[assignment]
+    machine.current_gpu = lambda: dict(gpu)  # type: ignore[assignment]
     trt_backend.missing_for_build = lambda: []  # type: ignore[assignment]
     trt_backend.memory.device_memory = lambda: fake_tensorrt.HostMemory()  # type: ignore[assignment]

@@ -13,7 +13,7 @@ import fake_tensorrt  # noqa: E402  (the recording stand-in, NOT TensorRT)
 import pytest
 from typer.testing import CliRunner
 
-from tensorsmith import doctor
+from tensorsmith import doctor, machine
 from tensorsmith.cli import app
 
 runner = CliRunner()
@@ -55,26 +55,28 @@ def test_doctor_json_here():
 
 
 def test_tensorflow_build_info_and_tftrt_reason():
-    info = doctor.tensorflow_info()
+    info = machine.tensorflow_info()
     if info["version"] is None:
         pytest.skip("TensorFlow is not installed")
     assert info["tensorrt_build"] in (True, False)
-    reason = doctor.tftrt_unavailable_reason(info)
+    reason = machine.tftrt_unavailable_reason(info)
     if tuple(int(x) for x in info["version"].split(".")[:2]) > (2, 17):
         assert f"TensorFlow {info['version']} has no TF-TRT" in reason and "<= 2.17" in reason
     # the rules themselves, on made-up installs
-    assert "2.18 and later" in doctor.tftrt_unavailable_reason({"version": "2.18.0", "tensorrt_build": False})
-    assert "built without TensorRT" in doctor.tftrt_unavailable_reason(
+    assert "2.18 and later" in machine.tftrt_unavailable_reason(
+        {"version": "2.18.0", "tensorrt_build": False}
+    )
+    assert "built without TensorRT" in machine.tftrt_unavailable_reason(
         {"version": "2.15.1", "tensorrt_build": False}
     )
-    assert doctor.tftrt_unavailable_reason({"version": "2.15.1", "tensorrt_build": True}) is None
-    assert "not installed" in doctor.tftrt_unavailable_reason({"version": None})
+    assert machine.tftrt_unavailable_reason({"version": "2.15.1", "tensorrt_build": True}) is None
+    assert "not installed" in machine.tftrt_unavailable_reason({"version": None})
 
 
 def test_build_info_parser():
     text = "import collections\nbuild_info = collections.OrderedDict([('is_cuda_build', True), ('is_tensorrt_build', True)])\n"
-    assert doctor._build_info(text) == {"is_cuda_build": True, "is_tensorrt_build": True}
-    assert doctor._build_info("not python (") == {}
+    assert machine._build_info(text) == {"is_cuda_build": True, "is_tensorrt_build": True}
+    assert machine._build_info("not python (") == {}
 
 
 def test_gpus_from_nvidia_smi(tmp_path, monkeypatch):
@@ -82,22 +84,22 @@ def test_gpus_from_nvidia_smi(tmp_path, monkeypatch):
         tmp_path, "0, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54.15\n1, NVIDIA A10, 8.6, 23028, 550.54.15"
     )
     monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
-    g = doctor.gpus()
+    g = machine.gpus()
     assert g["source"] == "nvidia-smi"
     assert [(x["index"], x["name"], x["compute_capability"], x["memory_mib"]) for x in g["gpus"]] == [
         (0, "NVIDIA H100 80GB HBM3", "9.0", 81559),
         (1, "NVIDIA A10", "8.6", 23028),
     ]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    monkeypatch.setattr(doctor, "_gpu_cuda_python", lambda: None)
-    monkeypatch.setattr(doctor, "_gpu_torch", lambda: None)
-    assert doctor.current_gpu()["name"] == "NVIDIA A10"
+    monkeypatch.setattr(machine, "_gpu_cuda_python", lambda: None)
+    monkeypatch.setattr(machine, "_gpu_torch", lambda: None)
+    assert machine.current_gpu()["name"] == "NVIDIA A10"
 
 
 def test_old_nvidia_smi_without_compute_cap(tmp_path, monkeypatch):
     d = _fake_nvidia_smi(tmp_path, "0, Tesla T4, 15360, 470.82.01", no_compute_cap=True)
     monkeypatch.setenv("PATH", f"{d}{os.pathsep}{os.environ['PATH']}")
-    g = doctor.gpus()
+    g = machine.gpus()
     assert g["gpus"] == [
         {
             "index": 0,
@@ -124,15 +126,15 @@ def test_targets_with_tensorrt_and_gpu(tmp_path, monkeypatch):
 
 
 def test_tensorrt_too_old(monkeypatch):
-    assert "too old" in doctor.tensorrt_unavailable_reason({"version": "8.6.1"})
-    assert "does not load" in doctor.tensorrt_unavailable_reason(
+    assert "too old" in machine.tensorrt_unavailable_reason({"version": "8.6.1"})
+    assert "does not load" in machine.tensorrt_unavailable_reason(
         {"version": None, "error": "libnvinfer.so.10: cannot open"}
     )
 
 
 def test_doctor_imports_no_frameworks():
     code = (
-        "import sys; from tensorsmith import doctor; doctor.tensorflow_info(); doctor.tensorrt_info(); "
+        "import sys; from tensorsmith import doctor, machine; machine.tensorflow_info(); machine.tensorrt_info(); doctor.collect(); "
         "print(','.join(m for m in ('tensorflow', 'tensorrt', 'tf2onnx') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

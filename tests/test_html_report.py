@@ -575,12 +575,12 @@ def test_trt_build_page_with_the_recording_stand_in(tmp_path, monkeypatch):
     import fake_tensorrt
     from typer.testing import CliRunner
 
-    from tensorsmith import doctor
+    from tensorsmith import machine
     from tensorsmith.cli import app
     from tensorsmith.convert import trt as trt_backend
 
     monkeypatch.setattr(
-        doctor, "current_gpu", lambda: {"name": "Fake GPU (test)", "compute_capability": "8.6"}
+        machine, "current_gpu", lambda: {"name": "Fake GPU (test)", "compute_capability": "8.6"}
     )
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
     monkeypatch.setattr(trt_backend.memory, "device_memory", lambda: fake_tensorrt.HostMemory())

@@ -59,14 +59,14 @@ def fake_converter():
 
 
 def test_cli_tftrt_here_exit_3_says_why(tmp_path):
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    why = doctor.tftrt_unavailable_reason()
+    why = machine.tftrt_unavailable_reason()
     if why is None:
         pytest.skip("this TensorFlow can run TF-TRT")
     res = runner.invoke(app, ["convert", str(SAVED), "--to", "tftrt", "-o", str(tmp_path / "out")])
     assert res.exit_code == 3
-    tf = doctor.tensorflow_info()["version"]
+    tf = machine.tensorflow_info()["version"]
     if tf and tuple(int(x) for x in tf.split(".")[:2]) > (2, 17):
         assert f"TensorFlow {tf} has no TF-TRT" in res.output
         assert "TensorFlow <= 2.17 built with TensorRT" in res.output
@@ -84,9 +84,9 @@ def test_cli_tftrt_needs_a_savedmodel(tmp_path):
 def test_check_available_with_real_tensorflow(monkeypatch):
     """Past the version check, the real TensorFlow says it has no TensorRT: the second message."""
     pytest.importorskip("tensorflow")
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    monkeypatch.setattr(doctor, "tftrt_unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(machine, "tftrt_unavailable_reason", lambda *a: None)
     from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils
 
     if _pywrap_py_utils.is_tensorrt_enabled():
@@ -189,12 +189,12 @@ def test_options_validated():
 
 @pytest.mark.gpu
 def test_real_tftrt(tmp_path):
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    why = doctor.tftrt_unavailable_reason()
+    why = machine.tftrt_unavailable_reason()
     if why:
         pytest.skip(f"needs TF-TRT: {why}")
-    if doctor.gpu_unavailable_reason():
+    if machine.gpu_unavailable_reason():
         pytest.skip("needs an NVIDIA GPU")
     report = tftrt_backend.convert_tftrt(SAVED, tmp_path / "o", tftrt_backend.TftrtOptions(precision="fp16"))
     assert report.verification.passed

@@ -36,9 +36,9 @@ runner = CliRunner()
 @pytest.fixture
 def fake_trt(monkeypatch):
     """Install the stand-in as ``tensorrt`` plus a GPU and host "device" memory; returns a configurer."""
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    monkeypatch.setattr(doctor, "current_gpu", lambda: dict(GPU))
+    monkeypatch.setattr(machine, "current_gpu", lambda: dict(GPU))
     monkeypatch.setattr(trt_backend, "missing_for_build", lambda: [])
     monkeypatch.setattr(trt_memory, "device_memory", lambda: fake_tensorrt.HostMemory())
 
@@ -656,9 +656,9 @@ def _real_tensorrt_or_skip():
 
     if getattr(tensorrt, "IS_FAKE", False):
         pytest.skip("tensorrt is the test stand-in")
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    if doctor.current_gpu() is None:
+    if machine.current_gpu() is None:
         pytest.skip("needs an NVIDIA GPU: none found")
     return tensorrt
 

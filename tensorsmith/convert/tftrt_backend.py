@@ -108,9 +108,9 @@ class TftrtReport:
 
 def check_available() -> str:
     """Raise ``ConversionError`` unless this TensorFlow can run TF-TRT; return its version."""
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
-    why = doctor.tftrt_unavailable_reason()
+    why = machine.tftrt_unavailable_reason()
     if why:
         raise ConversionError(
             f"--to tftrt: {why}", hint="use --to trt (TensorRT directly, from ONNX) instead"

@@ -92,6 +92,11 @@ class Target(Protocol):
         """What this machine lacks to run the target (empty: nothing)."""
         ...
 
+    def capabilities(self, info: dict) -> dict[str, dict]:
+        """``tensorsmith doctor``'s entries (``capability``) for this target, from ``doctor.collect``'s
+        machine facts (``info``): whether this machine can produce it, at which precisions, why not."""
+        ...
+
     def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         """Make ``job``'s output at ``out``; returns its report."""
         ...
@@ -110,6 +115,25 @@ def get_target(name: str) -> Target:
     return target
 
 
+PRECISIONS = ("fp32", "fp16", "int8")  # what every target lowers to (``--precision``)
+
+
+def capability(why: str | None, unavailable: dict[str, str] | None = None, note: str | None = None) -> dict:
+    """One ``tensorsmith doctor`` target entry: available unless ``why``; the precisions it can make
+    (``PRECISIONS`` less ``unavailable``, precision -> why not; an extra name adds one)."""
+    unavailable = unavailable or {}
+    names = sorted(set(PRECISIONS) | set(unavailable))
+    out = {
+        "available": why is None,
+        "why_not": why,
+        "precisions": [p for p in names if p not in unavailable] if why is None else [],
+        "precisions_unavailable": dict(unavailable),
+    }
+    if note:
+        out["note"] = note
+    return out
+
+
 class Rendered:
     """A report object from a backend, with the backend's renderer attached: ``to_dict()`` and ``render()``."""
 
@@ -125,4 +149,14 @@ class Rendered:
         self._renderer(self.report, console)
 
 
-__all__ = ["DEFAULT_TARGET", "TARGETS", "Job", "Rendered", "Report", "Target", "get_target"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "PRECISIONS",
+    "TARGETS",
+    "Job",
+    "Rendered",
+    "Report",
+    "Target",
+    "capability",
+    "get_target",
+]

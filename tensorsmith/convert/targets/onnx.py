@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tensorsmith import jobs
-from tensorsmith.convert.targets import Job, Report, Step
+from tensorsmith.convert.targets import Job, Report, Step, capability
 
 
 def describe(source_format: str | None, lowered: bool) -> str:
@@ -76,6 +76,10 @@ class OnnxTarget:
 
     def missing(self) -> list[str]:
         return []
+
+    def capabilities(self, info: dict) -> dict[str, dict]:
+        ok = bool(info["onnxruntime"].get("version"))
+        return {"onnx": capability(None if ok else "onnxruntime is not installed (verification needs it)")}
 
     def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         report: Report = make_onnx(job, out, step, progress)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tensorsmith import jobs
+from tensorsmith import jobs, machine
 from tensorsmith.config import TftrtConfig
-from tensorsmith.convert.targets import Job, Rendered, Report, Step
+from tensorsmith.convert.targets import Job, Rendered, Report, Step, capability
 
 # the options TF-TRT takes besides its own (TftrtConfig)
 SHARED_KEYS = {
@@ -83,10 +83,15 @@ class TftrtTarget:
         return None
 
     def missing(self) -> list[str]:
-        from tensorsmith import doctor
-
-        why = doctor.tftrt_unavailable_reason()
+        why = machine.tftrt_unavailable_reason()
         return [why] if why else []
+
+    def capabilities(self, info: dict) -> dict[str, dict]:
+        whys = (
+            machine.tftrt_unavailable_reason(info["tensorflow"]),
+            machine.gpu_unavailable_reason(info["gpus"]),
+        )
+        return {"tftrt": capability("; ".join(w for w in whys if w) or None)}
 
     def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         from tensorsmith.convert import tftrt_backend

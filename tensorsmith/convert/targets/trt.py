@@ -15,9 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from tensorsmith import jobs
+from tensorsmith import jobs, machine
 from tensorsmith.config import TrtConfig
-from tensorsmith.convert.targets import Job, Rendered, Report, Step
+from tensorsmith.convert.targets import Job, Rendered, Report, Step, capability
 from tensorsmith.convert.targets.onnx import describe as describe_onnx
 from tensorsmith.convert.targets.onnx import make_onnx, plan_onnx
 from tensorsmith.errors import ConversionError, TensorsmithError, UsageError
@@ -192,6 +192,26 @@ class TrtTarget:
 
         missing: list[str] = trt_backend.missing_for_build()
         return missing
+
+    def capabilities(self, info: dict) -> dict[str, dict]:
+        whys = (
+            machine.tensorrt_unavailable_reason(info["tensorrt"]),
+            machine.gpu_unavailable_reason(info["gpus"]),
+        )
+        ccs = [
+            machine.vtuple(g["compute_capability"])
+            for g in info["gpus"]["gpus"]
+            if g.get("compute_capability")
+        ]
+        old = {"bf16": "BF16 needs compute capability 8.0 or newer"} if ccs and max(ccs) < (8, 0) else {}
+        prepare = capability(
+            None if info["onnxruntime"].get("version") else "onnxruntime is not installed",
+            note="writes the ready-to-build ONNX and its lint report; run `tensorsmith build` on a GPU machine",
+        )
+        return {
+            "trt": capability("; ".join(w for w in whys if w) or None, old),
+            "trt --prepare-only": prepare,
+        }
 
     def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         from tensorsmith.convert import trt as trt_backend

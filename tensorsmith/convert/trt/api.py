@@ -49,13 +49,13 @@ def trt_major(trt) -> int:
 
 def missing_for_build() -> list[str]:
     """What this machine lacks to build and run an engine (empty when it can)."""
-    from tensorsmith import doctor
+    from tensorsmith import machine
 
     out = []
-    why = doctor.tensorrt_unavailable_reason()
+    why = machine.tensorrt_unavailable_reason()
     if why:
         out.append(why)
-    why = doctor.gpu_unavailable_reason()
+    why = machine.gpu_unavailable_reason()
     if why:
         out.append(why)
     return out

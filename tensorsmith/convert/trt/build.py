@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tensorsmith import atomic, doctor, model_io
+from tensorsmith import atomic, machine, model_io
 from tensorsmith.convert.trt.api import (
     call_or_none,
     enum_name,
@@ -80,7 +80,7 @@ def build_engine(
     major = trt_major(trt)
     report.mode = mode = select_mode(major, gp, options.precision)
     report.notes.extend(mode.notes)
-    report.gpu = doctor.current_gpu()
+    report.gpu = machine.current_gpu()
     if report.gpu is None:
         raise ConversionError("no NVIDIA GPU found: TensorRT builds engines on the GPU they will run on")
     report.seconds["prepare"] = time.perf_counter() - t0
