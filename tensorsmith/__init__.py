@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 from tensorsmith.errors import ConversionError, TensorsmithError, UsageError, VerificationError
 from tensorsmith.job_report import JobReport
 from tensorsmith.model_io import load, save
-from tensorsmith.optimize import OptimizeResult, optimize, optimize_file
+from tensorsmith.optimizer import OptimizeResult, optimize, optimize_file
 from tensorsmith.passes import DEFAULT_PIPELINE, PASSES
 from tensorsmith.verify import Tolerance, VerificationReport, verify_models
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 
 class JobReportLike(Protocol):
-    """A job's report (``optimize.JobReport``, a TensorRT ``BuildReport``, ...)."""
+    """A job's report (``job_report.JobReport``, a TensorRT ``BuildReport``, ...)."""
 
     status: str
     output: Any

@@ -158,9 +158,8 @@ def test_framework_source_lowered_runs_the_passes_once(tmp_path, monkeypatch):
     import importlib
 
     calls = []
-    # both modules first (convert.job imports load_and_optimize by name); import_module, because
-    # `tensorsmith.optimize` as an attribute is the function of that name
-    modules = [importlib.import_module(n) for n in ("tensorsmith.optimize", "tensorsmith.convert.job")]
+    # both modules (convert.job imports load_and_optimize by name)
+    modules = [importlib.import_module(n) for n in ("tensorsmith.optimizer", "tensorsmith.convert.job")]
     for module in modules:
         real = module.load_and_optimize
 

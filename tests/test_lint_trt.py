@@ -466,7 +466,7 @@ def precision_int8(tmp_path_factory):
     import onnx_ir as ir
 
     from tensorsmith.model_io import load
-    from tensorsmith.optimize import optimize
+    from tensorsmith.optimizer import optimize
 
     d = tmp_path_factory.mktemp("prec")
     model = load(SAMPLES / "resblock.onnx")

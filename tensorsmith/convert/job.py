@@ -30,7 +30,7 @@ import numpy as np
 from tensorsmith import model_io
 from tensorsmith.errors import UsageError
 from tensorsmith.job_report import JobReport
-from tensorsmith.optimize import load_and_optimize, optimize_file
+from tensorsmith.optimizer import load_and_optimize, optimize_file
 from tensorsmith.verify import (
     Tolerance,
     VerificationReport,
@@ -323,7 +323,7 @@ def _verify_and_lower(
 ) -> None:
     """FP16/INT8: the optimized FP32 model, written once to a work folder and verified there
     against the source, is lowered and gated against itself, then committed."""
-    from tensorsmith.optimize import lower_into, work_dir
+    from tensorsmith.optimizer import lower_into, work_dir
 
     report = checks.report
     work = work_dir(output_path, ".fp32.tmp")

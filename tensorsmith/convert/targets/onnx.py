@@ -36,7 +36,7 @@ def make_onnx(job: Job, out: Path, step: Callable[[str], None], progress=None):
     popts = job.kwargs.get("precision")
     extra = {"precision": popts, "progress": progress} if popts is not None else {}
     if not jobs.is_framework(job.source_format):
-        from tensorsmith.optimize import optimize_file
+        from tensorsmith.optimizer import optimize_file
 
         return optimize_file(job.source, out, on_step=step, **kw, **extra)
     from tensorsmith.convert.job import convert_file
