@@ -413,6 +413,20 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=False) if y > 0)
 
 
+def ratio_interval(a: list[float], b: list[float], n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of ``median(a) / median(b)``, resampling whole rounds (a
+    round's a and b were timed together, so the pairing is kept). An interval that
+    contains 1.0 cannot tell the two apart; one that excludes it can."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    k = min(len(x), len(y))
+    idx = np.random.default_rng(seed).integers(0, k, size=(n, k))
+    ratios = np.median(x[:k][idx], axis=1) / np.median(y[:k][idx], axis=1)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def iqr_rel(xs: list[float]) -> float:
     q = statistics.quantiles(xs, n=4)
     return (q[2] - q[0]) / statistics.median(xs)
@@ -761,6 +775,34 @@ def render(results: list[dict], args, header: str, fetch_notes: list[str]) -> st
                 + f" | {ratio} | {res['reps']} | ≤{noise:.0%} |"
             )
         L.append("")
+    L.append(
+        "### Is the difference real? 95% bootstrap intervals of the thread-CPU ratios (rounds resampled)"
+    )
+    L.append("")
+    L.append(
+        "| model | OFF: A/A | OFF: tensorsmith / best peer | ALL: A/A | ALL: tensorsmith / original | "
+        "ALL: tensorsmith / best peer |"
+    )
+    L.append("|---|---:|---:|---:|---:|---:|")
+    for res in results:
+        raw = res["raw"]
+        cells = []
+        for level, what in (("off", ("A/A", "peer")), ("all", ("A/A", "original", "peer"))):
+            for w in what:
+                if w == "peer":
+                    peer, _ = _best_peer(res, lambda v, level=level: v.latency.get(level))
+                    other = peer
+                else:
+                    other = "original"
+                num = "A/A" if w == "A/A" else "tensorsmith"
+                a, b = raw.get(f"{num}/{level}"), raw.get(f"{other}/{level}") if other else None
+                if a is None or b is None:
+                    cells.append("—")
+                    continue
+                lo, hi = ratio_interval(a["cpu"], b["cpu"])
+                cells.append(f"{lo:.3f}-{hi:.3f}" + (f" ({other})" if w == "peer" else ""))
+        L.append(f"| {res['case'].name} | " + " | ".join(cells) + " |")
+    L.append("")
     L.append(
         "✗ = outputs not equal to the original (see the equality table). A/A = a second session of the "
         "original model timed in the same rounds: its distance from 1.000 is the noise floor. IQR/median: "

@@ -13,7 +13,11 @@ from helpers import (
     ops,
     parse,
     run,
+    to_ir,
 )
+
+from tensorsmith import passes
+from tensorsmith.passes import DEFAULT_PIPELINE
 
 RNG_SEED = 2
 rng = np.random.default_rng(RNG_SEED)  # re-seeded before every test (conftest.py)
@@ -297,3 +301,61 @@ def test_shapes_with_unknown_dims_are_not_merged():
     assert ops(out).count("Shape") == 2
     ra, rb = run(out, {"a": np.zeros((2, 8), np.float32), "b": np.zeros((3, 8), np.float32)})
     assert ra.tolist() == [2, 8] and rb.tolist() == [3, 8]
+
+
+def test_a_constant_read_only_by_a_dropped_if_branch_is_removed_in_the_same_run():
+    # The folder inlines the inner If (constant condition); the dropped else branch still
+    # listed itself as a user of k, so k stayed until a save and reload (Silero-VAD).
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x, bool c) => (float[2] y) {
+            y = If (c) <
+                then_branch = t () => (float[2] o1) { o1 = Neg (x) },
+                else_branch = e () => (float[2] o2) {
+                    k = Constant <value = float {5.0}> ()
+                    yes = Constant <value = bool {1}> ()
+                    o2 = If (yes) <
+                        then_branch = t2 () => (float[2] p1) {
+                            u = Unsqueeze (k, ax)
+                            p1 = Add (x, u)
+                        },
+                        else_branch = e2 () => (float[2] p2) {
+                            u2 = Unsqueeze (k, ax)
+                            p2 = Sub (x, u2)
+                        }
+                    >
+                }
+            >
+        }""",
+        {"ax": np.array([0], np.int64)},
+    )
+    out, _ = apply_to_fixed_point(src, *DEFAULT_PIPELINE)
+    else_branch = out.graph.node[0].attribute[1].g
+    assert [n.op_type for n in else_branch.node] == ["Add"]
+    model = to_ir(out)
+    assert not [p.name for p in passes.create(list(DEFAULT_PIPELINE)) if p(model).modified]
+    for c in (True, False):
+        assert_same_outputs(src, out, {"x": np.array([1.0, -2.0], np.float32), "c": np.array(c)})
+
+
+def test_an_unused_initializer_inside_an_if_branch_is_removed():
+    src = parse(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x, bool c) => (float[2] y) {
+            y = If (c) <
+                then_branch = t () => (float[2] o1) <float[2] w = {1.0, 2.0}, float[2] dead = {3.0, 4.0}> {
+                    o1 = Add (x, w)
+                },
+                else_branch = e () => (float[2] o2) { o2 = Neg (x) }
+            >
+        }"""
+    )
+    out, (p,), modified = apply(src, "remove-dead-code")
+    then_branch = out.graph.node[0].attribute[0].g
+    assert modified and [i.name for i in then_branch.initializer] == ["w"]
+    assert p.stats == {"subgraph initializers": 1}
+    check_idempotent(out, "remove-dead-code")
+    for c in (True, False):
+        assert_same_outputs(src, out, {"x": np.array([1.0, -2.0], np.float32), "c": np.array(c)})

@@ -110,6 +110,18 @@ def _model(opset: int) -> onnx.ModelProto:
         oh.make_node("Concat", ["nu1", "c24"], ["tu"], axis=0),
         oh.make_node("Reshape", ["u", "tu"], ["v"]),
     ]
+    # two Slices of x on different axes (merge-slices, from opset 10: parameters as inputs)
+    if opset >= 10:
+        inits += [f(np.array([v], np.int64), k) for k, v in (("two", 2), ("six", 6), ("ax2", 2))]
+        nodes += [
+            oh.make_node("Slice", ["x", "z", "two", "one"], ["xs"]),
+            oh.make_node("Slice", ["xs", "two", "six", "ax2"], ["xw"]),
+        ]
+    else:
+        nodes += [
+            oh.make_node("Slice", ["x"], ["xs"], starts=[0], ends=[2], axes=[1]),
+            oh.make_node("Slice", ["xs"], ["xw"], starts=[2], ends=[6], axes=[2]),
+        ]
     graph = oh.make_graph(
         nodes,
         "g",
@@ -122,6 +134,7 @@ def _model(opset: int) -> onnx.ModelProto:
         [
             oh.make_tensor_value_info("y", TensorProto.FLOAT, [2, 32]),
             oh.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 24]),
+            oh.make_tensor_value_info("xw", TensorProto.FLOAT, [2, 2, 4, 8]),
         ],
         inits,
     )
@@ -137,7 +150,11 @@ def test_default_pipeline_writes_a_model_valid_for_its_opset(opset):
     out, records = apply_to_fixed_point(src, *DEFAULT_PIPELINE)
     changed = {r.name for r in records if r.modified}
     # every default pass had something to do (fuse-hardswish has its own opset tests)
-    assert changed >= set(DEFAULT_PIPELINE) - {"fuse-hardswish", "eliminate-cse"}, changed
+    # (merge-slices: not below opset 10, where Slice's parameters are attributes)
+    assert changed >= set(DEFAULT_PIPELINE) - {"fuse-hardswish", "eliminate-cse"} - (
+        {"merge-slices"} if opset < 10 else set()
+    ), changed
+    assert ("merge-slices" in changed) == (opset >= 10)
     assert len(ops(out)) < len(ops(src))
     assert out.opset_import[0].version == opset
     onnx.checker.check_model(out, full_check=True)

@@ -17,6 +17,7 @@ from tensorsmith.passes.fuse_conv_bn import FuseConvBatchNorm
 from tensorsmith.passes.fuse_hardswish import FuseHardSwish
 from tensorsmith.passes.identity import RemoveIdentity
 from tensorsmith.passes.manager import PassManager, PassRecord
+from tensorsmith.passes.merge_slices import MergeSlices
 from tensorsmith.passes.reshape_copy_dims import ReshapeCopyDims
 from tensorsmith.passes.sink_initializers import SinkInitializers
 
@@ -28,6 +29,7 @@ PASSES: dict[str, type[Pass]] = {
         RemoveIdentity,
         FoldConstants,
         ReshapeCopyDims,
+        MergeSlices,
         FuseConvBatchNorm,
         FuseConvAffine,
         FuseHardSwish,

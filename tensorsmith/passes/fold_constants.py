@@ -480,6 +480,8 @@ class FoldConstants(Pass):
         tensors = [v.const_value for v in inputs]
         if any(t is None for t in tensors) or not tensors:
             return None
+        if node.op_type == "ConstantOfShape" and _onnx_op(node):
+            return self._decide_constant_of_shape(node, inputs[0])
         biggest = max(tensors, key=lambda t: t.size)  # type: ignore[union-attr]
         if biggest is None or biggest.size <= self.options.max_growth_elements:
             return None
@@ -523,6 +525,24 @@ class FoldConstants(Pass):
             return True
         self.explain(node, f"folding would grow the model by {est_out - freed} bytes")
         return False
+
+    def _decide_constant_of_shape(self, node: ir.Node, shape: ir.Value) -> bool | None:
+        """onnxscript never folds ConstantOfShape (it exists so as not to store its output);
+        fold one whose output takes no more bytes than the node and the inputs it frees
+        (the ``[0, 0]`` of a padding computation), so the chain after it can fold too."""
+        tensor = shape.const_value
+        if tensor is None:
+            return None
+        value = node.attributes.get("value")
+        itemsize = value.as_tensor().dtype.itemsize if value is not None else 4
+        dims = np.asarray(tensor.numpy()).reshape(-1)
+        out_bytes = int(np.prod(dims, dtype=np.int64)) * itemsize if (dims >= 0).all() else -1
+        freed = tensor.nbytes if len(shape.uses()) <= 1 and not shape.is_graph_output() else 0
+        if 0 <= out_bytes <= freed + ir.serde.serialize_node(node).ByteSize():
+            self.count("small ConstantOfShape folded")
+            return True
+        self.explain(node, f"ConstantOfShape left: its {out_bytes} bytes of output would grow the model")
+        return None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         opts = self.options
