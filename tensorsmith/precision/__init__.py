@@ -51,6 +51,7 @@ class PrecisionOptions(BaseModel):
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
     int8_steps: list[Literal["equalize", "bias-correction"]] | None = None  # int8_steps.py; None: its DEFAULT
+    precision_report: bool = False  # rank every quantized node by sensitivity, even when the gate passes
 
     @property
     def max_abs(self) -> float | None:
