@@ -55,7 +55,7 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     user = keep_list(prepared, opts.keep_fp32)
     settings = i8.Settings(target=opts.target, mode=opts.int8_mode, method=opts.calib_method)
     cache = work / "calibration.json"
-    report["settings"] = settings.describe()
+    report["settings"] = {**settings.describe(), "precision_report": opts.precision_report}
     report["converter"] = (
         "onnxruntime.quantization.quantize_dynamic"
         if opts.int8_mode == "dynamic"
