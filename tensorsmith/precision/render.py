@@ -30,7 +30,7 @@ def render_precision(p: dict, console) -> None:
         ("speed-up", "right"),
         ("cosine (worst output)", "right"),
         ("top-1 agreement", "right"),
-        ("kept FP32", "right"),
+        ("out of INT8" if p.get("precision") == "int8" else "kept FP32", "right"),
     )
     for col, just in columns:
         t.add_column(col, justify=just)
