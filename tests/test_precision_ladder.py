@@ -349,3 +349,35 @@ def test_weight_changes_and_restore_an_added_bias():
     assert lg.restore(after, changes, keep=set()) == ["c"]
     b = next(t for t in after.graph.initializer if t.name == "b")
     np.testing.assert_array_equal(numpy_helper.to_array(b), [0.0, 0.0])
+
+
+def test_run_steps_snapshots_after_the_function_preserving_steps(tmp_path):
+    """equalize + bias-correction: what a node out of INT8 gets back is its bias before bias
+    correction, with equalization's scaling kept (undoing one layer of an equalized pair
+    would change the FP32 function)."""
+    from tensorsmith.precision import int8 as i8
+
+    _model(tmp_path / "m.onnx", offset=0.0)
+    prepared, _ = i8.prepare(onnx.load(str(tmp_path / "m.onnx")))
+    original = {t.name: numpy_helper.to_array(t) for t in prepared.graph.initializer}
+    x = np.random.default_rng(5).standard_normal((8, 1, 16, 8, 8)).astype(np.float32)
+    entry, changes = ladder.run_steps(prepared, ["equalize", "bias-correction"], [{"x": s} for s in x])
+    assert [r["step"] for r in entry["runs"]] == ["equalize", "bias-correction"]
+    assert entry["steps"] == ["equalize", "bias-correction"]
+    assert changes and all(set(fix) == {2} for fix in changes.values())  # biases only
+    assert entry["runs"][0]["pairs"]  # equalization scaled weights, which are not undone:
+    after = {t.name: numpy_helper.to_array(t) for t in prepared.graph.initializer}
+    assert not np.array_equal(after["w2"], original["w2"])
+    # restoring every node gives the equalized FP32 function back exactly
+    lg.restore(prepared, changes, keep=set())
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(prepared.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        got.run(None, {"x": x[0]})[0], ref.run(None, {"x": x[0]})[0], rtol=1e-4, atol=1e-4
+    )
+    # bias correction alone: nothing to keep, everything it changed is restorable
+    prepared2, _ = i8.prepare(onnx.load(str(tmp_path / "m.onnx")))
+    _, only_bc = ladder.run_steps(prepared2, ["bias-correction"], [{"x": s} for s in x])
+    assert set(only_bc) == set(changes)
+    _, none = ladder.run_steps(prepared2, ["equalize"], [{"x": s} for s in x])
+    assert none == {}
