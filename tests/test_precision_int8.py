@@ -126,6 +126,9 @@ def test_int8_dynamic_mode_matmul_only(tmp_path):
     assert "ConvInteger" not in ops
     assert report.precision["gate"]["passed"]
     assert report.precision["warnings"]  # no data given: the gate ran on random inputs and says so
+    # the ladder counts the integer MatMuls as INT8 compute nodes, in the map and the written graph
+    lad = report.precision["ladder"]
+    assert lad["compute_counts"]["int8"] == lad["int8_weights"]["int8_weights"] >= 1
 
 
 def test_planted_bad_calibration_fails_or_is_rescued(data, tmp_path):

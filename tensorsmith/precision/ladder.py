@@ -262,7 +262,13 @@ def describe(
 ) -> dict:
     """``precision_map`` (every node: precision, cause, reason) and ``ladder`` (counts,
     INT8 weight fraction) for the report. ``skipped``: the placement's reasons (trt)."""
-    quantized = i8.quantized_nodes(written)
+    # a compute node is INT8 when it reads INT8 weights; one that only reads a Q/DQ'd activation
+    # (a tensor quantized for another reader) computes in float
+    weights8, _ = lg.int8_weight_nodes(written)
+    reads_dq = i8.quantized_nodes(written)
+    quantized = {
+        n.name for n in prepared.graph.node if n.name in (weights8 if n.op_type in lg.COMPUTE else reads_dq)
+    }
     followers = lg.islands(prepared, set(out.fp16)) - set(out.fp16) if out.fp16 else set()
     island_of = {}
     if followers:

@@ -39,6 +39,7 @@ FOLLOW = (
     "Clip",
 )
 QDQ = ("QuantizeLinear", "DequantizeLinear")
+INTEGER = ("MatMulInteger", "DynamicQuantizeMatMul", "ConvInteger", "QLinearConv", "QLinearMatMul")
 SUFFIX = "__fp16"
 
 
@@ -241,13 +242,19 @@ def to_fp16(proto: onnx.ModelProto, names: set[str]) -> dict[str, int]:
     return stats
 
 
-def int8_weight_fraction(proto: onnx.ModelProto) -> dict:
-    """Conv/ConvTranspose/MatMul/Gemm nodes of a written graph and how many read INT8 weights."""
+def int8_weight_nodes(proto: onnx.ModelProto) -> tuple[set[str], int]:
+    """(names of the Conv/ConvTranspose/MatMul/Gemm nodes whose weight is a DequantizeLinear of
+    an 8-bit initializer, number of such compute nodes) in a written graph."""
     inits = _inits(proto)
     producer = {o: n for n in proto.graph.node for o in n.output}
     eight = (TensorProto.INT8, TensorProto.UINT8)
-    total = int8 = 0
+    total = 0
+    names: set[str] = set()
     for node in proto.graph.node:
+        if node.op_type in INTEGER:  # onnxruntime's integer forms (--int8-mode dynamic)
+            total += 1
+            names.add(node.name.removesuffix("_quant"))
+            continue
         if node.op_type not in COMPUTE or len(node.input) < 2:
             continue
         total += 1
@@ -255,12 +262,18 @@ def int8_weight_fraction(proto: onnx.ModelProto) -> dict:
         if dq is not None and dq.op_type == "DequantizeLinear":
             w = inits.get(dq.input[0])
             if w is not None and w.data_type in eight:
-                int8 += 1
+                names.add(node.name)
+    return names, total
+
+
+def int8_weight_fraction(proto: onnx.ModelProto) -> dict:
+    """Conv/ConvTranspose/MatMul/Gemm nodes of a written graph and how many read INT8 weights."""
+    names, total = int8_weight_nodes(proto)
     return {
         "compute_nodes": total,
-        "int8_weights": int8,
-        "fraction": round(int8 / total, 4) if total else None,
+        "int8_weights": len(names),
+        "fraction": round(len(names) / total, 4) if total else None,
     }
 
 
-__all__ = ["int8_weight_fraction", "islands", "restore", "to_fp16", "weight_changes"]
+__all__ = ["int8_weight_fraction", "int8_weight_nodes", "islands", "restore", "to_fp16", "weight_changes"]
