@@ -256,6 +256,9 @@ class PrecisionConfig(Strict):
     int8_steps: NameList = Field(
         None, description="--int8-steps: equalize, bias-correction before INT8 quantization (default: none)"
     )
+    precision_report: bool | None = Field(
+        None, description="--precision-report: rank every INT8 layer by sensitivity, with its final precision"
+    )
 
 
 class TrtConfig(Strict):

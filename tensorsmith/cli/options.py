@@ -372,6 +372,15 @@ FLAGS: dict[str, Flag] = {
             rich_help_panel=PRECISION,
         ),
     ),
+    "precision_report": (
+        bool,
+        typer.Option(
+            False,
+            "--precision-report",
+            help="INT8: rank every quantized layer by sensitivity (output error alone in INT8) and print it with its final precision.",
+            rich_help_panel=PRECISION,
+        ),
+    ),
     # TensorRT / TF-TRT (convert --to trt|tftrt, build, lint)
     "shapes": (
         list[str] | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tensorsmith.html import svg
 from tensorsmith.html.page import (
     as_dict,
@@ -204,16 +206,22 @@ def _precision_map(p: dict) -> str:
         for n in pmap:
             counts[str(n.get("precision"))] = counts.get(str(n.get("precision")), 0) + 1
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-        lowered = next((k for k in counts if k != "fp32"), "lowered")
-        by_op: dict[str, list[int]] = {}
+        # two bars per op (lowered: INT8 and FP16 together, and FP32); the text gives each precision
+        order = {"int8": 0, "fp16": 1, "bf16": 2, "fp32": 9}
+        present = sorted(counts, key=lambda k: (order.get(k, 5), k))
+        lowered = "+".join(k for k in present if k != "fp32") or "lowered"
+        by_op: dict[str, Counter] = {}
         for n in pmap:
-            slot = by_op.setdefault(str(n.get("op")), [0, 0])
-            slot[0 if n.get("precision") != "fp32" else 1] += 1
+            by_op.setdefault(str(n.get("op")), Counter())[str(n.get("precision"))] += 1
         chart = svg.render(
             svg.Chart(
                 [
-                    svg.Row(op, [c[0], c[1]], text=f"{c[0]} {lowered}, {c[1]} fp32")
-                    for op, c in sorted(by_op.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
+                    svg.Row(
+                        op,
+                        [sum(v for k, v in c.items() if k != "fp32"), c["fp32"]],
+                        text=", ".join(f"{c[k]} {k}" for k in present if c[k]),
+                    )
+                    for op, c in sorted(by_op.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
                 ],
                 series=(lowered, "fp32"),
                 caption="precision map by op type: nodes lowered and nodes kept in FP32",
@@ -245,10 +253,19 @@ def _precision_map(p: dict) -> str:
     if not kept:
         return ""
     body = table(
-        ["node", "op", "why kept in FP32", "error#"],
-        [(k.get("name"), k.get("op"), k.get("reason"), num(as_float(k.get("error")))) for k in kept],
+        ["node", "op", "precision", "why kept", "error#"],
+        [
+            (
+                k.get("name"),
+                k.get("op"),
+                k.get("precision") or "fp32",
+                k.get("reason"),
+                num(as_float(k.get("error"))),
+            )
+            for k in kept
+        ],
     )
-    return f"<h3>nodes kept in FP32 ({len(kept)})</h3>{body}"
+    return f"<h3>nodes kept out of the lowered precision ({len(kept)})</h3>{body}"
 
 
 def _fallback(p: dict) -> str:

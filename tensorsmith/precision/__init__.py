@@ -51,6 +51,7 @@ class PrecisionOptions(BaseModel):
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
     int8_steps: list[Literal["equalize", "bias-correction"]] | None = None  # int8_steps.py; None: its DEFAULT
+    precision_report: bool = False  # rank every quantized node by sensitivity, even when the gate passes
 
     @property
     def max_abs(self) -> float | None:
@@ -82,6 +83,10 @@ class PrecisionOptions(BaseModel):
             raise UsageError("--calib, --calib-loader, --val and --fp16-io need --precision fp16 or int8")
         if self.fp16_io and self.precision != "fp16":
             raise UsageError("--fp16-io applies to --precision fp16 only")
+        if self.precision_report and (self.precision != "int8" or self.int8_mode != "static"):
+            raise UsageError(
+                "--precision-report ranks INT8 layers: it applies to --precision int8 (static) only"
+            )
         return self
 
 

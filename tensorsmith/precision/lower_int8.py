@@ -13,15 +13,14 @@ from tensorsmith.errors import ConversionError, UsageError, short
 from tensorsmith.precision import fallback as fb
 from tensorsmith.precision import int8 as i8
 from tensorsmith.precision import int8_steps as i8s
+from tensorsmith.precision import ladder
 from tensorsmith.precision.latency import measure
 from tensorsmith.precision.lowering import (
     copy_model,
     finish_gate,
     keep_list,
     latency_dict,
-    precision_map,
     stamp,
-    step_size,
 )
 from tensorsmith.precision.upcast import has_float16_compute, upcast_float16
 from tensorsmith.verify import ort_session, session_feeds
@@ -48,13 +47,15 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     report["notes"].extend(notes)
     if opts.int8_mode == "static":  # int8acc: equalization, bias correction (precision/int8_steps.py)
         steps = i8s.DEFAULT if opts.int8_steps is None else opts.int8_steps
-        report["int8_steps"] = i8s.apply(prepared, steps, calib.samples if calib else [])
+        report["int8_steps"], changes = ladder.run_steps(prepared, steps, calib.samples if calib else [])
+    else:
+        changes = {}
     prep_path = work / "int8_input.onnx"
     onnx.save(prepared, str(prep_path))
     user = keep_list(prepared, opts.keep_fp32)
     settings = i8.Settings(target=opts.target, mode=opts.int8_mode, method=opts.calib_method)
     cache = work / "calibration.json"
-    report["settings"] = settings.describe()
+    report["settings"] = {**settings.describe(), "precision_report": opts.precision_report}
     report["converter"] = (
         "onnxruntime.quantization.quantize_dynamic"
         if opts.int8_mode == "dynamic"
@@ -68,7 +69,13 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     else:
         configs = [i8.Config("all-ops", None, dict(user))]
 
-    def build(cfg: i8.Config, out: Path) -> Path:
+    def build(cfg: i8.Config, out: Path, fp16: set[str] | None = None) -> Path:
+        path = quantize(cfg, out)
+        if changes or fp16:  # the ladder: restored weights out of INT8, float16 islands
+            ladder.finish_build(path, changes, fp16 or set())
+        return path
+
+    def quantize(cfg: i8.Config, out: Path) -> Path:
         advance = None
         label = f"calibrating ({len(calib.samples)} samples, {opts.calib_method})" if calib else ""
         if opts.int8_mode == "static" and not cache.exists():
@@ -156,65 +163,28 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     cfg, path, result = built[chosen]
     report["layout"] = cfg.name
 
-    # fallback: keep the worst nodes in FP32 until the gate passes. A round that makes
-    # the error worse (re-quantizing moves Q/DQ around the kept nodes) is undone and its
-    # nodes are not tried again: the result is never worse than what the search started from.
-    fb_nodes: list[fb.NodeError] = []
-    history = [{"kept": 0, "error": result.error, "passed": result.passed}]
-    exclude = dict(cfg.exclude)
-    tried: set[str] = set()
-    ranking: list[fb.NodeError] | None = None
-    rounds = 0
-    while not result.passed and len(fb_nodes) < opts.fallback_budget and rounds < opts.fallback_budget + 4:
-        rounds += 1
+    # the ladder: nodes leave INT8 (FP16 first on TensorRT) while the gate fails (ladder.py)
+    trt = opts.target == "trt" and opts.int8_mode == "static"
+
+    def rank(low, at: i8.Config, candidates: set[str]) -> list[fb.NodeError]:
+        return int8_sensitivity(prepared, prep_path, low, at, candidates, rank_samples, build, work, progress)
+
+    def fp16_blocked() -> dict[str, str]:
+        from tensorsmith.precision import fp16 as f16
+
+        peaks = fb.activation_peaks(prepared, rank_samples) if rank_samples else {}
+        return {k.name: k.reason for k in f16.plan_blocklist(prepared, peaks)}
+
+    search = ladder.Search(build, gate, rank, fp16_blocked, work, opts.fallback_budget, trt, report["notes"])
+    outcome = ladder.fallback(search, cfg, path, result)
+    cfg, path, result, fb_nodes = outcome.cfg, outcome.path, outcome.result, outcome.fb_nodes
+    exclude, history, ranking = cfg.exclude, outcome.history, outcome.ranking
+    if ranking is None and opts.precision_report and opts.int8_mode == "static":
+        # --precision-report: rank every quantized node even though the gate passed
         low = onnx.load(str(path))
         candidates = i8.quantized_nodes(low) - set(exclude)
-        if not candidates - tried:
-            break
-        if ranking is None:  # once: a node's effect alone hardly depends on which others are kept
-            ranking = int8_sensitivity(
-                prepared, prep_path, low, cfg, candidates, rank_samples, build, work, progress
-            )
-        ranked = [r for r in ranking if r.name in candidates and r.name not in tried]
-        take = ranked[: step_size(len(history), opts.fallback_budget - len(fb_nodes))]
-        if not take or len(take) >= len(candidates):
-            # keeping every quantized node FP32 is not a rescue: it is FP32 with extra steps
-            report["notes"].append("fallback stopped: the gate would pass only with no node quantized")
-            break
-        tried.update(r.name for r in take)
-        trial = {
-            **exclude,
-            **{r.name: f"fallback: quantized alone, output error {r.added:.3g}" for r in take},
-        }
-        trial_cfg = i8.Config(cfg.name, cfg.op_types, trial)
-        try:
-            trial_path = build(trial_cfg, work / f"int8_fallback_{rounds}.onnx")
-            trial_result = gate(trial_path, f"int8 with {len(fb_nodes) + len(take)} node(s) kept FP32")
-        except ConversionError as exc:  # the quantizer wrote a model that does not load: undo
-            history.append(
-                {
-                    "kept": len(fb_nodes) + len(take),
-                    "error": None,
-                    "passed": False,
-                    "accepted": False,
-                    "nodes": [r.name for r in take],
-                    "failed": short(exc, 200),
-                }
-            )
-            continue
-        accepted = trial_result.passed or trial_result.error < result.error
-        history.append(
-            {
-                "kept": len(fb_nodes) + len(take),
-                "error": trial_result.error,
-                "passed": trial_result.passed,
-                "accepted": accepted,
-                "nodes": [r.name for r in take],
-            }
-        )
-        if accepted:
-            fb_nodes.extend(take)
-            exclude, cfg, path, result = trial, trial_cfg, trial_path, trial_result
+        if candidates:
+            ranking = rank(low, cfg, candidates)
 
     low = onnx.load(str(path))
     low = stamp(low, opts)
@@ -223,16 +193,26 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     ops_by_name = {n.name: n.op_type for n in prepared.graph.node}
     errs = {r.name: r.added for r in fb_nodes}
     report["kept"] = [
-        {"name": n, "op": ops_by_name.get(n, "?"), "reason": why, **({"error": errs[n]} if n in errs else {})}
+        {
+            "name": n,
+            "op": ops_by_name.get(n, "?"),
+            "reason": why,
+            "precision": "fp16" if n in outcome.fp16 else "fp32",
+            **({"error": errs[n]} if n in errs else {}),
+        }
         for n, why in exclude.items()
     ]
     report["quantized_nodes"] = len(quantized)
     report["compute_nodes"] = sum(1 for n in prepared.graph.node if n.op_type not in ("Constant",))
-    report["precision_map"] = precision_map(
-        prepared, dict.fromkeys(quantized, "int8"), exclude, "fp32", f"not quantized by layout {cfg.name}"
-    )
+    skipped = {}
+    if trt:
+        from tensorsmith.precision import trt_placement
+
+        skipped = trt_placement.plan(prepared).skipped
+    report.update(ladder.describe(prepared, low, outcome, trt=trt, skipped=skipped, layout=cfg.name))
+    report["ladder"]["restored"] = sorted(set(changes) - quantized)
     if ranking:
-        report["sensitivity"] = [r.to_dict() for r in ranking]
+        report["sensitivity"] = ladder.ranked_report(ranking, report["precision_map"])
     hint = None
     counts = Counter(n.op_type for n in prepared.graph.node)
     if (

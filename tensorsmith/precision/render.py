@@ -30,7 +30,7 @@ def render_precision(p: dict, console) -> None:
         ("speed-up", "right"),
         ("cosine (worst output)", "right"),
         ("top-1 agreement", "right"),
-        ("kept FP32", "right"),
+        ("out of INT8" if p.get("precision") == "int8" else "kept FP32", "right"),
     )
     for col, just in columns:
         t.add_column(col, justify=just)
@@ -101,14 +101,23 @@ def render_precision(p: dict, console) -> None:
         console.print(lt)
     kept = p.get("kept") or []
     if kept:
-        k = Table(title=f"nodes kept in FP32 ({len(kept)})", title_justify="left", header_style="bold")
+        n16 = sum(1 for n in kept if n.get("precision") == "fp16")
+        title = f"nodes kept out of INT8 ({len(kept)}: {n16} FP16, {len(kept) - n16} FP32)" if n16 else ""
+        k = Table(
+            title=title or f"nodes kept in FP32 ({len(kept)})", title_justify="left", header_style="bold"
+        )
         k.add_column("node")
         k.add_column("op")
+        if n16:
+            k.add_column("precision")
         k.add_column("added error", justify="right")
         k.add_column("why")
+        half = {n["name"] for n in kept if n.get("precision") == "fp16"}  # fallback nodes: one row each
         for name, op, err, why in kept_rows(kept):
-            k.add_row(escape(name), op, _fmt(err, ".3g"), escape(why))
+            prec = ["fp16" if name in half else "fp32"] if n16 else []
+            k.add_row(escape(name), op, *prec, _fmt(err, ".3g"), escape(why))
         console.print(k)
+    render_ladder(p, console)
     cal = p.get("calibration")
     if cal:
         console.print(
@@ -154,3 +163,54 @@ def kept_rows(kept: list[dict]) -> list[tuple[str, str, float | None, str]]:
         )
         rows.append((label, op, None, why))
     return rows
+
+
+def render_ladder(p: dict, console) -> None:
+    """One line of counts per precision and the INT8 weight fraction; with
+    ``--precision-report`` (``settings.precision_report``) the sensitivity ranking."""
+    lad = p.get("ladder")
+    if not lad:
+        return
+    c = lad.get("counts", {})
+    cc = lad.get("compute_counts", {})
+    w = lad.get("int8_weights") or {}
+    frac = w.get("fraction")
+    console.print(
+        f"  precision ladder ({' -> '.join(r.upper() for r in lad.get('rungs', []))}): "
+        f"{c.get('int8', 0)} INT8, {c.get('fp16', 0)} FP16, {c.get('fp32', 0)} FP32 nodes "
+        f"(Conv/ConvTranspose/MatMul/Gemm: {cc.get('int8', 0)} INT8, {cc.get('fp16', 0)} FP16, "
+        f"{cc.get('fp32', 0)} FP32); {w.get('int8_weights', 0)} of {w.get('compute_nodes', 0)} read INT8 "
+        f"weights in the written graph" + (f" ({frac:.1%})" if frac is not None else "")
+    )
+    causes = lad.get("causes") or {}
+    if causes:
+        console.print("  [dim]why: " + ", ".join(f"{k} {v}" for k, v in sorted(causes.items())) + "[/dim]")
+    if lad.get("restored"):
+        console.print(
+            f"  [dim]pre-step weights restored on {len(lad['restored'])} node(s) kept out of INT8[/dim]"
+        )
+    console.print(f"  [dim]{escape(lad.get('note', ''))}[/dim]")
+    if not (p.get("settings") or {}).get("precision_report"):
+        return
+    sens = p.get("sensitivity") or []
+    if not sens:
+        console.print("  [dim]precision report: no quantized layer to rank[/dim]")
+        return
+    why = {e["name"]: e.get("reason", "") for e in p.get("precision_map", [])}
+    t = Table(
+        title=f"precision report: {len(sens)} layer(s) by sensitivity (output error with only that layer in INT8)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in ("#", "node", "op", "output error", "precision", "why"):
+        t.add_column(col, justify="right" if col in ("#", "output error") else "left")
+    for i, s in enumerate(sens, 1):
+        t.add_row(
+            str(i),
+            escape(s["name"]),
+            s.get("op", "?"),
+            _fmt(s.get("error"), ".3g"),
+            s.get("precision") or "-",
+            escape(why.get(s["name"], "")),
+        )
+    console.print(t)
