@@ -39,6 +39,9 @@ Each ``MODELS`` entry has:
 ``expect_refusal`` optional ``{command: (exit code, text of the error line)}`` for
                  bench/corpus.py: a refusal that is right for this model (e.g. exit 4
                  because the source itself computes in int8), not a false alarm.
+``derive``       optional ``"fp16"``: the model is used as onnxruntime's float16
+                 converter writes it (float16 weights and compute, float32 inputs and
+                 outputs: ``keep_io_types``), written by :func:`source`.
 ``fix_dims``     optional ``{output name: [ints]}``: the model is used with every dim
                  fixed (``input_shapes`` and these), written by :func:`source`.
 
@@ -135,6 +138,36 @@ MODELS: List[Dict[str, Any]] = [
         "Clip-based hard-swish, no initializers (Constant nodes). Batch "
         "dim is -1, H/W are '?'. Output [N, 2] softmax.",
         "input_shapes": {"x": [1, 3, 48, 192]},
+    },
+    {
+        "name": "ppocr_det_v4_fp16",
+        "package": _OCR,
+        "member": "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "format": "onnx",
+        "sha256": "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+        "size": 4745517,
+        "notes": "ppocr_det_v4 (a DB U-Net: FPN decoder, ConvTranspose, Resize) as "
+        "onnxruntime's float16 converter writes it (derive: fp16, keep_io_types): "
+        "float16 weights and compute between float32 input/output Casts; 3 "
+        "BatchNormalization and many Conv + Add/Mul affine candidates on float16 "
+        "weights. No wheel ships a float16-compute ONNX model (see README).",
+        "derive": "fp16",
+        "input_shapes": {"x": [1, 3, 640, 640]},
+        "input_values": {"x": {"low": -1.0, "high": 1.0}},
+    },
+    {
+        "name": "ppocr_cls_v2_fp16",
+        "package": _OCR,
+        "member": "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "format": "onnx",
+        "sha256": "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+        "size": 585532,
+        "notes": "ppocr_cls_v2 (opset 11, 35 unfused BatchNormalization after Conv) "
+        "with float16 weights and compute (derive: fp16, keep_io_types): every "
+        "Conv+BN fusion would add a float16 rounding per layer.",
+        "derive": "fp16",
+        "input_shapes": {"x": [1, 3, 48, 192]},
+        "input_values": {"x": {"low": -1.0, "high": 1.0}},
     },
     {
         "name": "nudenet_320n",
@@ -695,18 +728,28 @@ def _unpack_wheel(entry: Dict[str, Any], whl: pathlib.Path, base: pathlib.Path) 
 
 
 def source(name: str, work: os.PathLike, cache_dir: Optional[os.PathLike] = None) -> pathlib.Path:
-    """The file to give tensorsmith: :func:`fetch`'s, or for a ``fix_dims`` entry a copy in
-    ``work`` with every input and output dim fixed (``onnx.tools.update_model_dims``)."""
+    """The file to give tensorsmith: :func:`fetch`'s, or for a ``fix_dims`` / ``derive``
+    entry the copy it describes, written into ``work``."""
     path = fetch(name, cache_dir)
     entry = get(name)
-    if not entry.get("fix_dims"):
+    if not entry.get("fix_dims") and not entry.get("derive"):
         return path
     import onnx
-    from onnx.tools import update_model_dims
 
-    model = update_model_dims.update_inputs_outputs_dims(
-        onnx.load(str(path)), entry["input_shapes"], entry["fix_dims"]
-    )
+    model = onnx.load(str(path))
+    if entry.get("fix_dims"):
+        from onnx.tools import update_model_dims
+
+        model = update_model_dims.update_inputs_outputs_dims(model, entry["input_shapes"], entry["fix_dims"])
+    if entry.get("derive") == "fp16":
+        import onnx_ir as ir
+        from onnx_ir.passes.common import TopologicalSortPass
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # the converter appends its input Casts at the end of the node list: sort again
+        half = ir.from_proto(convert_float_to_float16(model, keep_io_types=True))
+        TopologicalSortPass()(half)
+        model = ir.to_proto(half)
     out = pathlib.Path(work) / f"{name}.onnx"
     onnx.save(model, str(out))
     return out
