@@ -215,7 +215,9 @@ def _verification(payload: dict) -> dict:
                 k: worst.get(k)
                 for k in ("name", "max_abs_diff", "max_rel_diff", "scale", "noise_floor", "passed")
             }
-    notes = list(payload.get("notes") or []) + list((payload.get("precision") or {}).get("notes") or [])
+    precision = payload.get("precision")  # lint's report has a string here
+    notes = list(payload.get("notes") or [])
+    notes += list(precision.get("notes") or []) if isinstance(precision, dict) else []
     if notes:
         out["notes"] = notes
     return out
