@@ -145,6 +145,16 @@ def precision_options(opts: dict, default_target: str) -> PrecisionOptions | Non
 
     key = next((k for k in ("precision", "calib", "int8_mode") if k in given), next(iter(given)))
     settings = {k: opts.get(k) for k in PRECISION_KEYS}
+    if (
+        opts.get("verify_data")
+        and settings.get("precision") in ("fp16", "int8")
+        and not settings.get("val")
+        and settings.get("calib") in (None, "random")
+        and not settings.get("calib_loader")
+    ):
+        # the inputs the user gave to check the conversion are valid inputs: the gate's
+        # validation data too, unless --val or real calibration data (its holdout) says
+        settings["val"] = opts["verify_data"]
     popts = guard(key, lambda: options_from_config(settings, default_target=default_target))
     return popts if popts.lowered else None
 

@@ -127,6 +127,22 @@ def _initializer_problems(proto: onnx.ModelProto) -> dict[str, str]:
     return bad
 
 
+def already_float16(proto: onnx.ModelProto) -> str:
+    """Why ``proto`` already computes in float16 (most of its float weight values are float16,
+    initializers and Constant nodes of the main graph), or ``""``."""
+    counts = {TensorProto.FLOAT: 0, TensorProto.FLOAT16: 0}
+    tensors = list(proto.graph.initializer) + [
+        a.t for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    for t in tensors:
+        if t.data_type in counts:
+            counts[t.data_type] += int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    half, full = counts[TensorProto.FLOAT16], counts[TensorProto.FLOAT]
+    if half and half > full:
+        return f"{half} of its {half + full} float weight values are float16"
+    return ""
+
+
 def plan_blocklist(
     proto: onnx.ModelProto,
     activation_max: dict[str, float] | None = None,

@@ -34,6 +34,14 @@ def lower_fp16(proto, work, opts, gate, rank_samples, calib, val, progress, repo
             f"the model is already quantized ({already}); --precision fp16 applies to float models",
             hint="use it as it is, or start from its FP32 model",
         )
+    half = f16.already_float16(proto)
+    if half:
+        # onnxruntime's float16 converter would add a second producer for outputs the model
+        # already casts back to float32; there is nothing left to lower
+        raise UsageError(
+            f"the model already computes in float16 ({half}); --precision fp16 applies to float32 models",
+            hint="use it as it is (optimize without --precision), or start from its FP32 model",
+        )
     proto = copy_model(proto)
     f16.ensure_node_names(proto)
     user = keep_list(proto, opts.keep_fp32)
