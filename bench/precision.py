@@ -288,7 +288,13 @@ STEP_VARIANTS = [[], ["equalize"], ["bias-correction"], ["equalize", "bias-corre
 
 
 def run_int8_steps(
-    name: str, path: Path, shapes: dict, work: Path, targets: list[str], variants: list[list[str]]
+    name: str,
+    path: Path,
+    shapes: dict,
+    work: Path,
+    targets: list[str],
+    variants: list[list[str]],
+    calib_method: str = "minmax",
 ) -> list[dict]:
     """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0):
     the accuracy the quantized graph has before any node is kept FP32, and its speed."""
@@ -304,9 +310,15 @@ def run_int8_steps(
     rows, outs = [], [fp32]
     for target in targets:
         for steps in variants:
-            kw = dict(calib=str(calib), val=str(val), calib_preprocess=prep, min_speedup=0.0)
+            kw = dict(
+                calib=str(calib),
+                val=str(val),
+                calib_preprocess=prep,
+                min_speedup=0.0,
+                calib_method=calib_method,
+            )
             opts = options_from_cli("int8", target=target, fallback_budget=0, int8_steps=steps, **kw)
-            out = work / f"{name}.{target}.{'+'.join(steps) or 'none'}.onnx"
+            out = work / f"{name}.{target}.{calib_method}.{'+'.join(steps) or 'none'}.onnx"
             t0 = time.perf_counter()
             try:
                 rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
@@ -319,7 +331,8 @@ def run_int8_steps(
             row = {
                 "model": name,
                 "target": target,
-                "steps": "+".join(steps) or "none",
+                "steps": ("+".join(steps) or "none")
+                + ("" if calib_method == "minmax" else f" (calib {calib_method})"),
                 "status": status,
                 "cosine": gate.get("worst_cosine"),
                 "top1": gate.get("worst_top1"),
@@ -454,6 +467,9 @@ def main() -> int:
     )
     ap.add_argument("--targets", default="ort,trt")
     ap.add_argument("--steps", help="with --int8-steps: variants, e.g. none,equalize+bias-correction")
+    ap.add_argument(
+        "--calib-method", default="minmax", help="with --int8-steps: minmax, entropy, percentile, mse"
+    )
     args = ap.parse_args()
     import logging
 
@@ -475,7 +491,9 @@ def main() -> int:
                         if args.steps
                         else STEP_VARIANTS
                     )
-                    srows += run_int8_steps(name, path, shapes, work, args.targets.split(","), variants)
+                    srows += run_int8_steps(
+                        name, path, shapes, work, args.targets.split(","), variants, args.calib_method
+                    )
                 except Exception as exc:
                     print(f"   {name}: {one_line(exc)}", file=sys.stderr)
             text = steps_table(srows)

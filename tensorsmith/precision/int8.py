@@ -66,8 +66,9 @@ CORE_OPS = [
     "Slice",
     "Pad",
 ]
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("minmax", "entropy", "percentile", "mse")
 ENTROPY_BINS = 512
+MSE_BINS = 2048  # histogram of the mse search (scale_search.py)
 PERCENTILE = 99.99
 POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
@@ -265,6 +266,8 @@ class Settings:
             return {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128, "symmetric": symmetric}
         if self.method == "percentile":
             return {"num_bins": 2048, "percentile": PERCENTILE, "symmetric": True}
+        if self.method == "mse":  # onnxruntime's DistributionCalibrater: signed-value histograms
+            return {"num_bins": MSE_BINS}
         return {"symmetric": symmetric}
 
     def describe(self) -> dict:
@@ -311,13 +314,17 @@ class _Reader:
         return iter(self.get_next, None)
 
 
-def _method(name: str):
+def _method(name: str, *, collect: bool = False):
+    """onnxruntime's calibration method for ``name``. ``mse`` collects histograms with the
+    ``Distribution`` calibrator (``collect``) and writes its ranges as a ``MinMax`` cache,
+    which is what ``quantize_static`` is then told it reads."""
     from onnxruntime.quantization import CalibrationMethod
 
     return {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
+        "mse": CalibrationMethod.Distribution if collect else CalibrationMethod.MinMax,
     }[name]
 
 
@@ -404,13 +411,16 @@ def quantize(
     return out_path
 
 
-def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> None:
+def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> dict | None:
     """Collect the activation ranges with onnxruntime's calibrator and write its cache
     (``save_tensors_data``): the same file ``quantize_static`` reads back, but with the
-    calibrator options ``quantize_static`` does not pass on (``Settings.calib_options``)."""
+    calibrator options ``quantize_static`` does not pass on (``Settings.calib_options``).
+    ``mse``: onnxruntime's histograms, ranges searched by ``scale_search.mse_ranges``;
+    returns what it chose (else None)."""
     import tempfile
 
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-calib-") as tmp:
         # TensorRT placement reads ranges only around these ops: calibrating nothing else
@@ -424,13 +434,27 @@ def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_pa
             Path(prepared_path),
             ops,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=_method(settings.method),
+            calibrate_method=_method(settings.method, collect=True),
             extra_options=settings.calib_options(),
         )
         calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
+        searched = None
+        if settings.method == "mse":
+            from tensorsmith.precision import scale_search
+
+            found, info = scale_search.mse_ranges(
+                calibrator.collector.histogram_dict, symmetric=settings.target == "trt"
+            )
+            ranges = TensorsData(
+                CalibrationMethod.MinMax,
+                {k: (np.array(lo, np.float32), np.array(hi, np.float32)) for k, (lo, hi) in found.items()},
+            )
+            searched = info.describe()
+        else:
+            ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)
+    return searched
 
 
 def _trt_nodes(prepared_path: Path, config: Config):
