@@ -323,6 +323,9 @@ def test_cli_runs_mse_calibration_and_adaround_end_to_end(tmp_path, samples):
     assert r.exit_code in (0, 4), r.output
     prec = json.loads(r.stdout)["precision"]
     assert prec["calibration"]["method"] == "mse"
+    search = prec["calibration"]["search"]
+    assert search["method"] == "mse" and search["tensors"] > 0
+    assert 0 < search["mean_error_ratio_vs_minmax"] <= 1.0  # never worse than min/max, by its estimate
     [run] = prec["int8_steps"]["runs"]
     assert run["step"] == "adaround" and run["layers"]
     assert all({"node", "output_error_before", "output_error_after"} <= set(x) for x in run["layers"])

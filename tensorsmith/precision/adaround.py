@@ -41,7 +41,7 @@ BETA = (20.0, 2.0)
 WARM = 0.2
 LR = 1e-2  # per-element logits: AIMET's 1e-3 needs its 10,000 iterations
 ITERATIONS = 400
-BATCH = 512  # columns per iteration
+BATCH = 256  # columns per iteration (when cheaper than the second-moment matrix)
 SAMPLES = 16
 POSITIONS = 256  # output positions per sample and layer
 MAX_COLUMN_BYTES = 32 << 20  # per layer
@@ -242,17 +242,30 @@ def _h(v: np.ndarray) -> np.ndarray:
 
 
 def _rel_error(w: np.ndarray, wq: np.ndarray, x: np.ndarray) -> float:
-    y = np.matmul(w, x)
-    d = np.matmul(wq - w, x)
+    y = _mm(w, x)
+    d = _mm(wq - w, x)
     den = float((y * y).sum())
     return float((d * d).sum()) / den if den > 0 else 0.0
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched (G, O, D) @ (G, D, E): one matrix product when G is 1, else einsum (numpy's
+    batched matmul is slow on hundreds of tiny depthwise matrices)."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return np.einsum("god,gde->goe", a, b)
 
 
 def round_layer(
     w: np.ndarray, s: np.ndarray, x: np.ndarray, iterations: int = ITERATIONS, seed: int = 0
 ) -> tuple[np.ndarray, float, float]:
     """Learned rounding of ``w`` (groups, O, D) with scales ``s`` (groups, O, 1) on columns
-    ``x`` (groups, D, M). Returns (integers, held-out error of nearest, of AdaRound)."""
+    ``x`` (groups, D, M). Returns (integers, held-out error of nearest, of AdaRound).
+
+    The reconstruction loss is AIMET's (squared output error summed over channels, mean
+    over columns); its gradient ``2 (W~ - W) X X^T / M`` is computed from the input's
+    second-moment matrix ``X X^T / M`` (all columns, exact) when that is cheaper than a
+    minibatch of columns (``BATCH``), i.e. when ``D < 2 * BATCH``."""
     rng = np.random.default_rng(seed)
     w = w.astype(np.float64)
     s64 = s.astype(np.float64)
@@ -260,38 +273,50 @@ def round_layer(
     hold = max(1, int(m * HOLDOUT)) if m >= 8 else 0
     perm = rng.permutation(m)
     x_hold, x_fit = (x[:, :, perm[:hold]], x[:, :, perm[hold:]]) if hold else (x, x)
-    x_fit = x_fit.astype(np.float64)
+    d = w.shape[2]
+    batch = min(BATCH, x_fit.shape[2])
+    hess = None
+    if d < 2 * batch:
+        xf = x_fit.astype(np.float64)
+        hess = (_mm(xf, xf.transpose(0, 2, 1)) / xf.shape[2]).astype(np.float32)
+    else:
+        x_fit = x_fit.astype(np.float32)
     ws = w / s64
     floor = np.floor(ws)
     rest = np.clip(ws - floor, 1e-4, 1 - 1e-4)
-    v = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)  # h(v) == rest
+    v = (-np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).astype(np.float32)  # h(v) == rest
     top = np.abs(np.round(ws)) >= QMAX  # the channel's max|w|: fixed, keeps the scale
     nearest = np.clip(np.round(ws), -QMAX, QMAX)
+    # the loop in float32: W~ - W = s * (floor + h - W / s)
+    base = np.where(top, nearest, floor).astype(np.float32)
+    off = ws.astype(np.float32)
+    s32 = s64.astype(np.float32)
+    floor32 = floor.astype(np.float32)
     mt, vt = np.zeros_like(v), np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
     warm = int(iterations * WARM)
-    batch = min(BATCH, x_fit.shape[2])
     for it in range(iterations):
-        cols = x_fit[:, :, rng.choice(x_fit.shape[2], size=batch, replace=False)]
         sig = 1 / (1 + np.exp(-v))
-        h_raw = sig * (ZETA - GAMMA) + GAMMA
+        h_raw = sig * np.float32(ZETA - GAMMA) + np.float32(GAMMA)
         h = np.clip(h_raw, 0, 1)
-        q = floor + h
-        inside = (q >= -QMAX) & (q <= QMAX) & ~top
-        wq = np.where(top, nearest, np.clip(q, -QMAX, QMAX)) * s64
-        diff = np.matmul(wq - w, cols)  # (G, O, B)
-        # AIMET's reconstruction loss: squared error summed over channels, mean over columns
-        g_wq = 2 * np.matmul(diff, cols.transpose(0, 2, 1)) / batch
-        g_h = g_wq * s64 * inside
+        q = np.where(top, base, np.clip(floor32 + h, -QMAX, QMAX))
+        inside = ~top & (floor32 + h >= -QMAX) & (floor32 + h <= QMAX)
+        delta = (q - off) * s32
+        if hess is not None:
+            g_wq = 2 * _mm(delta, hess)
+        else:
+            cols = x_fit[:, :, rng.choice(x_fit.shape[2], size=batch, replace=False)]
+            g_wq = 2 * _mm(_mm(delta, cols), cols.transpose(0, 2, 1)) / batch
+        g_h = g_wq * s32 * inside
         if it >= warm:
             frac = (it - warm) / max(1, iterations - warm)
-            beta = BETA[1] + 0.5 * (BETA[0] - BETA[1]) * (1 + np.cos(frac * np.pi))
+            beta = np.float32(BETA[1] + 0.5 * (BETA[0] - BETA[1]) * (1 + np.cos(frac * np.pi)))
             t = 2 * h - 1
-            g_h = g_h - REG * beta * np.abs(t) ** (beta - 1) * np.sign(t) * 2
-        g_v = g_h * ((h_raw > 0) & (h_raw < 1)) * sig * (1 - sig) * (ZETA - GAMMA)
+            g_h = g_h - np.float32(2 * REG) * beta * np.abs(t) ** (beta - 1) * np.sign(t)
+        g_v = g_h * ((h_raw > 0) & (h_raw < 1)) * sig * (1 - sig) * np.float32(ZETA - GAMMA)
         mt = b1 * mt + (1 - b1) * g_v
         vt = b2 * vt + (1 - b2) * g_v * g_v
-        v -= LR * (mt / (1 - b1 ** (it + 1))) / (np.sqrt(vt / (1 - b2 ** (it + 1))) + eps)
+        v -= np.float32(LR / (1 - b1 ** (it + 1))) * mt / (np.sqrt(vt / np.float32(1 - b2 ** (it + 1))) + eps)
     learned = np.where(top, nearest, np.clip(floor + (v >= 0), -QMAX, QMAX))
     e_near = _rel_error(w, nearest * s64, x_hold.astype(np.float64))
     e_ada = _rel_error(w, learned * s64, x_hold.astype(np.float64))
@@ -315,19 +340,48 @@ def grid_weights(q: np.ndarray, amax: np.ndarray, axis: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+_MEMO: dict[str, tuple[dict[str, np.ndarray], Result]] = {}  # the last result, by input digest
+
+
+def _digest(proto: onnx.ModelProto, samples: list[dict], iterations: int, seed: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256(proto.SerializeToString(deterministic=True))
+    for s in samples:
+        for k in sorted(s):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(s[k]).tobytes())
+    h.update(f"{iterations}/{seed}".encode())
+    return h.hexdigest()
+
+
 def adaround(
     proto: onnx.ModelProto, samples: list[dict], iterations: int = ITERATIONS, seed: int = 0
 ) -> Result:
-    """Learned rounding for every eligible layer of ``proto``, written in place as grid weights."""
-    layers, skipped = weight_layers(proto)
+    """Learned rounding for every eligible layer of ``proto``, written in place as grid weights.
+
+    The last result is kept in memory by a digest of the model, the samples and the
+    settings: the same FP32 graph quantized again (the other target, another calibration
+    method) costs nothing the second time."""
+    import copy
+
     samples = samples[:SAMPLES]
+    key = _digest(proto, samples, iterations, seed)
+    if key in _MEMO:
+        weights, result = _MEMO[key]
+        for t in proto.graph.initializer:
+            if t.name in weights:
+                t.CopyFrom(numpy_helper.from_array(weights[t.name], t.name))
+        return copy.deepcopy(result)
+    layers, skipped = weight_layers(proto)
     result = Result(skipped=skipped, samples=len(samples))
     if not layers or not samples:
         return result
     cols = collect(proto, layers, samples, seed)
     inits = {t.name: t for t in proto.graph.initializer}
+    written: dict[str, np.ndarray] = {}
     for L in layers:
-        x = cols.get(L.node.name)
+        x = cols.pop(L.node.name, None)
         if x is None:
             result.skipped.append({"node": L.node.name, "reason": "input is not NCHW"})
             continue
@@ -347,8 +401,11 @@ def adaround(
         q, e0, e1 = round_layer(wm, sm, x, iterations, seed)
         q_full = _unmatrix(L, q, w.shape)
         nearest = np.clip(np.round(w.astype(np.float64) / s.reshape(shape).astype(np.float64)), -QMAX, QMAX)
-        t.CopyFrom(numpy_helper.from_array(grid_weights(q_full, amax, L.axis), t.name))
+        written[t.name] = grid_weights(q_full, amax, L.axis)
+        t.CopyFrom(numpy_helper.from_array(written[t.name], t.name))
         result.layers.append(
             LayerResult(L.node.name, L.node.op_type, int(w.size), int((q_full != nearest).sum()), e0, e1)
         )
+    _MEMO.clear()
+    _MEMO[key] = (written, copy.deepcopy(result))
     return result

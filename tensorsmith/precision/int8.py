@@ -26,6 +26,7 @@ reuses them, which is what makes the speed and fallback searches affordable.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -362,9 +363,11 @@ def quantize(
                     proto_inputs = {
                         i.name for i in onnx.load(str(prepared_path), load_external_data=False).graph.input
                     }
-                    calibrate(
+                    searched = calibrate(
                         prepared_path, settings, _Reader(calib_samples, proto_inputs, on_sample), cache_path
                     )
+                    if searched is not None:
+                        search_path(cache_path).write_text(json.dumps(searched))
                 extra = settings.extra_options()
                 nodes = config.only
                 placement = None
@@ -409,6 +412,19 @@ def quantize(
             ) from exc
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     return out_path
+
+
+def search_path(cache_path: Path) -> Path:
+    """Where ``quantize`` keeps what the ``mse`` search chose, beside the calibration cache."""
+    return cache_path.with_name(cache_path.name + ".search.json")
+
+
+def search_report(cache_path: Path) -> dict | None:
+    """What the ``mse`` range search chose (``scale_search.Searched.describe``), or None."""
+    try:
+        return json.loads(search_path(cache_path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> dict | None:
@@ -479,7 +495,6 @@ def _trt_nodes(prepared_path: Path, config: Config):
 
 def non_finite_ranges(cache_path: Path) -> list[str]:
     """Tensors whose calibrated range (onnxruntime's calibration cache) is NaN or infinite."""
-    import json
 
     try:
         data = json.loads(Path(cache_path).read_text()).get("data", {})
