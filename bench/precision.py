@@ -491,6 +491,7 @@ def main() -> int:
         help="with --int8-steps: variants, e.g. none,equalize+bias-correction,mse-calib+adaround "
         "(mse-calib: --calib-method mse)",
     )
+    ap.add_argument("--det-size", type=int, default=640, help="PP-OCRv4 det input size (square)")
     args = ap.parse_args()
     import logging
 

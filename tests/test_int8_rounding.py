@@ -331,3 +331,38 @@ def test_cli_runs_mse_calibration_and_adaround_end_to_end(tmp_path, samples):
     assert all({"node", "output_error_before", "output_error_after"} <= set(x) for x in run["layers"])
     if r.exit_code == 0:
         onnx.checker.check_model(onnx.load(str(out)))
+
+
+@pytest.mark.parametrize("target", ["ort", "trt"])
+def test_nodes_left_in_float_get_their_fp32_weights_back(tmp_path, target):
+    """A node the INT8 build leaves in float (a layout's exclusion, --keep-fp32, the
+    fallback) reads its original weights, not AdaRound's grid; the quantized node reads
+    AdaRound's integers; no kept copy is left in the written model."""
+    from tensorsmith.precision import int8 as i8
+
+    rng = np.random.default_rng(5)
+    model = _conv_relu_model(rng)
+    w2 = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w2")).copy()
+    samples = [{"x": s["x"][:, :3].repeat(2, axis=2).repeat(2, axis=3)} for s in _smooth_samples(rng, 12)]
+    rep = i8s.apply(model, ["adaround"], samples)
+    assert rep["fp32_weights_kept"] == 2
+    learned = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in ("w1", "w2")}
+    assert not np.array_equal(learned["w2"], w2)
+    path = tmp_path / "prep.onnx"
+    onnx.save(model, str(path))
+    out = i8.quantize(
+        path,
+        tmp_path / "q.onnx",
+        i8.Settings(target=target),
+        i8.Config("all-ops", exclude={"conv2": "kept FP32 by the test"}),
+        cache_path=tmp_path / "cache.json",
+        calib_samples=samples,
+    )
+    q = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    assert not any(n.endswith(ar.ORIGINAL) for n in inits)
+    assert np.array_equal(inits["w2"], w2)  # conv2 stayed float: its FP32 weights
+    conv1 = next(n for n in q.graph.node if n.name == "conv1")
+    dq = next(n for n in q.graph.node if n.output[0] == conv1.input[1])
+    deq = inits[dq.input[0]].astype(np.float32) * inits[dq.input[1]].reshape(-1, 1, 1, 1)
+    assert np.array_equal(deq.astype(np.float32), learned["w1"])  # conv1: AdaRound's integers

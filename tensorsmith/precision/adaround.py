@@ -409,3 +409,61 @@ def adaround(
     _MEMO.clear()
     _MEMO[key] = (written, copy.deepcopy(result))
     return result
+
+
+# ---------------------------------------------------------------------------
+# nodes the INT8 build leaves in float get their FP32 weights back
+
+ORIGINAL = "__tensorsmith_fp32"  # suffix of the unused initializer keeping a weight's FP32 value
+
+
+def snapshot(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Copies of the weights ``mse-weights``/``adaround`` may change."""
+    layers, _ = weight_layers(proto)
+    names = {L.node.input[1] for L in layers}
+    out = {}
+    for t in proto.graph.initializer:
+        if t.name in names:
+            out[t.name] = onnx.TensorProto()
+            out[t.name].CopyFrom(t)
+    return out
+
+
+def keep_originals(proto: onnx.ModelProto, before: dict[str, onnx.TensorProto]) -> int:
+    """Beside every weight that changed since ``before``, an unused initializer
+    ``<name>__tensorsmith_fp32`` with its FP32 value (``restore_unquantized`` reads it)."""
+    have = {t.name for t in proto.graph.initializer}
+    added = 0
+    for t in list(proto.graph.initializer):
+        old = before.get(t.name)
+        if old is None or t.name + ORIGINAL in have or old.SerializeToString() == t.SerializeToString():
+            continue
+        keep = onnx.TensorProto()
+        keep.CopyFrom(old)
+        keep.name = t.name + ORIGINAL
+        proto.graph.initializer.append(keep)
+        added += 1
+    return added
+
+
+def kept_originals(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """weight name -> its FP32 value, from the copies ``keep_originals`` added."""
+    return {t.name[: -len(ORIGINAL)]: t for t in model.graph.initializer if t.name.endswith(ORIGINAL)}
+
+
+def restore_unquantized(model: onnx.ModelProto, kept: dict[str, onnx.TensorProto]) -> list[str]:
+    """In a quantized model, give every weight still read in float (its node was left out
+    of INT8: a layout's exclusion, --keep-fp32, the fallback) its FP32 value (``kept``)
+    back, and drop the kept copies. In place; returns the weights restored."""
+    restored = []
+    for t in model.graph.initializer:
+        orig = kept.get(t.name)
+        if orig is not None and t.data_type == onnx.TensorProto.FLOAT:
+            name = t.name
+            t.CopyFrom(orig)
+            t.name = name
+            restored.append(name)
+    keep = [t for t in model.graph.initializer if not t.name.endswith(ORIGINAL)]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return restored

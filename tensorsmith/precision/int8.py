@@ -375,6 +375,7 @@ def quantize(
                     nodes, placement, extra = _trt_nodes(prepared_path, config)
                     if not nodes:  # onnxruntime reads an empty list as "every node"
                         shutil.copyfile(prepared_path, out_path)
+                        _restore_fp32_weights(out_path, prepared_path)
                         return out_path
                 quantize_static(
                     str(prepared_path),
@@ -397,6 +398,7 @@ def quantize(
                     out = onnx.load(str(out_path))
                     trt_placement.finish(out, placement)
                     onnx.save(out, str(out_path))
+                _restore_fp32_weights(out_path, prepared_path)
     except ConversionError:
         raise
     except Exception as exc:
@@ -412,6 +414,18 @@ def quantize(
             ) from exc
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     return out_path
+
+
+def _restore_fp32_weights(out_path: Path, prepared_path: Path) -> None:
+    """Weights that ``mse-weights``/``adaround`` changed but this model reads in float get
+    their FP32 value back (``adaround.restore_unquantized``)."""
+    from tensorsmith.precision import adaround
+
+    kept = adaround.kept_originals(onnx.load(str(prepared_path)))
+    if kept:
+        out = onnx.load(str(out_path))
+        adaround.restore_unquantized(out, kept)
+        onnx.save(out, str(out_path))
 
 
 def search_path(cache_path: Path) -> Path:

@@ -81,13 +81,16 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
     refs = _outputs(proto, probe) if probe else []
     before = weight_quant_cosine(proto, refs, probe) if probe else None
     reference = None  # the weights before mse-weights/adaround, for bias correction
+    originals = None  # and kept for the nodes the INT8 build leaves in float
     for step in STEPS:
         if step not in steps:
             continue
         entry: dict = {"step": step, "weight_quant_cosine_before": before}
-        if step in WEIGHT_STEPS and reference is None and "bias-correction" in steps:
-            reference = onnx.ModelProto()
-            reference.CopyFrom(proto)
+        if step in WEIGHT_STEPS and originals is None:
+            originals = ar.snapshot(proto)
+            if "bias-correction" in steps:
+                reference = onnx.ModelProto()
+                reference.CopyFrom(proto)
         if step == "equalize":  # then high-bias absorption, as AIMET's CLE does
             entry.update(eq.equalize(proto).describe())
             absorbed, skipped = eq.absorb_high_bias(proto, samples[: bc.SAMPLES])
@@ -105,4 +108,6 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
             before = weight_quant_cosine(proto, refs, probe)
             entry["weight_quant_cosine_after"] = before
         report["runs"].append(entry)
+    if originals is not None:
+        report["fp32_weights_kept"] = ar.keep_originals(proto, originals)
     return report
