@@ -293,7 +293,7 @@ def round_layer(
     s32 = s64.astype(np.float32)
     floor32 = floor.astype(np.float32)
     mt, vt = np.zeros_like(v), np.zeros_like(v)
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    b1, b2, eps = np.float32(0.9), np.float32(0.999), np.float32(1e-8)
     warm = int(iterations * WARM)
     for it in range(iterations):
         sig = 1 / (1 + np.exp(-v))
@@ -314,8 +314,8 @@ def round_layer(
             t = 2 * h - 1
             g_h = g_h - np.float32(2 * REG) * beta * np.abs(t) ** (beta - 1) * np.sign(t)
         g_v = g_h * ((h_raw > 0) & (h_raw < 1)) * sig * (1 - sig) * np.float32(ZETA - GAMMA)
-        mt = b1 * mt + (1 - b1) * g_v
-        vt = b2 * vt + (1 - b2) * g_v * g_v
+        mt = (b1 * mt + (1 - b1) * g_v).astype(np.float32)
+        vt = (b2 * vt + (1 - b2) * g_v * g_v).astype(np.float32)
         v -= np.float32(LR / (1 - b1 ** (it + 1))) * mt / (np.sqrt(vt / np.float32(1 - b2 ** (it + 1))) + eps)
     learned = np.where(top, nearest, np.clip(floor + (v >= 0), -QMAX, QMAX))
     e_near = _rel_error(w, nearest * s64, x_hold.astype(np.float64))
@@ -444,6 +444,15 @@ def keep_originals(proto: onnx.ModelProto, before: dict[str, onnx.TensorProto]) 
         proto.graph.initializer.append(keep)
         added += 1
     return added
+
+
+def restore_file(out_path, prepared_path) -> None:
+    """``restore_unquantized`` on the model file ``out_path`` written from ``prepared_path``."""
+    kept = kept_originals(onnx.load(str(prepared_path)))
+    if kept:
+        out = onnx.load(str(out_path))
+        restore_unquantized(out, kept)
+        onnx.save(out, str(out_path))
 
 
 def kept_originals(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:

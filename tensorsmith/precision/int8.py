@@ -39,7 +39,9 @@ import onnx
 from onnx import numpy_helper
 
 from tensorsmith.errors import ConversionError, UsageError, short
+from tensorsmith.precision import adaround, scale_search
 from tensorsmith.precision.fp16 import ensure_node_names
+from tensorsmith.precision.scale_search import search_report  # noqa: F401  (lower_int8 reads it here)
 
 MIN_OPSET = 13
 ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
@@ -367,7 +369,7 @@ def quantize(
                         prepared_path, settings, _Reader(calib_samples, proto_inputs, on_sample), cache_path
                     )
                     if searched is not None:
-                        search_path(cache_path).write_text(json.dumps(searched))
+                        scale_search.write_report(cache_path, searched)
                 extra = settings.extra_options()
                 nodes = config.only
                 placement = None
@@ -375,7 +377,7 @@ def quantize(
                     nodes, placement, extra = _trt_nodes(prepared_path, config)
                     if not nodes:  # onnxruntime reads an empty list as "every node"
                         shutil.copyfile(prepared_path, out_path)
-                        _restore_fp32_weights(out_path, prepared_path)
+                        adaround.restore_file(out_path, prepared_path)  # FP32 weights of nodes left in float
                         return out_path
                 quantize_static(
                     str(prepared_path),
@@ -398,7 +400,7 @@ def quantize(
                     out = onnx.load(str(out_path))
                     trt_placement.finish(out, placement)
                     onnx.save(out, str(out_path))
-                _restore_fp32_weights(out_path, prepared_path)
+                adaround.restore_file(out_path, prepared_path)  # FP32 weights of nodes left in float
     except ConversionError:
         raise
     except Exception as exc:
@@ -414,31 +416,6 @@ def quantize(
             ) from exc
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {short(exc, 200)}") from exc
     return out_path
-
-
-def _restore_fp32_weights(out_path: Path, prepared_path: Path) -> None:
-    """Weights that ``mse-weights``/``adaround`` changed but this model reads in float get
-    their FP32 value back (``adaround.restore_unquantized``)."""
-    from tensorsmith.precision import adaround
-
-    kept = adaround.kept_originals(onnx.load(str(prepared_path)))
-    if kept:
-        out = onnx.load(str(out_path))
-        adaround.restore_unquantized(out, kept)
-        onnx.save(out, str(out_path))
-
-
-def search_path(cache_path: Path) -> Path:
-    """Where ``quantize`` keeps what the ``mse`` search chose, beside the calibration cache."""
-    return cache_path.with_name(cache_path.name + ".search.json")
-
-
-def search_report(cache_path: Path) -> dict | None:
-    """What the ``mse`` range search chose (``scale_search.Searched.describe``), or None."""
-    try:
-        return json.loads(search_path(cache_path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> dict | None:
@@ -470,8 +447,6 @@ def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_pa
         calibrator.collect_data(reader)
         searched = None
         if settings.method == "mse":
-            from tensorsmith.precision import scale_search
-
             found, info = scale_search.mse_ranges(
                 calibrator.collector.histogram_dict, symmetric=settings.target == "trt"
             )

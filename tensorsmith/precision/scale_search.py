@@ -20,7 +20,9 @@ graph, so onnxruntime's quantizer (``max|w| / 127``) then uses exactly that scal
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -155,6 +157,23 @@ def mse_ranges(histograms: dict, symmetric: bool) -> tuple[dict[str, tuple[float
         for _, n, a, b, c, d in kept[:10]
     ]
     return out, info
+
+
+def _report_path(cache_path: Path) -> Path:
+    return Path(cache_path).with_name(Path(cache_path).name + ".search.json")
+
+
+def write_report(cache_path: Path, searched: dict) -> None:
+    """Keep what the search chose beside the calibration cache (``search_report`` reads it)."""
+    _report_path(cache_path).write_text(json.dumps(searched))
+
+
+def search_report(cache_path: Path) -> dict | None:
+    """What the ``mse`` range search chose for this calibration cache (``Searched.describe``), or None."""
+    try:
+        return json.loads(_report_path(cache_path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------
