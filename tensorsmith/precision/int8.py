@@ -444,7 +444,11 @@ def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_pa
             calibrate_method=_method(settings.method, collect=True),
             extra_options=settings.calib_options(),
         )
-        calibrator.collect_data(reader)
+        if settings.method == "mse":  # histograms merge across calls: hold 8 samples' activations, not all
+            for i in range(0, len(reader.samples), 8):
+                calibrator.collect_data(_Reader(reader.samples[i : i + 8], reader.names, reader.on_sample))
+        else:
+            calibrator.collect_data(reader)
         searched = None
         if settings.method == "mse":
             found, info = scale_search.mse_ranges(
