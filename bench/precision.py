@@ -288,7 +288,12 @@ STEP_VARIANTS = [[], ["equalize"], ["bias-correction"], ["equalize", "bias-corre
 
 
 def run_int8_steps(
-    name: str, path: Path, shapes: dict, work: Path, targets: list[str], variants: list[list[str]]
+    name: str,
+    path: Path,
+    shapes: dict,
+    work: Path,
+    targets: list[str],
+    variants: list[list[str]],
 ) -> list[dict]:
     """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0):
     the accuracy the quantized graph has before any node is kept FP32, and its speed."""
@@ -303,10 +308,19 @@ def run_int8_steps(
     tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
     rows, outs = [], [fp32]
     for target in targets:
-        for steps in variants:
-            kw = dict(calib=str(calib), val=str(val), calib_preprocess=prep, min_speedup=0.0)
+        for variant in variants:
+            # "mse-calib" in a variant: --calib-method mse (scale_search.py), not an int8 step
+            calib_method = "mse" if "mse-calib" in variant else "minmax"
+            steps = [x for x in variant if x != "mse-calib"]
+            kw = dict(
+                calib=str(calib),
+                val=str(val),
+                calib_preprocess=prep,
+                min_speedup=0.0,
+                calib_method=calib_method,
+            )
             opts = options_from_cli("int8", target=target, fallback_budget=0, int8_steps=steps, **kw)
-            out = work / f"{name}.{target}.{'+'.join(steps) or 'none'}.onnx"
+            out = work / f"{name}.{target}.{calib_method}.{'+'.join(steps) or 'none'}.onnx"
             t0 = time.perf_counter()
             try:
                 rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
@@ -319,14 +333,15 @@ def run_int8_steps(
             row = {
                 "model": name,
                 "target": target,
-                "steps": "+".join(steps) or "none",
+                "steps": "+".join(variant) or "none",
                 "status": status,
                 "cosine": gate.get("worst_cosine"),
                 "top1": gate.get("worst_top1"),
                 "layout": rep.get("layout"),
                 "pairs": sum(len(r.get("pairs", [])) for r in runs),
-                "skipped": sum(len(r.get("skipped", [])) for r in runs),
-                "corrected": sum(len(r.get("layers", [])) for r in runs),
+                "skipped": sum(len(r.get("skipped", [])) for r in runs if r["step"] == "equalize"),
+                "corrected": sum(len(r.get("layers", [])) for r in runs if r["step"] == "bias-correction"),
+                "rounding": _rounding_cell(runs),
                 "wq_cos": [
                     (r.get("weight_quant_cosine_before"), r.get("weight_quant_cosine_after")) for r in runs
                 ],
@@ -354,10 +369,28 @@ def run_int8_steps(
     return rows
 
 
+def _rounding_cell(runs: list[dict]) -> str:
+    """mse-weights: channels clipped; adaround: layers, weights flipped, mean relative output
+    error (held-out columns) before -> after."""
+    cells = []
+    for r in runs:
+        layers = r.get("layers") or []
+        if r["step"] == "mse-weights":
+            cells.append(
+                f"clip {sum(x['clipped_channels'] for x in layers)}/{sum(x['channels'] for x in layers)} ch"
+            )
+        elif r["step"] == "adaround" and layers:
+            b = np.mean([x["output_error_before"] for x in layers])
+            a = np.mean([x["output_error_after"] for x in layers])
+            flips = sum(x["flipped"] for x in layers) / max(1, sum(x["weights"] for x in layers))
+            cells.append(f"ada {len(layers)} layers, {flips:.0%} flipped, {b:.2e} -> {a:.2e}")
+    return "; ".join(cells) or "-"
+
+
 def steps_table(rows: list[dict]) -> str:
     lines = [
-        "| model | target | steps | CLE pairs (skipped) | biases corrected | weight-only INT8 cosine before -> after | INT8 cosine / top-1 vs FP32 (fallback off) | gate | ORT CPU speed-up |",
-        "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: |",
+        "| model | target | steps | CLE pairs (skipped) | biases corrected | weights: clipped / AdaRound (output error before -> after) | weight-only INT8 cosine before -> after | INT8 cosine / top-1 vs FP32 (fallback off) | gate | ORT CPU speed-up |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | ---: |",
     ]
     for r in rows:
         wq = "; ".join(f"{a} -> {b}" for a, b in r["wq_cos"]) or "-"
@@ -366,7 +399,7 @@ def steps_table(rows: list[dict]) -> str:
             acc += f" / {r['top1']:.0%}"
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
         lines.append(
-            f"| {r['model']} | {r['target']} | {r['steps']} | {r['pairs']} ({r['skipped']}) | {r['corrected']} | "
+            f"| {r['model']} | {r['target']} | {r['steps']} | {r['pairs']} ({r['skipped']}) | {r['corrected']} | {r.get('rounding', '-')} | "
             f"{wq} | {acc} | {r['status']} | {sp} |"
         )
     return "\n".join(lines)
@@ -453,7 +486,12 @@ def main() -> int:
         "--int8-steps", action="store_true", help="INT8 with/without equalization, bias correction"
     )
     ap.add_argument("--targets", default="ort,trt")
-    ap.add_argument("--steps", help="with --int8-steps: variants, e.g. none,equalize+bias-correction")
+    ap.add_argument(
+        "--steps",
+        help="with --int8-steps: variants, e.g. none,equalize+bias-correction,mse-calib+adaround "
+        "(mse-calib: --calib-method mse)",
+    )
+    ap.add_argument("--det-size", type=int, default=640, help="PP-OCRv4 det input size (square)")
     args = ap.parse_args()
     import logging
 
@@ -461,6 +499,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tensorsmith-precision-") as tmp:
         work = Path(tmp)
         models = model_list([m for m in args.models.split(",") if m], work)
+        if args.det_size != 640 and "ppocr_det_v4" in models:
+            domain, prep = IMAGES["ppocr_det_v4"]
+            IMAGES["ppocr_det_v4"] = (domain, prep.replace("resize=640", f"resize={args.det_size}"))
+            models["ppocr_det_v4"] = (models["ppocr_det_v4"][0], {"x": [1, 3, args.det_size, args.det_size]})
         if args.fp16_converters:
             text = fp16_converters(models, work)
         elif args.int8_steps:

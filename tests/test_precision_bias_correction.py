@@ -107,7 +107,7 @@ def test_int8_steps_option():
     assert opts.int8_steps == ["equalize", "bias-correction"]
     assert options_from_cli("int8", calib="random").int8_steps is None
     with pytest.raises(UsageError, match="int8-steps"):
-        options_from_cli("int8", calib="random", int8_steps=["adaround"])
+        options_from_cli("int8", calib="random", int8_steps=["qat"])
 
 
 def test_int8_step_runs_them_and_reports(tmp_path):
@@ -148,5 +148,5 @@ def test_int8_steps_flag_reaches_the_report(tmp_path, samples):
     steps = json.loads(r.stdout)["precision"]["int8_steps"]
     assert steps["steps"] == ["equalize", "bias-correction"]
     assert [run["step"] for run in steps["runs"]] == ["equalize", "bias-correction"]
-    r = CliRunner().invoke(app, [*args[:-1], "adaround"])
+    r = CliRunner().invoke(app, [*args[:-1], "qat"])
     assert r.exit_code == 2 and "--int8-steps" in r.output

@@ -279,7 +279,10 @@ FLAGS: dict[str, Flag] = {
     "calib_method": (
         str | None,
         typer.Option(
-            None, "--calib-method", help="minmax (default), entropy or percentile.", rich_help_panel=PRECISION
+            None,
+            "--calib-method",
+            help="minmax (default), entropy, percentile or mse.",
+            rich_help_panel=PRECISION,
         ),
     ),
     "val": (

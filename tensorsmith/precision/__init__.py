@@ -39,7 +39,7 @@ class PrecisionOptions(BaseModel):
     calib_preprocess: str | None = None
     calib_loader: str | None = None
     calib_samples: int = Field(100, ge=1)
-    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calib_method: Literal["minmax", "entropy", "percentile", "mse"] = "minmax"
     val: str | None = None
     int8_mode: Literal["static", "dynamic"] = "static"
     min_cosine: float | None = Field(None, ge=-1.0, le=1.0)
@@ -50,7 +50,9 @@ class PrecisionOptions(BaseModel):
     min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
-    int8_steps: list[Literal["equalize", "bias-correction"]] | None = None  # int8_steps.py; None: its DEFAULT
+    int8_steps: list[Literal["equalize", "mse-weights", "adaround", "bias-correction"]] | None = (
+        None  # int8_steps.py; None: its DEFAULT
+    )
     precision_report: bool = False  # rank every quantized node by sensitivity, even when the gate passes
 
     @property
@@ -93,7 +95,7 @@ class PrecisionOptions(BaseModel):
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "target": TARGETS,
-    "calib_method": ("minmax", "entropy", "percentile"),
+    "calib_method": ("minmax", "entropy", "percentile", "mse"),
     "int8_mode": ("static", "dynamic"),
 }
 TARGET_ALIASES = {"tensorrt": "trt", "onnxruntime": "ort", "cpu": "ort", "onnx": "ort"}

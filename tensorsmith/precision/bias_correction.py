@@ -156,15 +156,20 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
 
 
-def _with_deltas(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[onnx.ModelProto, list[str]]:
+def _with_deltas(
+    proto: onnx.ModelProto, nodes: list[onnx.NodeProto], reference: onnx.ModelProto | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
     """The weight-quantized model plus, beside each layer, the same op on the same input with
-    the weight error ``W_q - W`` and no bias: its output is the layer's own share of the shift."""
+    the weight error ``W_q - W`` and no bias: its output is the layer's own share of the shift
+    (``W`` from ``reference`` when given)."""
     q = quantized_copy(proto, nodes)
-    fp = {t.name: t for t in proto.graph.initializer}
+    fp = {t.name: t for t in (proto if reference is None else reference).graph.initializer}
+    inits_q = {t.name: t for t in proto.graph.initializer}
     names = []
     for n in nodes:
         w = numpy_helper.to_array(fp[n.input[1]]).astype(np.float64)
-        delta = (fake_quant(w, _weight_axis(n)) - w).astype(np.float32)
+        wq = fake_quant(numpy_helper.to_array(inits_q[n.input[1]]), _weight_axis(n))
+        delta = (wq - w).astype(np.float32)
         dname, out = f"{n.name}__bc_delta_w", f"{n.name}__bc_delta"
         q.graph.initializer.append(numpy_helper.from_array(delta, dname))
         node = helper.make_node(n.op_type, [n.input[0], dname], [out], name=f"{n.name}__bc_delta")
@@ -174,14 +179,21 @@ def _with_deltas(proto: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> tuple[o
     return q, names
 
 
-def correct(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]], rounds: int = ROUNDS) -> Result:
+def correct(
+    proto: onnx.ModelProto,
+    samples: list[dict[str, np.ndarray]],
+    rounds: int = ROUNDS,
+    reference: onnx.ModelProto | None = None,
+) -> Result:
     """Correct the biases of ``proto`` in place from the mean shifts on ``samples``.
 
     Each round measures, in the weight-quantized model (its biases as corrected so far),
     every layer's own share of the shift, ``E[(W_q - W) x_q]`` on the inputs ``x_q`` that
     layer really gets, and subtracts it: correcting each layer by its whole output shift
     instead would subtract the upstream layers' shift a second time (measured: that
-    diverges on a 50-layer network)."""
+    diverges on a 50-layer network). ``reference``: the FP32 model whose outputs and weights
+    the quantized one should match when ``proto``'s weights were already changed for
+    quantization (``mse-weights``, ``adaround``); default ``proto`` itself."""
     nodes, skipped = layers(proto)
     result = Result(skipped=skipped, samples=min(len(samples), SAMPLES))
     if not nodes or not samples:
@@ -189,7 +201,7 @@ def correct(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]], rounds
     samples = samples[:SAMPLES]
     inits = {t.name: t for t in proto.graph.initializer}
     outs = [n.output[0] for n in nodes]
-    ref = _channel_means(proto, outs, samples)
+    ref = _channel_means(proto if reference is None else reference, outs, samples)
     got = _channel_means(quantized_copy(proto, nodes), outs, samples)
     by_name = {
         n.name: Layer(n.name, n.op_type, _rms(got[o] - ref[o]), scale=_rms(ref[o]))
@@ -207,7 +219,7 @@ def correct(proto: onnx.ModelProto, samples: list[dict[str, np.ndarray]], rounds
             n.input[2] = name
     original = {n.name: numpy_helper.to_array(inits[n.input[2]]).astype(np.float64) for n in nodes}
     for _ in range(rounds):  # a later round re-measures with the upstream layers corrected
-        model, deltas = _with_deltas(proto, nodes)
+        model, deltas = _with_deltas(proto, nodes, reference)
         own = _channel_means(model, deltas, samples)
         for n, dname in zip(nodes, deltas, strict=True):
             b = original[n.name] - own[dname]

@@ -26,6 +26,7 @@ reuses them, which is what makes the speed and fallback searches affordable.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -38,7 +39,9 @@ import onnx
 from onnx import numpy_helper
 
 from tensorsmith.errors import ConversionError, UsageError, short
+from tensorsmith.precision import adaround, scale_search
 from tensorsmith.precision.fp16 import ensure_node_names
+from tensorsmith.precision.scale_search import search_report  # noqa: F401  (lower_int8 reads it here)
 
 MIN_OPSET = 13
 ELEMENTWISE = {"Add", "Mul", "Sub", "Div"}
@@ -66,8 +69,9 @@ CORE_OPS = [
     "Slice",
     "Pad",
 ]
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("minmax", "entropy", "percentile", "mse")
 ENTROPY_BINS = 512
+MSE_BINS = 2048  # histogram of the mse search (scale_search.py)
 PERCENTILE = 99.99
 POOLED = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax"}
 
@@ -265,6 +269,8 @@ class Settings:
             return {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128, "symmetric": symmetric}
         if self.method == "percentile":
             return {"num_bins": 2048, "percentile": PERCENTILE, "symmetric": True}
+        if self.method == "mse":  # onnxruntime's DistributionCalibrater: signed-value histograms
+            return {"num_bins": MSE_BINS}
         return {"symmetric": symmetric}
 
     def describe(self) -> dict:
@@ -311,13 +317,17 @@ class _Reader:
         return iter(self.get_next, None)
 
 
-def _method(name: str):
+def _method(name: str, *, collect: bool = False):
+    """onnxruntime's calibration method for ``name``. ``mse`` collects histograms with the
+    ``Distribution`` calibrator (``collect``) and writes its ranges as a ``MinMax`` cache,
+    which is what ``quantize_static`` is then told it reads."""
     from onnxruntime.quantization import CalibrationMethod
 
     return {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
+        "mse": CalibrationMethod.Distribution if collect else CalibrationMethod.MinMax,
     }[name]
 
 
@@ -355,9 +365,11 @@ def quantize(
                     proto_inputs = {
                         i.name for i in onnx.load(str(prepared_path), load_external_data=False).graph.input
                     }
-                    calibrate(
+                    searched = calibrate(
                         prepared_path, settings, _Reader(calib_samples, proto_inputs, on_sample), cache_path
                     )
+                    if searched is not None:
+                        scale_search.write_report(cache_path, searched)
                 extra = settings.extra_options()
                 nodes = config.only
                 placement = None
@@ -365,6 +377,7 @@ def quantize(
                     nodes, placement, extra = _trt_nodes(prepared_path, config)
                     if not nodes:  # onnxruntime reads an empty list as "every node"
                         shutil.copyfile(prepared_path, out_path)
+                        adaround.restore_file(out_path, prepared_path)  # FP32 weights of nodes left in float
                         return out_path
                 quantize_static(
                     str(prepared_path),
@@ -387,6 +400,7 @@ def quantize(
                     out = onnx.load(str(out_path))
                     trt_placement.finish(out, placement)
                     onnx.save(out, str(out_path))
+                adaround.restore_file(out_path, prepared_path)  # FP32 weights of nodes left in float
     except ConversionError:
         raise
     except Exception as exc:
@@ -404,13 +418,16 @@ def quantize(
     return out_path
 
 
-def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> None:
+def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_path: Path) -> dict | None:
     """Collect the activation ranges with onnxruntime's calibrator and write its cache
     (``save_tensors_data``): the same file ``quantize_static`` reads back, but with the
-    calibrator options ``quantize_static`` does not pass on (``Settings.calib_options``)."""
+    calibrator options ``quantize_static`` does not pass on (``Settings.calib_options``).
+    ``mse``: onnxruntime's histograms, ranges searched by ``scale_search.mse_ranges``;
+    returns what it chose (else None)."""
     import tempfile
 
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
     with tempfile.TemporaryDirectory(prefix="tensorsmith-calib-") as tmp:
         # TensorRT placement reads ranges only around these ops: calibrating nothing else
@@ -424,13 +441,29 @@ def calibrate(prepared_path: Path, settings: Settings, reader: _Reader, cache_pa
             Path(prepared_path),
             ops,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=_method(settings.method),
+            calibrate_method=_method(settings.method, collect=True),
             extra_options=settings.calib_options(),
         )
-        calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
+        if settings.method == "mse":  # histograms merge across calls: hold 8 samples' activations, not all
+            for i in range(0, len(reader.samples), 8):
+                calibrator.collect_data(_Reader(reader.samples[i : i + 8], reader.names, reader.on_sample))
+        else:
+            calibrator.collect_data(reader)
+        searched = None
+        if settings.method == "mse":
+            found, info = scale_search.mse_ranges(
+                calibrator.collector.histogram_dict, symmetric=settings.target == "trt"
+            )
+            ranges = TensorsData(
+                CalibrationMethod.MinMax,
+                {k: (np.array(lo, np.float32), np.array(hi, np.float32)) for k, (lo, hi) in found.items()},
+            )
+            searched = info.describe()
+        else:
+            ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)
+    return searched
 
 
 def _trt_nodes(prepared_path: Path, config: Config):
@@ -455,7 +488,6 @@ def _trt_nodes(prepared_path: Path, config: Config):
 
 def non_finite_ranges(cache_path: Path) -> list[str]:
     """Tensors whose calibrated range (onnxruntime's calibration cache) is NaN or infinite."""
-    import json
 
     try:
         data = json.loads(Path(cache_path).read_text()).get("data", {})

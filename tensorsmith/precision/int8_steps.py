@@ -3,7 +3,13 @@
 ``equalize``         cross-layer equalization (``equalize.py``): data-free, exact in FP32;
                      then high-bias absorption (exact while activations stay above the
                      calibration minimum)
-``bias-correction``  empirical bias correction of weight quantization (``bias_correction.py``)
+``mse-weights``      per output channel, weights clipped to the range of least quantization
+                     MSE (``scale_search.py``)
+``adaround``         learned rounding (AdaRound): grid-aligned weights that minimise each
+                     layer's output error on calibration inputs (``adaround.py``)
+``bias-correction``  empirical bias correction of weight quantization (``bias_correction.py``);
+                     after ``mse-weights``/``adaround`` it corrects the shift from the
+                     weights as they were before those steps
 
 ``apply`` runs the chosen steps in that order on the prepared graph and reports, for
 each, the layers it touched and the error it targets before and after: the output
@@ -17,10 +23,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from tensorsmith.precision import adaround as ar
 from tensorsmith.precision import bias_correction as bc
 from tensorsmith.precision import equalize as eq
+from tensorsmith.precision import scale_search as ss
 
-STEPS = ("equalize", "bias-correction")
+STEPS = ("equalize", "mse-weights", "adaround", "bias-correction")
+WEIGHT_STEPS = ("mse-weights", "adaround")  # change the weights: bias correction measures against before
 # chosen by measurement (README "Equalization and bias correction"): see DEFAULT_WHY
 DEFAULT: tuple[str, ...] = ()
 DEFAULT_WHY = (
@@ -71,19 +80,34 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
     probe = samples[:PROBE_SAMPLES]
     refs = _outputs(proto, probe) if probe else []
     before = weight_quant_cosine(proto, refs, probe) if probe else None
+    reference = None  # the weights before mse-weights/adaround, for bias correction
+    originals = None  # and kept for the nodes the INT8 build leaves in float
     for step in STEPS:
         if step not in steps:
             continue
         entry: dict = {"step": step, "weight_quant_cosine_before": before}
+        if step in WEIGHT_STEPS and originals is None:
+            originals = ar.snapshot(proto)
+            if "bias-correction" in steps:
+                reference = onnx.ModelProto()
+                reference.CopyFrom(proto)
         if step == "equalize":  # then high-bias absorption, as AIMET's CLE does
             entry.update(eq.equalize(proto).describe())
             absorbed, skipped = eq.absorb_high_bias(proto, samples[: bc.SAMPLES])
             entry["high_bias_absorbed"] = [vars(a) for a in absorbed]
             entry["high_bias_skipped"] = len(skipped)
+        elif step == "mse-weights":
+            todo, skipped = ar.weight_layers(proto)
+            entry["layers"] = [vars(x) for x in ss.clip_weights(proto, [(L.node, L.axis) for L in todo])]
+            entry["skipped"] = skipped
+        elif step == "adaround":
+            entry.update(ar.adaround(proto, samples).describe())
         elif step == "bias-correction":
-            entry.update(bc.correct(proto, samples).describe())
+            entry.update(bc.correct(proto, samples, reference=reference).describe())
         if probe:
             before = weight_quant_cosine(proto, refs, probe)
             entry["weight_quant_cosine_after"] = before
         report["runs"].append(entry)
+    if originals is not None:
+        report["fp32_weights_kept"] = ar.keep_originals(proto, originals)
     return report

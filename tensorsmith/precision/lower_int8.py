@@ -124,6 +124,8 @@ def lower_int8(proto, work, opts, gate, calib, rank_samples, progress, report) -
     for cfg in configs:
         if not add_layout(cfg):
             raise ConversionError(_nothing_to_quantize(prepared))
+    if report.get("calibration") and (searched := i8.search_report(cache)):  # --calib-method mse
+        report["calibration"]["search"] = searched
     if not built:
         exc = (
             failed[0]
