@@ -50,7 +50,9 @@ class PrecisionOptions(BaseModel):
     min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
-    int8_steps: list[Literal["equalize", "bias-correction"]] | None = None  # int8_steps.py; None: its DEFAULT
+    int8_steps: list[Literal["equalize", "smooth", "bias-correction"]] | None = (
+        None  # int8_steps.py; None: its DEFAULT
+    )
 
     @property
     def max_abs(self) -> float | None:

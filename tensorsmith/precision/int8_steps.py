@@ -3,6 +3,8 @@
 ``equalize``         cross-layer equalization (``equalize.py``): data-free, exact in FP32;
                      then high-bias absorption (exact while activations stay above the
                      calibration minimum)
+``smooth``           activation smoothing (SmoothQuant, ``smooth.py``): exact in FP32, alpha
+                     searched per pair by the consumer's quantized error on calibration data
 ``bias-correction``  empirical bias correction of weight quantization (``bias_correction.py``)
 
 ``apply`` runs the chosen steps in that order on the prepared graph and reports, for
@@ -19,8 +21,9 @@ import onnx
 
 from tensorsmith.precision import bias_correction as bc
 from tensorsmith.precision import equalize as eq
+from tensorsmith.precision import smooth as sm
 
-STEPS = ("equalize", "bias-correction")
+STEPS = ("equalize", "smooth", "bias-correction")
 # chosen by measurement (README "Equalization and bias correction"): see DEFAULT_WHY
 DEFAULT: tuple[str, ...] = ()
 DEFAULT_WHY = (
@@ -80,6 +83,8 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
             absorbed, skipped = eq.absorb_high_bias(proto, samples[: bc.SAMPLES])
             entry["high_bias_absorbed"] = [vars(a) for a in absorbed]
             entry["high_bias_skipped"] = len(skipped)
+        elif step == "smooth":
+            entry.update(sm.smooth(proto, samples).describe())
         elif step == "bias-correction":
             entry.update(bc.correct(proto, samples).describe())
         if probe:
