@@ -599,6 +599,7 @@ def main() -> int:
         help="with --int8-steps and the trt target: Model Optimizer's python (left out when absent)",
     )
     ap.add_argument("--modelopt-method", default="entropy", choices=["minmax", "entropy"])
+    ap.add_argument("--det-size", type=int, default=640, help="PP-OCRv4 det's input size (square)")
     args = ap.parse_args()
     import logging
 
@@ -606,6 +607,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tensorsmith-precision-") as tmp:
         work = Path(tmp)
         models = model_list([m for m in args.models.split(",") if m], work)
+        if args.det_size != 640 and "ppocr_det_v4" in models:  # a smaller input: 640x640 is slow here
+            det_path, _ = models["ppocr_det_v4"]
+            models["ppocr_det_v4"] = (det_path, {"x": [1, 3, args.det_size, args.det_size]})
+            IMAGES["ppocr_det_v4"] = ("text", f"resize={args.det_size},{IMAGENET},color=BGR")
         if args.fp16_converters:
             text = fp16_converters(models, work)
         elif args.int8_steps:
