@@ -285,6 +285,42 @@ def test_relu6_is_equalized_with_a_per_channel_bound(form):
     assert absorbed == [] and skipped[0]["reason"] == "bounded activation (ReLU6/Min)"
 
 
+def test_relu6_then_zero_pad_then_depthwise_is_equalized():
+    """EfficientNet-Lite's form: pointwise -> ReLU6 -> Pad (spatial, zeros) -> depthwise."""
+    rng = np.random.default_rng(6)
+    s2 = np.ones(C)
+    pw = _mismatched((C, C, 1, 1), rng, out=s2)
+    dw = _compensated((C, 1, 3, 3), s2, rng, group=C)
+    b = (rng.standard_normal(C) * s2).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+    ]
+    m = _model(
+        [_conv("a", "x", "h", pw, b), _conv("b", "p", "y", dw, b, group=C)],
+        [
+            helper.make_node("Clip", ["h", "zero", "six"], ["r"], name="relu6"),
+            helper.make_node("Pad", ["r", "pads"], ["p"], name="pad"),
+        ],
+        extra_inits=inits,
+    )
+    xs = [(4 * rng.standard_normal((1, C, 12, 12))).astype(np.float32) for _ in range(2)]
+    refs = [_run(m, x) for x in xs]
+    eqm = _copy(m)
+    res = eq.equalize(eqm)
+    assert [(p.first, p.second, p.via) for p in res.pairs] == [("a", "b", "Clip+Pad")], res.describe()
+    for x, ref in zip(xs, refs, strict=True):
+        assert np.abs(_run(eqm, x) - ref).max() <= 1e-5 * np.abs(ref).max()
+    # a Pad of the channel axis is not per-channel: left alone with the reason
+    bad = _copy(m)
+    next(t for t in bad.graph.initializer if t.name == "pads").CopyFrom(
+        numpy_helper.from_array(np.array([0, 1, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    )
+    pairs, skipped = eq.find_pairs(bad)
+    assert pairs == [] and skipped[0]["reason"] == "Pad of the batch or channel axis"
+
+
 def _with_output(m, name):
     c = _copy(m)
     c.graph.output.append(helper.make_empty_tensor_value_info(name))

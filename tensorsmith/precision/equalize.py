@@ -190,7 +190,29 @@ def activation_reason(g: Graph, act: onnx.NodeProto) -> str | None:
         return None
     if act.op_type == "Min":
         return None if min_bound(g, act) is not None else "Min with no constant bound"
+    if act.op_type == "Pad":
+        return _pad_reason(g, act)
     return NOT_HOMOGENEOUS.get(act.op_type, f"{act.op_type} between the convolutions is not handled")
+
+
+def _pad_reason(g: Graph, pad: onnx.NodeProto) -> str | None:
+    """None for a zero-valued constant Pad of the spatial axes only (``pad(x / s) == pad(x) / s``
+    channel by channel); else why not."""
+    if attr(pad, "mode", b"constant") not in (b"constant", "constant"):
+        return "Pad that is not constant mode"
+    if len(pad.input) > 3 and pad.input[3]:
+        return "Pad with axes"
+    if len(pad.input) > 2 and pad.input[2]:
+        value = g.array(pad.input[2])
+        if value is None or np.any(value != 0):
+            return "Pad with a non-zero or non-constant value"
+    pads = g.array(pad.input[1]) if len(pad.input) > 1 and pad.input[1] else np.asarray(attr(pad, "pads", []))
+    if pads is None or pads.size == 0 or pads.size % 2:
+        return "Pad whose pads are not a constant"
+    r = pads.size // 2
+    if r < 2 or np.any(pads[[0, 1, r, r + 1]] != 0):
+        return "Pad of the batch or channel axis"
+    return None
 
 
 def min_bound(g: Graph, node: onnx.NodeProto) -> tuple[str, np.ndarray] | None:
@@ -230,10 +252,11 @@ def walk_activations(
 ) -> tuple[list[onnx.NodeProto], onnx.NodeProto | None, str | None]:
     """From a producer's output: (the activations passed, the first other consumer, why the
     walk stopped at an activation that is not positively homogeneous, or None). At most one
-    homogeneous activation and one bound (``Clip(0, 6)``, or ``Relu`` then ``Min``)."""
+    homogeneous activation and one bound (``Clip(0, 6)``, or ``Relu`` then ``Min``), and a
+    zero Pad of the spatial axes (EfficientNet's "same" padding before a depthwise Conv)."""
     acts: list[onnx.NodeProto] = []
     nxt = g.only_consumer(value)
-    while nxt is not None and len(acts) < 2:
+    while nxt is not None and len(acts) < 3:
         if nxt.op_type in ("Conv", "Gemm", "MatMul"):
             return acts, nxt, None
         why = activation_reason(g, nxt)
@@ -241,8 +264,10 @@ def walk_activations(
             mb = min_bound(g, nxt)
             if mb is None or not _bound_fits(mb[1], channels, rank, axis) or mb[0] != nxt.input[0]:
                 why = "Min bound does not broadcast per channel"
-        if why is None and any(is_bounded(g, a) for a in acts):
+        if why is None and is_bounded(g, nxt) and any(is_bounded(g, a) for a in acts):
             why = "two bounds in a row"
+        if why is None and nxt.op_type != "Pad" and any(a.op_type == "Pad" for a in acts):
+            why = f"{nxt.op_type} after a Pad"
         if why is not None:
             after = g.only_consumer(nxt.output[0])
             return [*acts, nxt], after, why
@@ -470,6 +495,10 @@ def absorb_high_bias(proto: onnx.ModelProto, samples: list[dict]) -> tuple[list[
             skipped.append({"first": first, "second": second, "reason": "first Conv has no bias"})
         elif act is None:
             skipped.append({"first": first, "second": second, "reason": "no activation in between"})
+        elif any(nodes[x].op_type == "Pad" for x in act.split("+")):
+            skipped.append(
+                {"first": first, "second": second, "reason": "a Pad between: its border would see -c"}
+            )
         elif any(is_bounded(g, nodes[x]) for x in act.split("+")):
             skipped.append({"first": first, "second": second, "reason": "bounded activation (ReLU6/Min)"})
         else:
