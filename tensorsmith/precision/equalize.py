@@ -112,6 +112,34 @@ class Graph:
                     self.uses[i] += 1
         self.outputs = {o.name for o in g.output}
         self.constant_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant"}
+        self.producers = {o: n for n in g.node for o in n.output}
+
+    def constant(self, name: str, depth: int = 8) -> np.ndarray | None:
+        """The value of ``name`` when it is computed from constants only (an initializer, a
+        Constant, or a small chain of ops on them: a Pad's pads after an export's Reshape),
+        evaluated with onnx's reference evaluator; None otherwise."""
+        arr = self.array(name)
+        if arr is not None:
+            return arr
+        node = self.producers.get(name)
+        if node is None or depth == 0 or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return None
+        if node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else None
+        feeds = {}
+        for i in node.input:
+            if i:
+                v = self.constant(i, depth - 1)
+                if v is None or v.size > 4096:
+                    return None
+                feeds[i] = v
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            outs = ReferenceEvaluator(node).run(None, feeds)
+        except Exception:  # an op the reference evaluator does not run: not a known constant
+            return None
+        return np.asarray(outs[list(node.output).index(name)])
 
     def array(self, name: str) -> np.ndarray | None:
         t = self.inits.get(name)
@@ -203,10 +231,12 @@ def _pad_reason(g: Graph, pad: onnx.NodeProto) -> str | None:
     if len(pad.input) > 3 and pad.input[3]:
         return "Pad with axes"
     if len(pad.input) > 2 and pad.input[2]:
-        value = g.array(pad.input[2])
+        value = g.constant(pad.input[2])
         if value is None or np.any(value != 0):
             return "Pad with a non-zero or non-constant value"
-    pads = g.array(pad.input[1]) if len(pad.input) > 1 and pad.input[1] else np.asarray(attr(pad, "pads", []))
+    pads = (
+        g.constant(pad.input[1]) if len(pad.input) > 1 and pad.input[1] else np.asarray(attr(pad, "pads", []))
+    )
     if pads is None or pads.size == 0 or pads.size % 2:
         return "Pad whose pads are not a constant"
     r = pads.size // 2
