@@ -136,7 +136,7 @@ class Graph:
         from onnx.reference import ReferenceEvaluator
 
         try:
-            outs = ReferenceEvaluator(node).run(None, feeds)
+            outs = list(ReferenceEvaluator(node).run(None, feeds))
         except Exception:  # an op the reference evaluator does not run: not a known constant
             return None
         return np.asarray(outs[list(node.output).index(name)])
