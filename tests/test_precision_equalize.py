@@ -266,6 +266,7 @@ def test_relu6_is_equalized_with_a_per_channel_bound(form):
     mn = next(n for n in eqm.graph.node if n.op_type == "Min")
     bound = next(numpy_helper.to_array(t) for t in eqm.graph.initializer if t.name == mn.input[1])
     assert bound.shape == (C, 1, 1) and np.ptp(bound) > 1.0  # 6 / s_c: one bound per channel
+    assert bound.max() <= 6.0 + 1e-6  # s_c >= 1 behind a bound: no channel's range grows past 6
     for x, ref in zip(xs, refs, strict=True):
         got = _run(eqm, x)
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

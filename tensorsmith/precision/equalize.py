@@ -21,7 +21,10 @@ is divided by ``s_c`` the bound must be ``6 / s_c``: Clip's bounds are scalars i
 opset, so a scaled ReLU6 is written ``Min(Relu(x), bound[C, 1, 1])`` (exact in FP32;
 one elementwise op more, which TensorRT fuses into the convolution's epilogue and
 onnxruntime runs as a float op between the int8 layers: README "Equalization,
-smoothing and bias correction" measures both). Left alone, with the reason in the
+smoothing and bias correction" measures both). Behind a bound the scales are kept
+``>= 1``: a channel scaled up would get a bound above 6 and widen the per-tensor range
+of the activation (measured on EfficientNet-Lite0 with the TensorRT target: cosine vs
+FP32 0.979 without CLE, 0.883 with unrestricted scales, 0.980 with ``s >= 1``). Left alone, with the reason in the
 report:
 
 * HardSwish, HardSigmoid, Sigmoid, SiLU (Mul of Sigmoid), Tanh, Gelu, ...: not
@@ -419,6 +422,9 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
     nodes = {n.name: n for n in proto.graph.node}
     done: dict[tuple[str, str], Pair] = {}
     total: dict[tuple[str, str], np.ndarray] = {}
+    bounded = {
+        (f, s2) for f, s2, act in pairs if act and any(is_bounded(g, nodes[x]) for x in act.split("+"))
+    }
     for _ in range(iterations):
         moved = 0.0
         for first, second, act in pairs:
@@ -438,7 +444,9 @@ def equalize(proto: onnx.ModelProto, iterations: int = ITERATIONS) -> Result:
             with np.errstate(divide="ignore", invalid="ignore"):
                 s = np.sqrt(r1 / r2)
             s = np.where(np.isfinite(s) & (r1 > 0) & (r2 > 0), s, 1.0)
-            s = np.clip(s, SCALE_MIN, SCALE_MAX)
+            # a bounded pair (ReLU6) only scales channels down: a bound 6 / s_c above 6 would widen
+            # the per-tensor activation range that INT8 quantizes (measured, EfficientNet-Lite0)
+            s = np.clip(s, 1.0 if key in bounded else SCALE_MIN, SCALE_MAX)
             shape1 = (channels,) + (1,) * (w1.ndim - 1)
             g.set_array(a.input[1], w1 / s.reshape(shape1))
             if len(a.input) > 2 and a.input[2]:
