@@ -24,14 +24,14 @@ from tensorsmith.precision import equalize as eq
 from tensorsmith.precision import smooth as sm
 
 STEPS = ("equalize", "smooth", "bias-correction")
-# chosen by measurement (README "Equalization and bias correction"): see DEFAULT_WHY
+# chosen by measurement (README "Equalization, smoothing and bias correction"): see DEFAULT_WHY
 DEFAULT: tuple[str, ...] = ()
 DEFAULT_WHY = (
-    "off by default, measured (README 'Equalization and bias correction'): bias correction raised the "
-    "INT8 cosine on EfficientNet-Lite0 (ort 0.993 -> 0.997, trt 0.978 -> 0.993) and PP-OCR cls (trt "
-    "0.981 -> 0.988) but lowered it on PP-OCR det (trt 0.64 -> 0.54) and turned on it breaks the "
-    "fallback: a node the fallback keeps FP32 keeps the bias corrected for quantized weights "
-    "(two fallback tests fail); equalization helped one model and hurt another"
+    "off by default, measured (README 'Equalization, smoothing and bias correction'): no step helps "
+    "every model; bias correction raised EfficientNet-Lite0's INT8 cosine (trt 0.979 -> 0.994) but "
+    "lowered PP-OCRv4 det's (0.41 -> 0.36), equalization and smoothing lowered PP-OCR cls and det "
+    "and equalization's per-channel ReLU6 bound (Min) slows onnxruntime's INT8; turned on, bias "
+    "correction also breaks the fallback (a node kept FP32 keeps the bias corrected for its weights)"
 )
 PROBE_SAMPLES = 8
 
