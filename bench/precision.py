@@ -4,7 +4,13 @@
     python bench/precision.py --models cnn,resblock # a subset
     python bench/precision.py --fp16-converters     # the measurement behind the FP16 converter choice
     python bench/precision.py --markdown OUT.md
-    python bench/precision.py --int8-steps --models ppocr_cls_v2   # equalization / bias correction
+    python bench/precision.py --int8-steps --models ppocr_cls_v2   # equalization / smoothing / bias correction
+    python bench/precision.py --int8-steps --targets trt --fallback both --steps none,smooth
+
+With ``--int8-steps`` and the ``trt`` target the table also gives the fraction of
+Conv/ConvTranspose/MatMul/Gemm nodes that read INT8 weights in the written Q/DQ graph,
+and NVIDIA Model Optimizer's INT8 of the same FP32 graph on the same calibration samples
+(``--modelopt``: the python of its own virtual environment; left out when absent).
 
 Each model goes through ``tensorsmith.optimize_file`` three times (fp32, fp16, int8;
 plus int8 dynamic for MatMul models), calibrated on 40 samples and gated on 8 others.
@@ -284,7 +290,95 @@ def run_model(name: str, path: Path, shapes: dict, work: Path) -> dict:
     return row
 
 
-STEP_VARIANTS = [[], ["equalize"], ["bias-correction"], ["equalize", "bias-correction"]]
+STEP_VARIANTS = [
+    [],
+    ["equalize"],
+    ["smooth"],
+    ["bias-correction"],
+    ["equalize", "bias-correction"],
+    ["smooth", "bias-correction"],
+    ["equalize", "smooth", "bias-correction"],
+]
+COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+GATE = 0.99  # the default INT8 gate: cosine and top-1 agreement
+
+
+def int8_fraction(path: Path) -> tuple[int, int]:
+    """(Conv/ConvTranspose/MatMul/Gemm nodes whose weight input is an INT8 weight behind a
+    DequantizeLinear, all such nodes) in a Q/DQ graph: ours (int8 initializers) or Model
+    Optimizer's (the same, or a QuantizeLinear of a float constant)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    consts = {o: n for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+
+    def int8_weight(value: str) -> bool:
+        dq = producer.get(value)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return False
+        src = dq.input[0]
+        if src in inits:
+            return inits[src].data_type == onnx.TensorProto.INT8
+        q = producer.get(src)
+        return (
+            q is not None and q.op_type == "QuantizeLinear" and (q.input[0] in inits or q.input[0] in consts)
+        )
+
+    compute = [n for n in proto.graph.node if n.op_type in COMPUTE]
+    # a weight is input 1 (Conv/ConvTranspose/Gemm, MatMul's B) or, for MatMul, either input
+    hits = sum(
+        1
+        for n in compute
+        if any(int8_weight(i) for i in (n.input[:2] if n.op_type == "MatMul" else n.input[1:2]))
+    )
+    return hits, len(compute)
+
+
+def gate_numbers(fp32: Path, path: Path, val: list[dict]) -> tuple[float, float | None]:
+    """(worst output's mean per-sample cosine, top-1 agreement) of ``path`` vs ``fp32`` on ``val``,
+    as the INT8 gate computes them (``precision.gate.evaluate``), onnxruntime CPU."""
+    import onnx
+
+    from tensorsmith.precision import gate
+    from tensorsmith.verify import ort_session, session_feeds
+
+    ref, got = ort_session(fp32), ort_session(path)
+    names = [o.name for o in ref.get_outputs()]
+    refs = [dict(zip(names, ref.run(names, session_feeds(ref, s)), strict=True)) for s in val]
+    gots = [dict(zip(names, got.run(names, session_feeds(got, s)), strict=True)) for s in val]
+    classes = gate.class_score_outputs(onnx.load(str(fp32), load_external_data=False))
+    res = gate.evaluate(refs, gots, gate.Thresholds(min_cosine=GATE, min_top1=GATE), classes)
+    return res.worst_cosine, res.worst_top1
+
+
+def modelopt_row(
+    name: str, fp32: Path, calib: list[dict], val: list[dict], work: Path, python: Path, method: str
+) -> dict:
+    """NVIDIA Model Optimizer's INT8 (``python -m modelopt.onnx.quantization``, in its own virtual
+    environment, calibrated on CPU on the same samples) on the same prepared FP32 graph."""
+    import onnx
+    from trt_int8 import modelopt
+
+    from tensorsmith.precision import int8 as i8
+
+    prepared, _ = i8.prepare(onnx.load(str(fp32)))
+    prep = work / f"{name}.mo_input.onnx"
+    onnx.save(prepared, str(prep))
+    npz = work / f"{name}.mo_calib.npz"
+    np.savez(npz, **{k: np.concatenate([s[k] for s in calib]) for k in calib[0]})
+    t0 = time.perf_counter()
+    out, err = modelopt(python, prep, work / f"{name}.mo.{method}.onnx", npz, method)
+    row = {"model": name, "target": "trt", "steps": f"Model Optimizer ({method})", "fallback": "-"}
+    row.update(status=err and f"failed: {err}", pairs=0, skipped=0, corrected=0, wq_cos=[], out=None)
+    row["seconds"] = time.perf_counter() - t0
+    if out is not None:
+        cos, top1 = gate_numbers(prep, out, val)
+        ok = cos >= GATE and (top1 is None or top1 >= GATE)
+        row.update(cosine=cos, top1=top1, int8=int8_fraction(out), status="pass" if ok else "fail")
+    print(f"   {row}", file=sys.stderr, flush=True)
+    return row
 
 
 def run_int8_steps(
@@ -294,77 +388,107 @@ def run_int8_steps(
     work: Path,
     targets: list[str],
     variants: list[list[str]],
+    budgets: list[int | None],
+    mo: tuple[Path, str] | None = None,
 ) -> list[dict]:
-    """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0):
-    the accuracy the quantized graph has before any node is kept FP32, and its speed."""
+    """INT8 with each combination of the accuracy steps, per target, the fallback off (budget 0)
+    and/or at its default (None): the accuracy the quantized graph has before any node is kept
+    FP32, and after. For ``trt`` with the fallback off the gate is opened (thresholds 0: the
+    target has one layout, so that changes nothing but that the graph is written) so that the
+    INT8 fraction of the written graph is counted; the pass/fail shown is the default gate's,
+    recomputed from the same numbers. ``mo``: Model Optimizer side by side (its python, method)."""
+    import onnx
+
     import tensorsmith
+    from tensorsmith.precision import calibration as cal
     from tensorsmith.precision import options_from_cli
     from tensorsmith.precision.latency import measure
+    from tensorsmith.verify import input_specs_from_proto
     from tests import thirdparty as tp
 
     domain, prep = IMAGES[name]
     calib, val = tp.image_sets(work / "images", domain)
     fp32 = work / f"{name}.fp32.onnx"
     tensorsmith.optimize_file(path, fp32, input_shapes=shapes, verify=False)
+    specs = input_specs_from_proto(onnx.load(str(fp32), load_external_data=False))
     rows, outs = [], [fp32]
     for target in targets:
-        for variant in variants:
-            # "mse-calib" in a variant: --calib-method mse (scale_search.py), not an int8 step
-            calib_method = "mse" if "mse-calib" in variant else "minmax"
-            steps = [x for x in variant if x != "mse-calib"]
-            kw = dict(
-                calib=str(calib),
-                val=str(val),
-                calib_preprocess=prep,
-                min_speedup=0.0,
-                calib_method=calib_method,
-            )
-            opts = options_from_cli("int8", target=target, fallback_budget=0, int8_steps=steps, **kw)
-            out = work / f"{name}.{target}.{calib_method}.{'+'.join(steps) or 'none'}.onnx"
-            t0 = time.perf_counter()
-            try:
-                rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
-                status = "pass"
-            except tensorsmith.TensorsmithError as exc:
-                rep = getattr(exc, "precision_report", None) or {}
-                status = f"fail (exit {exc.exit_code})"
-            gate = rep.get("gate") or {}
-            runs = (rep.get("int8_steps") or {}).get("runs") or []
-            row = {
-                "model": name,
-                "target": target,
-                "steps": "+".join(variant) or "none",
-                "status": status,
-                "cosine": gate.get("worst_cosine"),
-                "top1": gate.get("worst_top1"),
-                "layout": rep.get("layout"),
-                "pairs": sum(len(r.get("pairs", [])) for r in runs),
-                "skipped": sum(len(r.get("skipped", [])) for r in runs if r["step"] == "equalize"),
-                "corrected": sum(len(r.get("layers", [])) for r in runs if r["step"] == "bias-correction"),
-                "rounding": _rounding_cell(runs),
-                "wq_cos": [
-                    (r.get("weight_quant_cosine_before"), r.get("weight_quant_cosine_after")) for r in runs
-                ],
-                "seconds": time.perf_counter() - t0,
-                "out": out if out.exists() else None,
-            }
-            rows.append(row)
-            print(f"   {row}", file=sys.stderr, flush=True)
-            if row["out"] is not None:
-                outs.append(out)
-    feed = rows and [r for r in rows if r["out"]]
-    if feed:
-        import onnx
-
-        from tensorsmith.precision import calibration as cal
-        from tensorsmith.verify import input_specs_from_proto
-
-        specs = input_specs_from_proto(onnx.load(str(fp32), load_external_data=False))
+        for budget in budgets:
+            for variant in variants:
+                # "mse-calib" in a variant: --calib-method mse (scale_search.py), not an int8 step
+                calib_method = "mse" if "mse-calib" in variant else "minmax"
+                steps = [x for x in variant if x != "mse-calib"]
+                kw: dict = dict(
+                    calib=str(calib),
+                    val=str(val),
+                    calib_preprocess=prep,
+                    min_speedup=0.0,
+                    calib_method=calib_method,
+                )
+                if budget is not None:
+                    kw["fallback_budget"] = budget
+                opened = target == "trt" and budget == 0
+                if opened:
+                    kw.update(min_cosine=0.0, min_top1=0.0)
+                opts = options_from_cli("int8", target=target, int8_steps=steps, **kw)
+                fb = "off" if budget == 0 else "default"
+                out = work / f"{name}.{target}.{fb}.{calib_method}.{'+'.join(steps) or 'none'}.onnx"
+                t0 = time.perf_counter()
+                try:
+                    rep = tensorsmith.optimize_file(fp32, out, input_shapes=shapes, precision=opts).precision
+                    status = "pass"
+                except tensorsmith.TensorsmithError as exc:
+                    rep = getattr(exc, "precision_report", None) or {}
+                    status = f"fail (exit {exc.exit_code})"
+                gate = rep.get("gate") or {}
+                runs = (rep.get("int8_steps") or {}).get("runs") or []
+                cos, top1 = gate.get("worst_cosine"), gate.get("worst_top1")
+                if opened and cos is not None:
+                    status = "pass" if cos >= GATE and (top1 is None or top1 >= GATE) else "fail (exit 4)"
+                row = {
+                    "model": name,
+                    "target": target,
+                    "steps": "+".join(variant) or "none",
+                    "fallback": f"{fb} ({len((rep.get('fallback') or {}).get('nodes') or [])} kept)"
+                    if budget != 0
+                    else "off",
+                    "status": status,
+                    "cosine": cos,
+                    "top1": top1,
+                    "layout": rep.get("layout"),
+                    "pairs": sum(len(r.get("pairs", [])) for r in runs if r["step"] == "equalize"),
+                    "smoothed": sum(len(r.get("pairs", [])) for r in runs if r["step"] == "smooth"),
+                    "skipped": sum(len(r.get("skipped", [])) for r in runs if r["step"] == "equalize"),
+                    "corrected": sum(
+                        len(r.get("layers", [])) for r in runs if r["step"] == "bias-correction"
+                    ),
+                    "rounding": _rounding_cell(runs),
+                    "wq_cos": [
+                        (r.get("weight_quant_cosine_before"), r.get("weight_quant_cosine_after"))
+                        for r in runs
+                    ],
+                    "seconds": time.perf_counter() - t0,
+                    "out": out if out.exists() else None,
+                }
+                if target == "trt" and row["out"] is not None:
+                    row["int8"] = int8_fraction(out)
+                rows.append(row)
+                print(f"   {row}", file=sys.stderr, flush=True)
+                if row["out"] is not None:
+                    outs.append(out)
+    if mo is not None and "trt" in targets:
+        c = cal.load_path(str(calib), specs, preprocess=prep, limit=100).samples
+        v = cal.load_path(str(val), specs, what="--val", preprocess=prep, limit=256).samples
+        try:
+            rows.append(modelopt_row(name, fp32, c, v, work, *mo))
+        except Exception as exc:
+            print(f"   Model Optimizer: {one_line(exc)}", file=sys.stderr)
+    if len(outs) > 1:
         sample = cal.load_path(str(val), specs, what="--val", preprocess=prep, limit=1).samples[0]
         lat = measure(outs, sample, budget_s=6.0)
         by_out = {o: lt.median_ms for o, lt in zip(outs, lat, strict=False)}
         for r in rows:
-            if r["out"] is not None:
+            if r["out"] is not None and r["out"] in by_out:
                 r["speedup"] = by_out[fp32] / by_out[r["out"]]
     return rows
 
@@ -389,18 +513,23 @@ def _rounding_cell(runs: list[dict]) -> str:
 
 def steps_table(rows: list[dict]) -> str:
     lines = [
-        "| model | target | steps | CLE pairs (skipped) | biases corrected | weights: clipped / AdaRound (output error before -> after) | weight-only INT8 cosine before -> after | INT8 cosine / top-1 vs FP32 (fallback off) | gate | ORT CPU speed-up |",
-        "| --- | --- | --- | ---: | ---: | --- | --- | --- | --- | ---: |",
+        "| model | target | steps | fallback | CLE pairs (skipped) | smoothed | biases corrected | weights: clipped / AdaRound (output error before -> after) | weight-only INT8 cosine before -> after | INT8 cosine / top-1 vs FP32 | gate | INT8 weights (trt) | ORT CPU speed-up |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- | ---: | ---: |",
     ]
     for r in rows:
         wq = "; ".join(f"{a} -> {b}" for a, b in r["wq_cos"]) or "-"
-        acc = "-" if r["cosine"] is None else f"{r['cosine']:.4f}"
+        acc = "-" if r.get("cosine") is None else f"{r['cosine']:.4f}"
         if r.get("top1") is not None:
             acc += f" / {r['top1']:.0%}"
         sp = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+        i8 = (
+            f"{r['int8'][0]}/{r['int8'][1]} ({r['int8'][0] / max(1, r['int8'][1]):.0%})"
+            if r.get("int8")
+            else "-"
+        )
         lines.append(
-            f"| {r['model']} | {r['target']} | {r['steps']} | {r['pairs']} ({r['skipped']}) | {r['corrected']} | {r.get('rounding', '-')} | "
-            f"{wq} | {acc} | {r['status']} | {sp} |"
+            f"| {r['model']} | {r['target']} | {r['steps']} | {r['fallback']} | {r['pairs']} ({r['skipped']}) | "
+            f"{r.get('smoothed', 0)} | {r['corrected']} | {r.get('rounding', '-')} | {wq} | {acc} | {r['status']} | {i8} | {sp} |"
         )
     return "\n".join(lines)
 
@@ -491,7 +620,20 @@ def main() -> int:
         help="with --int8-steps: variants, e.g. none,equalize+bias-correction,mse-calib+adaround "
         "(mse-calib: --calib-method mse)",
     )
-    ap.add_argument("--det-size", type=int, default=640, help="PP-OCRv4 det input size (square)")
+    ap.add_argument(
+        "--fallback",
+        default="off",
+        choices=["off", "default", "both"],
+        help="with --int8-steps: the fallback",
+    )
+    ap.add_argument(
+        "--modelopt",
+        type=Path,
+        default=Path("/work/venvs/modelopt/bin/python"),
+        help="with --int8-steps and the trt target: Model Optimizer's python (left out when absent)",
+    )
+    ap.add_argument("--modelopt-method", default="entropy", choices=["minmax", "entropy"])
+    ap.add_argument("--det-size", type=int, default=640, help="PP-OCRv4 det's input size (square)")
     args = ap.parse_args()
     import logging
 
@@ -499,10 +641,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tensorsmith-precision-") as tmp:
         work = Path(tmp)
         models = model_list([m for m in args.models.split(",") if m], work)
-        if args.det_size != 640 and "ppocr_det_v4" in models:
-            domain, prep = IMAGES["ppocr_det_v4"]
-            IMAGES["ppocr_det_v4"] = (domain, prep.replace("resize=640", f"resize={args.det_size}"))
-            models["ppocr_det_v4"] = (models["ppocr_det_v4"][0], {"x": [1, 3, args.det_size, args.det_size]})
+        if args.det_size != 640 and "ppocr_det_v4" in models:  # a smaller input: 640x640 is slow here
+            det_path, _ = models["ppocr_det_v4"]
+            models["ppocr_det_v4"] = (det_path, {"x": [1, 3, args.det_size, args.det_size]})
+            IMAGES["ppocr_det_v4"] = ("text", f"resize={args.det_size},{IMAGENET},color=BGR")
         if args.fp16_converters:
             text = fp16_converters(models, work)
         elif args.int8_steps:
@@ -517,7 +659,15 @@ def main() -> int:
                         if args.steps
                         else STEP_VARIANTS
                     )
-                    srows += run_int8_steps(name, path, shapes, work, args.targets.split(","), variants)
+                    budgets: list[int | None] = {"off": [0], "default": [None], "both": [0, None]}[
+                        args.fallback
+                    ]
+                    mo = (args.modelopt, args.modelopt_method) if args.modelopt.exists() else None
+                    if mo is None and "trt" in args.targets:
+                        print(f"   Model Optimizer not found at {args.modelopt}: left out", file=sys.stderr)
+                    srows += run_int8_steps(
+                        name, path, shapes, work, args.targets.split(","), variants, budgets, mo
+                    )
                 except Exception as exc:
                     print(f"   {name}: {one_line(exc)}", file=sys.stderr)
             text = steps_table(srows)

@@ -254,7 +254,8 @@ class PrecisionConfig(Strict):
     min_speedup: float | None = Field(None, ge=0, description="--min-speedup")
     keep_fp32: NameList = Field(None, description="--keep-fp32")
     int8_steps: NameList = Field(
-        None, description="--int8-steps: equalize, bias-correction before INT8 quantization (default: none)"
+        None,
+        description="--int8-steps: equalize, smooth, mse-weights, adaround, bias-correction before INT8 quantization (default: none)",
     )
     precision_report: bool | None = Field(
         None, description="--precision-report: rank every INT8 layer by sensitivity, with its final precision"

@@ -72,7 +72,7 @@ def _compensated(shape, scales, rng, group=1):
     """Second-layer weights whose input channel c is divided by scales[c]: the pair as trained
     (the first layer's small channels are amplified by the next), which per-tensor INT8 ruins."""
     w = rng.standard_normal(shape).astype(np.float32)
-    return eq._scale_second(w, group, 1.0 / scales.astype(np.float64)).astype(np.float32)
+    return eq.scale_second(w, group, 1.0 / scales.astype(np.float64)).astype(np.float32)
 
 
 def _run(m, x):
@@ -210,7 +210,7 @@ def _act_model(op, rng, **attrs):
 @pytest.mark.parametrize(
     ("op", "why"),
     [
-        ("Clip", "scalar bounds"),
+        ("Tanh", "not positively homogeneous"),
         ("HardSwish", "not positively homogeneous"),
         ("Sigmoid", "not positively homogeneous"),
     ],
@@ -223,6 +223,109 @@ def test_non_homogeneous_activations_are_left_alone_with_the_reason(op, why):
     assert len(res.skipped) == 1 and res.skipped[0]["via"] == op and why in res.skipped[0]["reason"]
     after = [numpy_helper.to_array(t) for t in m.graph.initializer]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def _relu6_model(rng, form):
+    """depthwise -> ReLU6 -> pointwise, the ReLU6 as ``Clip(0, 6)`` or ``Min(Relu(x), 6)``."""
+    s1 = np.ones(C)
+    dw = _mismatched((C, 1, 3, 3), rng, out=s1)
+    pw = _compensated((C, C, 1, 1), s1, rng)
+    b = (rng.standard_normal(C) * s1).astype(np.float32)
+    six = numpy_helper.from_array(np.array(6.0, np.float32), "six")
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    if form == "clip":
+        acts = [helper.make_node("Clip", ["h", "zero", "six"], ["r"], name="relu6")]
+    else:
+        acts = [
+            helper.make_node("Relu", ["h"], ["h2"], name="relu"),
+            helper.make_node("Min", ["h2", "six"], ["r"], name="min6"),
+        ]
+    return _model(
+        [_conv("a", "x", "h", dw, b, group=C, pads=1), _conv("b", "r", "y", pw, b)],
+        acts,
+        extra_inits=[six, zero],
+    )
+
+
+@pytest.mark.parametrize("form", ["clip", "relu-min"])
+def test_relu6_is_equalized_with_a_per_channel_bound(form):
+    rng = np.random.default_rng(5)
+    m = _relu6_model(rng, form)
+    # inputs large enough that the bound of 6 is reached on many channels
+    xs = [(4 * rng.standard_normal((1, C, 12, 12))).astype(np.float32) for _ in range(3)]
+    r = _run(_with_output(m, "r"), xs[0])
+    assert (r >= 6.0 - 1e-6).any() and (r < 6.0).any()
+    refs = [_run(m, x) for x in xs]
+    eqm = _copy(m)
+    res = eq.equalize(eqm)
+    onnx.checker.check_model(eqm)
+    assert len(res.pairs) == 1 and res.skipped == [], res.describe()
+    assert res.pairs[0].range_ratio_after < res.pairs[0].range_ratio_before / 10
+    ops = [n.op_type for n in eqm.graph.node]
+    assert "Clip" not in ops and ops.count("Min") == 1 and ops.count("Relu") == 1
+    mn = next(n for n in eqm.graph.node if n.op_type == "Min")
+    bound = next(numpy_helper.to_array(t) for t in eqm.graph.initializer if t.name == mn.input[1])
+    assert bound.shape == (C, 1, 1) and np.ptp(bound) > 1.0  # 6 / s_c: one bound per channel
+    assert bound.max() <= 6.0 + 1e-6  # s_c >= 1 behind a bound: no channel's range grows past 6
+    for x, ref in zip(xs, refs, strict=True):
+        got = _run(eqm, x)
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    # a second run finds the Relu + Min pair and has almost nothing left to do
+    again = eq.equalize(_copy(eqm))
+    assert len(again.pairs) == 1
+    assert abs(again.pairs[0].scale_min - 1) < 1e-2 and abs(again.pairs[0].scale_max - 1) < 1e-2
+
+    # and the per-tensor weight-quantized error goes down, as for ReLU
+    def err(model):
+        q = _weight_quant(model, per_tensor=True)
+        return sum(float(np.mean((_run(q, x) - r) ** 2)) for x, r in zip(xs, refs, strict=True))
+
+    assert err(eqm) < err(m) / 4
+    # high-bias absorption leaves a bounded pair alone, with the reason
+    absorbed, skipped = eq.absorb_high_bias(eqm, [{"x": x} for x in xs])
+    assert absorbed == [] and skipped[0]["reason"] == "bounded activation (ReLU6/Min)"
+
+
+def test_relu6_then_zero_pad_then_depthwise_is_equalized():
+    """EfficientNet-Lite's form: pointwise -> ReLU6 -> Pad (spatial, zeros) -> depthwise."""
+    rng = np.random.default_rng(6)
+    s2 = np.ones(C)
+    pw = _mismatched((C, C, 1, 1), rng, out=s2)
+    dw = _compensated((C, 1, 3, 3), s2, rng, group=C)
+    b = (rng.standard_normal(C) * s2).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "six"),
+        numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+    ]
+    m = _model(
+        [_conv("a", "x", "h", pw, b), _conv("b", "p", "y", dw, b, group=C)],
+        [
+            helper.make_node("Clip", ["h", "zero", "six"], ["r"], name="relu6"),
+            helper.make_node("Pad", ["r", "pads"], ["p"], name="pad"),
+        ],
+        extra_inits=inits,
+    )
+    xs = [(4 * rng.standard_normal((1, C, 12, 12))).astype(np.float32) for _ in range(2)]
+    refs = [_run(m, x) for x in xs]
+    eqm = _copy(m)
+    res = eq.equalize(eqm)
+    assert [(p.first, p.second, p.via) for p in res.pairs] == [("a", "b", "Clip+Pad")], res.describe()
+    for x, ref in zip(xs, refs, strict=True):
+        assert np.abs(_run(eqm, x) - ref).max() <= 1e-5 * np.abs(ref).max()
+    # a Pad of the channel axis is not per-channel: left alone with the reason
+    bad = _copy(m)
+    next(t for t in bad.graph.initializer if t.name == "pads").CopyFrom(
+        numpy_helper.from_array(np.array([0, 1, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    )
+    pairs, skipped = eq.find_pairs(bad)
+    assert pairs == [] and skipped[0]["reason"] == "Pad of the batch or channel axis"
+
+
+def _with_output(m, name):
+    c = _copy(m)
+    c.graph.output.append(helper.make_empty_tensor_value_info(name))
+    return c
 
 
 def test_branching_output_and_shared_weights_are_not_paired():

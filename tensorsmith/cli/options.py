@@ -371,7 +371,7 @@ FLAGS: dict[str, Flag] = {
         typer.Option(
             None,
             "--int8-steps",
-            help="INT8: equalize (cross-layer equalization), bias-correction before quantizing (comma-separated).",
+            help="INT8 accuracy steps before quantizing (comma-separated): equalize, smooth, mse-weights, adaround, bias-correction.",
             rich_help_panel=PRECISION,
         ),
     ),

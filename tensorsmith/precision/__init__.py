@@ -50,7 +50,7 @@ class PrecisionOptions(BaseModel):
     min_speedup: float | None = Field(None, ge=0.0)
     keep_fp32: list[str] = Field(default_factory=list)  # node names or op types the user keeps FP32
     measure_latency: bool = True
-    int8_steps: list[Literal["equalize", "mse-weights", "adaround", "bias-correction"]] | None = (
+    int8_steps: list[Literal["equalize", "smooth", "mse-weights", "adaround", "bias-correction"]] | None = (
         None  # int8_steps.py; None: its DEFAULT
     )
     precision_report: bool = False  # rank every quantized node by sensitivity, even when the gate passes

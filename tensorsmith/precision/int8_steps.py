@@ -3,6 +3,8 @@
 ``equalize``         cross-layer equalization (``equalize.py``): data-free, exact in FP32;
                      then high-bias absorption (exact while activations stay above the
                      calibration minimum)
+``smooth``           activation smoothing (SmoothQuant, ``smooth.py``): exact in FP32, alpha
+                     searched per pair by the consumer's quantized error on calibration data
 ``mse-weights``      per output channel, weights clipped to the range of least quantization
                      MSE (``scale_search.py``)
 ``adaround``         learned rounding (AdaRound): grid-aligned weights that minimise each
@@ -27,17 +29,18 @@ from tensorsmith.precision import adaround as ar
 from tensorsmith.precision import bias_correction as bc
 from tensorsmith.precision import equalize as eq
 from tensorsmith.precision import scale_search as ss
+from tensorsmith.precision import smooth as sm
 
-STEPS = ("equalize", "mse-weights", "adaround", "bias-correction")
+STEPS = ("equalize", "smooth", "mse-weights", "adaround", "bias-correction")
 WEIGHT_STEPS = ("mse-weights", "adaround")  # change the weights: bias correction measures against before
-# chosen by measurement (README "Equalization and bias correction"): see DEFAULT_WHY
+# chosen by measurement (README "Equalization, smoothing and bias correction"): see DEFAULT_WHY
 DEFAULT: tuple[str, ...] = ()
 DEFAULT_WHY = (
-    "off by default, measured (README 'Equalization and bias correction'): bias correction raised the "
-    "INT8 cosine on EfficientNet-Lite0 (ort 0.993 -> 0.997, trt 0.978 -> 0.993) and PP-OCR cls (trt "
-    "0.981 -> 0.988) but lowered it on PP-OCR det (trt 0.64 -> 0.54) and turned on it breaks the "
-    "fallback: a node the fallback keeps FP32 keeps the bias corrected for quantized weights "
-    "(two fallback tests fail); equalization helped one model and hurt another"
+    "off by default, measured (README 'Equalization, smoothing and bias correction', 'Scale search and "
+    "learned rounding'): no step helps every model; bias correction raised EfficientNet-Lite0's INT8 "
+    "cosine (trt 0.979 -> 0.994) but lowered PP-OCRv4 det's (0.41 -> 0.36), equalization and smoothing "
+    "lowered PP-OCR cls and det, equalization's per-channel ReLU6 bound (Min) slows onnxruntime's INT8, "
+    "and AdaRound lowers every layer's error but moves no gate while costing minutes"
 )
 PROBE_SAMPLES = 8
 
@@ -96,6 +99,8 @@ def apply(proto: onnx.ModelProto, steps: list[str] | tuple[str, ...], samples: l
             absorbed, skipped = eq.absorb_high_bias(proto, samples[: bc.SAMPLES])
             entry["high_bias_absorbed"] = [vars(a) for a in absorbed]
             entry["high_bias_skipped"] = len(skipped)
+        elif step == "smooth":
+            entry.update(sm.smooth(proto, samples).describe())
         elif step == "mse-weights":
             todo, skipped = ar.weight_layers(proto)
             entry["layers"] = [vars(x) for x in ss.clip_weights(proto, [(L.node, L.axis) for L in todo])]
