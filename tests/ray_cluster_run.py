@@ -274,7 +274,14 @@ def main() -> None:
             time.sleep(0.1)
         started = any((WORK / "markers").iterdir())
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        # a SIGINT that lands inside one of Ray's C++ calls can be lost (seen once at load 15:
+        # the job then ran to the end, rc 0); a user presses Ctrl-C again: so does the test,
+        # once, while the 6 s job is still far from done
+        try:
+            _, err = proc.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
         time.sleep(8)  # longer than the job's factory waits: a job left running would have finished by now
         out = WORK / "out-stop"
         return {
