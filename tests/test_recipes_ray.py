@@ -163,7 +163,7 @@ def test_a_label_no_node_has_fails_fast(cluster_runs):
 def test_ctrl_c_cancels_and_leaves_no_output(cluster_runs):
     stop = _scenario(cluster_runs, "interrupt")
     assert stop["started"], "the job never started"
-    assert stop["rc"] == 130, stop["stderr"]
+    assert stop["rc"] == 130, (stop["debug"], stop["stderr"])
     assert "interrupted" in stop["stderr"]
     # nothing in place, even after the job would have finished: it was cancelled
     assert not any(f.endswith(".onnx") and not f.startswith(".tensorsmith-tmp") for f in stop["files"]), stop[
