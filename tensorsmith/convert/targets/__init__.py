@@ -118,9 +118,11 @@ def get_target(name: str) -> Target:
 PRECISIONS = ("fp32", "fp16", "int8")  # what every target lowers to (``--precision``)
 
 
-def capability(why: str | None, unavailable: dict[str, str] | None = None, note: str | None = None) -> dict:
-    """One ``tensorsmith doctor`` target entry: available unless ``why``; the precisions it can make
-    (``PRECISIONS`` less ``unavailable``, precision -> why not; an extra name adds one)."""
+def capability(*whys: str | None, unavailable: dict[str, str] | None = None, note: str | None = None) -> dict:
+    """One ``tensorsmith doctor`` target entry: available unless one of ``whys`` (reasons, ``None``
+    for a check that passed) says why not; the precisions it can make (``PRECISIONS`` less
+    ``unavailable``, precision -> why not; an extra name adds one)."""
+    why = "; ".join(w for w in whys if w) or None
     unavailable = unavailable or {}
     names = sorted(set(PRECISIONS) | set(unavailable))
     out = {

@@ -91,7 +91,7 @@ class TftrtTarget:
             machine.tftrt_unavailable_reason(info["tensorflow"]),
             machine.gpu_unavailable_reason(info["gpus"]),
         )
-        return {"tftrt": capability("; ".join(w for w in whys if w) or None)}
+        return {"tftrt": capability(*whys)}
 
     def run(self, job: Job, out: Path, step: Step, progress=None, on_lint=None) -> Report:
         from tensorsmith.convert import tftrt_backend

@@ -209,7 +209,7 @@ class TrtTarget:
             note="writes the ready-to-build ONNX and its lint report; run `tensorsmith build` on a GPU machine",
         )
         return {
-            "trt": capability("; ".join(w for w in whys if w) or None, old),
+            "trt": capability(*whys, unavailable=old),
             "trt --prepare-only": prepare,
         }
 
